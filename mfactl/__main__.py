@@ -1,0 +1,3 @@
+from mfactl.cli.app import main
+
+main()

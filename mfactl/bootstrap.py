@@ -1,0 +1,103 @@
+"""Build the engine, secret store, mail transport and clock once, from the loaded settings.
+
+Nothing here runs at import time; the CLI (or a login server, through mfactl.api) calls
+``bootstrap`` and passes the resulting ``App`` to the services.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from mfactl.config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from mfactl.crypto import SecretStore
+    from mfactl.db.uow import UnitOfWork
+
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def default_actor() -> str:
+    actor = os.environ.get("MFACTL_ACTOR")
+    if actor:
+        return actor
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+@dataclass
+class App:
+    """Everything a service needs, built lazily so a command pays only for what it uses."""
+
+    settings: Settings
+    clock: Clock = system_clock
+    actor: str = field(default_factory=default_actor)
+    _schema_checked: bool = False
+    _engine_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    @cached_property
+    def engine(self) -> Engine:
+        from mfactl.db.engine import make_engine
+
+        return make_engine(self.settings.database.url, **self._engine_kwargs)
+
+    @cached_property
+    def session_factory(self) -> sessionmaker[Session]:
+        from sqlalchemy.orm import sessionmaker
+
+        return sessionmaker(self.engine, expire_on_commit=False)
+
+    @cached_property
+    def secrets(self) -> SecretStore:
+        from mfactl.crypto import SecretStore
+
+        return SecretStore.from_settings(self.settings.secret_store)
+
+    def uow(self) -> UnitOfWork:
+        """A unit of work on a database whose schema is known to be current."""
+        from mfactl.db.uow import UnitOfWork
+
+        if not self._schema_checked:
+            from mfactl.db.engine import check_schema
+
+            check_schema(self.engine)
+            self._schema_checked = True
+        return UnitOfWork(self.session_factory)
+
+    def close(self) -> None:
+        if "engine" in self.__dict__:
+            self.engine.dispose()
+
+
+def bootstrap(
+    values: str | os.PathLike[str] | None = None,
+    *,
+    settings: Settings | None = None,
+    clock: Clock | None = None,
+    actor: str | None = None,
+) -> App:
+    """Load the settings (unless given) and wire an App."""
+    settings = settings if settings is not None else load_settings(values)
+    return App(
+        settings=settings,
+        clock=clock or system_clock,
+        actor=actor or default_actor(),
+    )

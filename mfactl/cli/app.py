@@ -1,0 +1,56 @@
+"""The mfactl command: global options, the command groups, and the flat aliases."""
+
+from __future__ import annotations
+
+import typer
+
+from mfactl import __version__
+from mfactl.cli import audit, config, demo, init, org, user
+from mfactl.cli.common import Globals, MfactlGroup
+
+app = typer.Typer(
+    cls=MfactlGroup,
+    name="mfactl",
+    help="Administer TOTP multi-factor authentication on a multi-organization platform.",
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mfactl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    values: str | None = typer.Option(
+        None,
+        "--values",
+        metavar="FILE",
+        help="values.yaml to use (default: $MFACTL_VALUES, ./values.yaml, /etc/mfactl/values.yaml).",  # noqa: E501
+    ),
+    actor: str | None = typer.Option(
+        None, "--actor", help="Who is acting, for the audit log (default: $MFACTL_ACTOR or login)."
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
+) -> None:
+    """Administer TOTP multi-factor authentication on a multi-organization platform."""
+    ctx.obj = Globals(values=values, actor=actor)
+
+
+app.command("init")(init.init)
+app.command("demo")(demo.demo)
+app.add_typer(config.app, name="config")
+app.add_typer(org.app, name="org")
+app.add_typer(user.app, name="user")
+app.add_typer(audit.app, name="audit")
+
+
+def main() -> None:
+    app(prog_name="mfactl")

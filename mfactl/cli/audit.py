@@ -1,0 +1,91 @@
+"""mfactl audit: read the audit log."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import typer
+
+from mfactl.cli.common import JSON_OPTION, get_app, print_json, print_table
+from mfactl.errors import InvalidInput
+
+app = typer.Typer(help="The audit log of every change.", no_args_is_help=True)
+
+_RELATIVE = re.compile(r"(\d+)([smhdw])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(value: str, now: datetime) -> datetime:
+    """An ISO 8601 time (UTC unless it says otherwise), or a span back from now: 90m, 24h, 7d."""
+    text = value.strip()
+    relative = _RELATIVE.fullmatch(text)
+    if relative:
+        return now - timedelta(**{_UNITS[relative[2]]: int(relative[1])})
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(
+            f"--since {text!r} is neither an ISO 8601 time (2026-11-01, 2026-11-01T08:00Z) "
+            "nor a span like 90m, 24h or 7d"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    org: str | None = typer.Option(None, "--org", help="Only this organization."),
+    user: str | None = typer.Option(None, "--user", help="Only this user handle."),
+    action: str | None = typer.Option(
+        None, "--action", help="Only this action (e.g. user.reset; 'user.*' for a prefix)."
+    ),
+    since: str | None = typer.Option(None, "--since", help="ISO time, or a span: 90m, 24h, 7d."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Only the last N events."),
+    json_: bool = JSON_OPTION,
+) -> None:
+    """List audit events, oldest first."""
+    from mfactl.services import audit
+
+    app_ = get_app(ctx)
+    since_at = parse_since(since, app_.now()) if since else None
+    events = audit.list_events(
+        app_,
+        org=org,
+        user=user.strip().lower() if user else None,
+        action=action,
+        since=since_at,
+        limit=limit,
+    )
+    if json_:
+        print_json(
+            [
+                {
+                    "id": e.id,
+                    "at": e.at,
+                    "actor": e.actor,
+                    "action": e.action,
+                    "org": e.org,
+                    "user": e.user,
+                    "outcome": e.outcome,
+                    "details": e.details,
+                }
+                for e in events
+            ]
+        )
+        return
+    print_table(
+        ["AT", "ACTOR", "ACTION", "ORG", "USER", "OUTCOME", "DETAILS"],
+        [
+            (
+                e.at,
+                e.actor,
+                e.action,
+                e.org,
+                e.user,
+                e.outcome,
+                " ".join(f"{k}={v}" for k, v in e.details.items()),
+            )
+            for e in events
+        ],
+    )

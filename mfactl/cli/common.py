@@ -1,0 +1,215 @@
+"""What every command shares: the App from the global options, output, and error rendering."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import typer
+from typer.core import TyperGroup
+
+from mfactl.errors import MfactlError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from mfactl.bootstrap import App
+
+JSON_OPTION = typer.Option(False, "--json", help="Print one JSON document on stdout.")
+ORG_OPTION = typer.Option(..., "--org", help="Organization slug.")
+USER_OPTION = typer.Option(..., "--user", help="User handle or email.")
+
+
+@dataclasses.dataclass
+class Globals:
+    values: str | None = None
+    actor: str | None = None
+    app: App | None = None
+
+
+def get_app(ctx: typer.Context) -> App:
+    """The App for this invocation, built once from the global options."""
+    root = ctx.find_root()
+    if root.obj is None:
+        root.obj = Globals()
+    globals_: Globals = root.obj
+    if globals_.app is None:
+        from mfactl.bootstrap import bootstrap
+
+        globals_.app = bootstrap(globals_.values, actor=globals_.actor)
+        for warning in globals_.app.settings.warnings:
+            warn(warning)
+        root.call_on_close(globals_.app.close)
+    return globals_.app
+
+
+# --- output --------------------------------------------------------------------------------------
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 UTC with Z, or None."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+def dumps(document: Any) -> str:
+    return json.dumps(document, default=_json_default, ensure_ascii=False)
+
+
+def print_json(document: Any) -> None:
+    sys.stdout.write(dumps(document) + "\n")
+    sys.stdout.flush()
+
+
+_consoles: dict[str, Console] = {}
+
+
+def console() -> Console:
+    """Rich console on stdout for results; never interprets user data as markup."""
+    from rich.console import Console
+
+    if "out" not in _consoles or _consoles["out"].file is not sys.stdout:
+        _consoles["out"] = Console(
+            file=sys.stdout, markup=False, highlight=False, emoji=False, soft_wrap=False
+        )
+    return _consoles["out"]
+
+
+def err_console() -> Console:
+    """Rich console on stderr for status, warnings and progress."""
+    from rich.console import Console
+
+    if "err" not in _consoles or _consoles["err"].file is not sys.stderr:
+        _consoles["err"] = Console(file=sys.stderr, markup=False, highlight=False, emoji=False)
+    return _consoles["err"]
+
+
+def info(message: str) -> None:
+    """A status line for people, on stderr."""
+    sys.stderr.write(message + "\n")
+
+
+def warn(message: str) -> None:
+    sys.stderr.write(f"warning: {message}\n")
+
+
+def print_fields(fields: Iterable[tuple[str, Any]]) -> None:
+    """A "label: value" block on stdout."""
+    rows = list(fields)
+    width = max((len(label) for label, _ in rows), default=0)
+    for label, value in rows:
+        if isinstance(value, datetime):
+            value = iso(value)
+        elif isinstance(value, bool):
+            value = "yes" if value else "no"
+        elif value is None:
+            value = "-"
+        sys.stdout.write(f"{label + ':':<{width + 1}} {value}\n")
+
+
+def print_table(
+    columns: list[str], rows: Iterable[Iterable[Any]], *, title: str | None = None
+) -> None:
+    from rich.table import Table
+
+    table = Table(title=title, show_edge=False, pad_edge=False, box=None, header_style="bold")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(
+            *(
+                "-"
+                if v is None
+                else iso(v)
+                if isinstance(v, datetime)
+                else ("yes" if v else "no")
+                if isinstance(v, bool)
+                else str(v)
+                for v in row
+            )
+        )
+    console().print(table)
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+
+def render_error(exc: MfactlError, *, as_json: bool) -> None:
+    if as_json:
+        payload: dict[str, Any] = {"code": exc.code, "message": exc.message}
+        if exc.problems:
+            payload["problems"] = exc.problems
+        if exc.hint:
+            payload["hint"] = exc.hint
+        sys.stderr.write(dumps({"error": payload}) + "\n")
+        return
+    lines = [f"error: {exc.message}"]
+    lines += [f"  - {problem}" for problem in exc.problems]
+    if exc.hint:
+        lines.append(f"hint: {exc.hint}")
+    sys.stderr.write("\n".join(lines) + "\n")
+
+
+def _database_error(exc: BaseException) -> MfactlError | None:
+    """A SQLAlchemy connection failure as exit 7; None for anything else."""
+    if "sqlalchemy.exc" not in sys.modules:
+        return None
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    from mfactl.errors import Unavailable
+
+    if isinstance(exc, OperationalError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    ):
+        reason = str(exc.orig).strip().splitlines()[0][:300] if exc.orig else type(exc).__name__
+        return Unavailable(f"the database is unavailable: {reason}")
+    return None
+
+
+class MfactlGroup(TyperGroup):
+    """The root group: turns MfactlError into one sentence and its exit code."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
+        ctx.meta["mfactl.json"] = "--json" in args
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except MfactlError as exc:
+            render_error(exc, as_json=bool(ctx.meta.get("mfactl.json")))
+            ctx.exit(exc.exit_code)
+        except (typer.Exit, typer.Abort, typer.TyperException, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if os.environ.get("MFACTL_DEBUG") == "1":
+                raise
+            if isinstance(exc, BrokenPipeError):
+                raise
+            translated = _database_error(exc)
+            if translated is not None:
+                render_error(translated, as_json=bool(ctx.meta.get("mfactl.json")))
+                ctx.exit(translated.exit_code)
+            unexpected(exc, as_json=bool(ctx.meta.get("mfactl.json")))
+            ctx.exit(1)
+
+
+def unexpected(exc: BaseException, *, as_json: bool) -> None:
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    message = f"unexpected error: {type(exc).__name__}" + (f": {first}" if first else "")
+    error = MfactlError(message, hint="run again with MFACTL_DEBUG=1 for the traceback")
+    render_error(error, as_json=as_json)

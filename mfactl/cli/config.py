@@ -1,0 +1,54 @@
+"""mfactl config: check values.yaml, the keys and the database."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from mfactl.cli.common import JSON_OPTION, Globals, print_json
+
+app = typer.Typer(help="Check the configuration.", no_args_is_help=True)
+
+
+@app.command("check")
+def check(ctx: typer.Context, json_: bool = JSON_OPTION) -> None:
+    """Validate values.yaml and the keys, and check that the database answers."""
+    from mfactl.services import config_check
+
+    globals_: Globals = ctx.find_root().obj or Globals()
+    report = config_check.check(globals_.values)
+    db = report.database
+    if json_:
+        print_json(
+            {
+                "ok": report.exit_code == 0,
+                "values_file": report.values_file,
+                "problems": report.problems,
+                "warnings": report.warnings,
+                "database": None
+                if db is None
+                else {
+                    "url": db.url,
+                    "reachable": db.reachable,
+                    "schema": db.schema,
+                    "revision": db.revision,
+                    "error": db.error,
+                },
+            }
+        )
+    else:
+        out = sys.stdout
+        out.write(f"values file: {report.values_file or '(none found: defaults)'}\n")
+        for problem in report.problems:
+            out.write(f"problem: {problem}\n")
+        for warning in report.warnings:
+            out.write(f"warning: {warning}\n")
+        if db is not None:
+            state = "answers" if db.reachable else f"does not answer ({db.error})"
+            out.write(f"database: {db.url} {state}\n")
+            if db.reachable:
+                hint = {"missing": " (run `mfactl init`)", "behind": " (run `mfactl init`)"}
+                out.write(f"schema: {db.schema}{hint.get(db.schema, '')}\n")
+        out.write("ok\n" if report.exit_code == 0 else "")
+    raise typer.Exit(report.exit_code)

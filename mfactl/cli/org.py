@@ -1,0 +1,46 @@
+"""mfactl org: add and list organizations."""
+
+from __future__ import annotations
+
+import typer
+
+from mfactl.cli.common import JSON_OPTION, get_app, info, print_json, print_table
+
+app = typer.Typer(help="Organizations.", no_args_is_help=True)
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    slug: str = typer.Argument(..., help="Short name: lowercase letters, digits and dashes."),
+    name: str | None = typer.Option(None, "--name", help="Display name (default: the slug)."),
+    json_: bool = JSON_OPTION,
+) -> None:
+    """Add an organization."""
+    from mfactl.services import orgs
+
+    org = orgs.add_org(get_app(ctx), slug, name)
+    if json_:
+        print_json({"org": org.slug, "name": org.name, "created_at": org.created_at})
+    else:
+        info(f"added organization {org.slug} ({org.name})")
+
+
+@app.command("list")
+def list_(ctx: typer.Context, json_: bool = JSON_OPTION) -> None:
+    """List organizations with their user counts."""
+    from mfactl.services import orgs
+
+    rows = orgs.list_orgs(get_app(ctx))
+    if json_:
+        print_json(
+            [
+                {"org": o.slug, "name": o.name, "users": o.users, "created_at": o.created_at}
+                for o in rows
+            ]
+        )
+    else:
+        print_table(
+            ["ORG", "NAME", "USERS", "CREATED"],
+            [(o.slug, o.name, o.users, o.created_at) for o in rows],
+        )

@@ -1,0 +1,112 @@
+"""The secret store: Fernet keys (active + rolling), key ids, and binding each secret to its user.
+
+A sealed TOTP secret is ``Fernet(b"mfactl-totp:1:" + uid + b":" + secret)``: decrypting checks the
+uid, so a ciphertext copied onto another user's row is refused, never accepted. New ciphertext is
+always made with the active key; the rolling key only decrypts.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+from dataclasses import dataclass
+
+from cryptography.fernet import Fernet, InvalidToken
+
+from mfactl.config import SecretStoreSettings, key_id
+from mfactl.errors import ConfigError, SecretStoreError
+
+_SECRET_PREFIX = b"mfactl-totp:1:"
+_BLOB_PREFIX = b"mfactl-blob:1:"
+
+
+def generate_key() -> str:
+    """A new Fernet key, as text."""
+    return Fernet.generate_key().decode("ascii")
+
+
+@dataclass(frozen=True)
+class Sealed:
+    ciphertext: str
+    key_id: str
+
+
+@dataclass(frozen=True)
+class Opened:
+    plaintext: str
+    key_id: str  # the key that opened it: the active or the rolling one
+
+
+class SecretStore:
+    """Seal and open secrets with MultiFernet semantics, knowing which key did what."""
+
+    def __init__(self, active_key: str, rolling_key: str = "") -> None:
+        if not active_key:
+            raise ConfigError(
+                "secretStore.activeKey is not set, so secrets cannot be sealed or opened",
+                hint="generate one with `mfactl keys generate` and put it in values.yaml",
+            )
+        self.active_key_id = key_id(active_key)
+        self.rolling_key_id = key_id(rolling_key) if rolling_key else None
+        self._active = Fernet(active_key.encode("ascii"))
+        self._keys: list[tuple[str, Fernet]] = [(self.active_key_id, self._active)]
+        if rolling_key:
+            assert self.rolling_key_id is not None
+            self._keys.append((self.rolling_key_id, Fernet(rolling_key.encode("ascii"))))
+
+    @classmethod
+    def from_settings(cls, settings: SecretStoreSettings) -> SecretStore:
+        return cls(settings.active_key, settings.rolling_key)
+
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        return tuple(kid for kid, _ in self._keys)
+
+    # --- TOTP secrets, bound to a user's uid ---------------------------------------------------
+
+    def seal_secret(self, uid: str, secret: str) -> Sealed:
+        plaintext = _SECRET_PREFIX + uid.encode("ascii") + b":" + secret.encode("ascii")
+        return Sealed(self._active.encrypt(plaintext).decode("ascii"), self.active_key_id)
+
+    def open_secret(self, uid: str, ciphertext: str, who: str) -> Opened:
+        """Decrypt a user's TOTP secret; ``who`` names the user in errors (org/handle)."""
+        raw, kid = self._decrypt(ciphertext, f"the MFA secret of {who}")
+        if not raw.startswith(_SECRET_PREFIX):
+            raise SecretStoreError(f"the MFA secret stored for {who} is not an mfactl secret")
+        bound_uid, _, secret = raw[len(_SECRET_PREFIX) :].partition(b":")
+        if not hmac.compare_digest(bound_uid, uid.encode("ascii")):
+            raise SecretStoreError(
+                f"the MFA secret stored for {who} is bound to another user; it was refused"
+            )
+        return Opened(secret.decode("ascii"), kid)
+
+    def reseal_secret(self, uid: str, ciphertext: str, who: str) -> Sealed:
+        """Open (checking the binding) and seal again under the active key."""
+        opened = self.open_secret(uid, ciphertext, who)
+        return self.seal_secret(uid, opened.plaintext)
+
+    # --- other sealed data (outbox bodies), bound to a label ----------------------------------
+
+    def seal_blob(self, label: str, data: bytes) -> Sealed:
+        plaintext = _BLOB_PREFIX + _b64(label) + b":" + data
+        return Sealed(self._active.encrypt(plaintext).decode("ascii"), self.active_key_id)
+
+    def open_blob(self, label: str, ciphertext: str, what: str) -> Opened:
+        raw, kid = self._decrypt(ciphertext, what)
+        prefix = _BLOB_PREFIX + _b64(label) + b":"
+        if not raw.startswith(prefix):
+            raise SecretStoreError(f"{what} is bound to something else; it was refused")
+        return Opened(raw[len(prefix) :].decode("utf-8"), kid)
+
+    def _decrypt(self, ciphertext: str, what: str) -> tuple[bytes, str]:
+        token = ciphertext.encode("ascii", "replace")
+        for kid, fernet in self._keys:
+            try:
+                return fernet.decrypt(token), kid
+            except InvalidToken:
+                continue
+        raise SecretStoreError(f"{what} cannot be decrypted with any configured key")
+
+
+def _b64(label: str) -> bytes:
+    return base64.urlsafe_b64encode(label.encode("utf-8"))

@@ -1,0 +1,1 @@
+"""Database: models, engine, unit of work and the Alembic migrations shipped in the package."""

@@ -1,0 +1,131 @@
+"""Engines for SQLite (the embedded default), PostgreSQL and MariaDB, and the schema check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DBAPIError, NoSuchModuleError, ProgrammingError
+from sqlalchemy.exc import OperationalError as SAOperationalError
+from sqlalchemy.pool import NullPool
+
+from mfactl.errors import ConfigError, Unavailable
+
+# The Alembic revision this mfactl expects; tests check it is the head of db/migrations.
+SCHEMA_REVISION = "0001"
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def redact(url: str) -> str:
+    """The URL with its password hidden, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable database URL>"
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    from sqlalchemy import create_engine
+
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise ConfigError("database.url: is not a valid database URL") from None
+    options: dict[str, Any] = {}
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        options["connect_args"] = {"timeout": 30}
+        if parsed.database and parsed.database != ":memory:":
+            folder = Path(parsed.database).expanduser().parent
+            if not folder.exists():
+                raise Unavailable(f"database folder {folder} does not exist")
+    elif backend in ("mysql", "mariadb"):
+        if "charset" not in parsed.query:
+            parsed = parsed.update_query_dict({"charset": "utf8mb4"})
+        options["connect_args"] = {"connect_timeout": 10}
+        options["poolclass"] = NullPool
+    elif backend == "postgresql":
+        options["connect_args"] = {"connect_timeout": 10}
+    options.update(kwargs)
+    try:
+        engine = create_engine(parsed, hide_parameters=True, **options)
+    except (NoSuchModuleError, ImportError) as exc:
+        raise ConfigError(f"database.url: unsupported database driver ({exc})") from None
+    if backend == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def unavailable(engine: Engine, exc: BaseException) -> Unavailable:
+    reason = str(getattr(exc, "orig", exc) or exc).strip().splitlines()[0][:300]
+    return Unavailable(
+        f"the database at {redact(engine.url.render_as_string(False))} is unavailable: {reason}"
+    )
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The schema revision stored in the database, or None when there is no mfactl schema."""
+    try:
+        with engine.connect() as conn:
+            try:
+                row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
+            except (ProgrammingError, SAOperationalError) as exc:
+                if _is_missing_table(exc):
+                    return None
+                raise
+            return None if row is None else str(row[0])
+    except DBAPIError as exc:
+        if isinstance(exc, (SAOperationalError,)) or exc.connection_invalidated:
+            raise unavailable(engine, exc) from None
+        raise
+
+
+def _is_missing_table(exc: DBAPIError) -> bool:
+    message = str(exc.orig).lower()
+    return "no such table" in message or "does not exist" in message or "doesn't exist" in message
+
+
+def check_schema(engine: Engine) -> None:
+    """Refuse with one sentence (exit 5) when the schema is missing, behind or ahead."""
+    revision = current_revision(engine)
+    where = redact(engine.url.render_as_string(False))
+    if revision is None:
+        raise ConfigError(f"the database at {where} has no mfactl schema; run `mfactl init` first")
+    if revision != SCHEMA_REVISION:
+        known = sorted(p.name.split("_")[0] for p in (MIGRATIONS_DIR / "versions").glob("*.py"))
+        if revision in known:
+            raise ConfigError(
+                f"the database schema is at revision {revision} but this mfactl needs "
+                f"{SCHEMA_REVISION}; run `mfactl init` to upgrade it"
+            )
+        raise ConfigError(
+            f"the database schema is at revision {revision}, which this mfactl does not know; "
+            "it was probably made by a newer mfactl"
+        )
+
+
+def upgrade_schema(engine: Engine) -> tuple[str | None, str]:
+    """Create or upgrade the schema to the head revision; returns (before, after)."""
+    from alembic import command
+    from alembic.config import Config
+
+    before = current_revision(engine)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+    after = current_revision(engine)
+    assert after is not None
+    return before, after

@@ -1,0 +1,112 @@
+"""Audit events: written in the same transaction as the change they describe; listed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mfactl.bootstrap import App
+from mfactl.db.models import AuditEvent
+
+
+def record(
+    session: Session,
+    app: App,
+    action: str,
+    *,
+    org: str | None = None,
+    user: str | None = None,
+    outcome: str = "ok",
+    details: Mapping[str, Any] | None = None,
+) -> None:
+    """Add an audit event to the session; it commits (or not) with the change itself.
+
+    Never put a secret, a token or a code in ``details``.
+    """
+    session.add(
+        AuditEvent(
+            at=app.now(),
+            actor=app.actor[:200],
+            action=action,
+            organization=org,
+            user_handle=user,
+            outcome=outcome,
+            details=dict(details or {}),
+        )
+    )
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    org: str | None
+    user: str | None
+    outcome: str
+    details: dict[str, Any]
+
+
+def list_events(
+    app: App,
+    *,
+    org: str | None = None,
+    user: str | None = None,
+    action: str | None = None,
+    since: datetime | None = None,
+    limit: int | None = None,
+) -> Iterator[AuditRow]:
+    """Events oldest first, streamed."""
+    query = select(AuditEvent).order_by(AuditEvent.id)
+    if org:
+        query = query.where(AuditEvent.organization == org)
+    if user:
+        query = query.where(AuditEvent.user_handle == user)
+    if action:
+        if action.endswith("*"):
+            query = query.where(AuditEvent.action.startswith(action[:-1]))
+        else:
+            query = query.where(AuditEvent.action == action)
+    if since:
+        query = query.where(AuditEvent.at >= since)
+    if limit:
+        query = query.order_by(None).order_by(AuditEvent.id.desc()).limit(limit)
+    with app.uow() as uow:
+        rows = uow.session.scalars(query.execution_options(yield_per=1000))
+        events = (
+            [
+                AuditRow(
+                    e.id,
+                    e.at,
+                    e.actor,
+                    e.action,
+                    e.organization,
+                    e.user_handle,
+                    e.outcome,
+                    e.details or {},
+                )
+                for e in rows
+            ]
+            if limit
+            else None
+        )
+        if events is not None:
+            yield from reversed(events)
+            return
+        for e in rows:
+            yield AuditRow(
+                e.id,
+                e.at,
+                e.actor,
+                e.action,
+                e.organization,
+                e.user_handle,
+                e.outcome,
+                e.details or {},
+            )

@@ -1,0 +1,76 @@
+"""`config check`: every settings problem, and whether the database answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mfactl.config import Settings, find_values_file, load_settings
+from mfactl.errors import ConfigError, MfactlError
+
+
+@dataclass
+class DatabaseCheck:
+    url: str
+    reachable: bool = False
+    schema: str = "unknown"  # current | missing | behind | unknown
+    revision: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class ConfigReport:
+    values_file: str | None
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    database: DatabaseCheck | None = None
+
+    @property
+    def exit_code(self) -> int:
+        if self.problems:
+            return 5
+        if self.database is not None and not self.database.reachable:
+            return 7
+        if self.database is not None and self.database.schema != "current":
+            return 5
+        return 0
+
+
+def check(values: str | None) -> ConfigReport:
+    try:
+        path = find_values_file(values)
+    except ConfigError as exc:
+        return ConfigReport(values_file=values, problems=[exc.message])
+    report = ConfigReport(values_file=str(path) if path else None)
+    try:
+        settings = load_settings(values)
+    except ConfigError as exc:
+        report.problems = exc.problems or [exc.message]
+        return report
+    report.warnings = list(settings.warnings)
+    report.database = _check_database(settings)
+    return report
+
+
+def _check_database(settings: Settings) -> DatabaseCheck:
+    from mfactl.db.engine import SCHEMA_REVISION, current_revision, make_engine, redact
+
+    result = DatabaseCheck(url=redact(settings.database.url))
+    try:
+        engine = make_engine(settings.database.url)
+    except MfactlError as exc:
+        result.error = exc.message
+        return result
+    try:
+        result.revision = current_revision(engine)
+        result.reachable = True
+        if result.revision is None:
+            result.schema = "missing"
+        elif result.revision == SCHEMA_REVISION:
+            result.schema = "current"
+        else:
+            result.schema = "behind"
+    except MfactlError as exc:
+        result.error = exc.message
+    finally:
+        engine.dispose()
+    return result

@@ -1,0 +1,42 @@
+"""Finding organizations and users by what administrators type."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mfactl.db.models import Organization, User
+from mfactl.errors import NotFound
+from mfactl.services import validation
+
+
+def get_org(session: Session, slug: str) -> Organization:
+    cleaned = slug.strip().lower()
+    query = select(Organization).where(Organization.slug == cleaned)
+    org = session.scalars(query).first()
+    if org is None:
+        raise NotFound(f"organization {validation.shown(slug)} does not exist")
+    return org
+
+
+def get_user(session: Session, org: Organization, user_ref: str) -> User:
+    """A user of ``org`` by handle, or by email when the reference contains '@'."""
+    ref = user_ref.strip().lower()
+    query = select(User).where(User.organization_id == org.id)
+    query = query.where(User.email == ref) if "@" in ref else query.where(User.handle == ref)
+    user = session.scalars(query).first()
+    if user is None:
+        raise NotFound(
+            f"user {validation.shown(user_ref)} does not exist in organization {org.slug}"
+        )
+    return user
+
+
+def get_org_user(session: Session, org_slug: str, user_ref: str) -> tuple[Organization, User]:
+    org = get_org(session, org_slug)
+    return org, get_user(session, org, user_ref)
+
+
+def who(org: Organization, user: User) -> str:
+    """How errors and audit name a user: org/handle."""
+    return f"{org.slug}/{user.handle}"

@@ -1,0 +1,25 @@
+"""Creating and upgrading the schema."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.exc import OperationalError
+
+from mfactl.bootstrap import App
+from mfactl.db.engine import redact, unavailable, upgrade_schema
+
+
+@dataclass(frozen=True)
+class InitResult:
+    database: str
+    before: str | None
+    after: str
+
+
+def init_schema(app: App) -> InitResult:
+    try:
+        before, after = upgrade_schema(app.engine)
+    except OperationalError as exc:
+        raise unavailable(app.engine, exc) from None
+    return InitResult(redact(app.settings.database.url), before, after)

@@ -1,0 +1,75 @@
+"""The shapes of slugs, handles, emails and names: one rule each, one clear sentence when broken."""
+
+from __future__ import annotations
+
+import re
+
+from mfactl.errors import InvalidInput
+
+_SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_HANDLE = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9_])?")
+_EMAIL = re.compile(
+    r"(?P<local>[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64})"
+    r"@(?P<domain>(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63})"
+)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def shown(value: str) -> str:
+    """A value as it may appear in a one-line message: quoted, control characters escaped."""
+    text = value if len(value) <= 80 else value[:77] + "..."
+    return repr(text)
+
+
+def org_slug(value: str) -> str:
+    slug = value.strip().lower()
+    if not _SLUG.fullmatch(slug):
+        raise InvalidInput(
+            f"organization {shown(value)} is not a valid slug "
+            "(lowercase letters, digits and dashes, at most 63)"
+        )
+    return slug
+
+
+def handle(value: str) -> str:
+    if _CONTROL.search(value):
+        raise InvalidInput(f"user handle {shown(value)} contains a control character")
+    cleaned = value.strip().lower()
+    if not _HANDLE.fullmatch(cleaned):
+        raise InvalidInput(
+            f"user handle {shown(value)} is not valid (letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit, at most 64)"
+        )
+    return cleaned
+
+
+def email(value: str) -> str:
+    if _CONTROL.search(value):
+        raise InvalidInput(f"email {shown(value)} contains a line break or control character")
+    cleaned = value.strip()
+    if len(cleaned) > 254:
+        raise InvalidInput(f"email {shown(value)} is longer than 254 characters")
+    match = _EMAIL.fullmatch(cleaned)
+    if (
+        not match
+        or ".." in cleaned
+        or match["local"].startswith(".")
+        or match["local"].endswith(".")
+    ):
+        raise InvalidInput(f"email {shown(value)} is not a valid address")
+    return cleaned.lower()
+
+
+def display_name(value: str | None) -> str:
+    if value is None:
+        return ""
+    if _CONTROL.search(value):
+        raise InvalidInput(f"name {shown(value)} contains a line break or control character")
+    cleaned = value.strip()
+    if len(cleaned) > 200:
+        raise InvalidInput(f"name {shown(value)} is longer than 200 characters")
+    return cleaned
+
+
+def org_name(value: str | None, slug: str) -> str:
+    return display_name(value) or slug

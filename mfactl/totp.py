@@ -1,0 +1,112 @@
+"""TOTP maths on pyotp: secrets, otpauth URIs, time steps, window matching and clock drift."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pyotp
+
+DIGESTS: dict[str, Any] = {
+    "SHA1": hashlib.sha1,
+    "SHA256": hashlib.sha256,
+    "SHA512": hashlib.sha512,
+}
+
+# How far outside the window `explain` looks for the code, to tell the user their clock is off.
+DRIFT_SEARCH_STEPS = 40
+
+
+@dataclass(frozen=True)
+class TotpParams:
+    algorithm: str = "SHA1"
+    digits: int = 6
+    period: int = 30
+
+
+def new_secret() -> str:
+    """160 random bits in base32, as RFC 4226 recommends."""
+    return pyotp.random_base32(32)
+
+
+def is_valid_secret(secret: str) -> bool:
+    """True when ``secret`` is base32 of at least 112 bits (NIST SP 800-63B; pyotp's floor)."""
+    cleaned = normalize_secret(secret)
+    try:
+        pyotp.TOTP(cleaned).byte_secret()
+    except Exception:
+        return False
+    return True
+
+
+def normalize_secret(secret: str) -> str:
+    return secret.replace(" ", "").replace("-", "").upper().rstrip("=")
+
+
+def _totp(secret: str, params: TotpParams, issuer: str | None = None) -> pyotp.TOTP:
+    return pyotp.TOTP(
+        secret,
+        digits=params.digits,
+        digest=DIGESTS[params.algorithm],
+        interval=params.period,
+        issuer=issuer,
+    )
+
+
+def provisioning_uri(secret: str, params: TotpParams, issuer: str, account: str) -> str:
+    """otpauth://totp/<issuer>:<account>?secret=…&issuer=…[&algorithm&digits&period]"""
+    return _totp(secret, params).provisioning_uri(name=account, issuer_name=issuer)
+
+
+def step_at(moment: datetime | float, period: int) -> int:
+    ts = moment.timestamp() if isinstance(moment, datetime) else moment
+    return int(ts // period)
+
+
+def code_at_step(secret: str, step: int, params: TotpParams) -> str:
+    return _totp(secret, params).generate_otp(step)
+
+
+def code_at(secret: str, moment: datetime | float, params: TotpParams) -> str:
+    return code_at_step(secret, step_at(moment, params.period), params)
+
+
+def _same(code: str, expected: str) -> bool:
+    return hmac.compare_digest(code.encode("ascii", "replace"), expected.encode("ascii"))
+
+
+@dataclass(frozen=True)
+class Match:
+    step: int | None  # the accepted step, None when the code matches no step in the window
+    drift_steps: int | None  # for a code outside the window: how many steps the clock is off
+
+
+def match(
+    secret: str,
+    code: str,
+    moment: datetime | float,
+    params: TotpParams,
+    window: int,
+    *,
+    look_for_drift: bool = False,
+) -> Match:
+    """Find the step whose code equals ``code`` within ±window of now (constant-time compares).
+
+    Every step of the window is compared, so the time taken does not depend on which matched.
+    """
+    code = code.strip().replace(" ", "")
+    now = step_at(moment, params.period)
+    found: int | None = None
+    for offset in range(-window, window + 1):
+        if _same(code, code_at_step(secret, now + offset, params)) and found is None:
+            found = now + offset
+    if found is not None or not look_for_drift:
+        return Match(found, None if found is None else found - now)
+    for distance in range(window + 1, DRIFT_SEARCH_STEPS + 1):
+        for offset in (-distance, distance):
+            if _same(code, code_at_step(secret, now + offset, params)):
+                return Match(None, offset)
+    return Match(None, None)

@@ -1,0 +1,106 @@
+"""The CLI frame: start-up imports, help everywhere, version, errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.main import get_command
+
+from mfactl import __version__
+from mfactl.cli.app import app as cli_app
+from tests.cli.conftest import Mfactl
+
+
+def test_help_does_not_import_heavy_modules() -> None:
+    code = (
+        "import sys\n"
+        "sys.argv = ['mfactl', '--help']\n"
+        "from mfactl.cli.app import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('sqlalchemy', 'cryptography', 'jinja2', 'alembic', 'yaml', 'pyotp')"
+        " if m in sys.modules]\n"
+        "print('HEAVY', heavy, file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "HEAVY []" in proc.stderr
+    assert "Commands" in proc.stdout
+
+
+def test_python_dash_m_and_version() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mfactl", "--version"], capture_output=True, text=True, check=True
+    )
+    assert proc.stdout.strip() == f"mfactl {__version__}"
+
+
+def _commands(group: object, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], object]]:
+    out = []
+    for name, command in getattr(group, "commands", {}).items():
+        out.append(((*prefix, name), command))
+        out.extend(_commands(command, (*prefix, name)))
+    return out
+
+
+def test_every_command_has_help_text() -> None:
+    root = get_command(cli_app)
+    commands = _commands(root)
+    assert len(commands) > 8
+    for path, command in commands:
+        assert getattr(command, "help", None) or getattr(command, "short_help", None), path
+
+
+def test_errors_are_one_sentence_on_stderr_with_the_exit_code(mfactl: Mfactl) -> None:
+    result = mfactl("user", "status", "--org", "nope", "--user", "alice")
+    assert result.exit_code == 3
+    assert result.stdout == ""
+    assert result.stderr == "error: organization 'nope' does not exist\n"
+
+
+def test_json_errors(mfactl: Mfactl) -> None:
+    result = mfactl("user", "status", "--org", "nope", "--user", "alice", "--json")
+    assert result.exit_code == 3
+    assert json.loads(result.stderr) == {
+        "error": {"code": "not_found", "message": "organization 'nope' does not exist"}
+    }
+
+
+def test_missing_schema_is_exit_5(tmp_path: Path, active_key: str) -> None:
+    from tests.cli.conftest import write_values
+
+    values = write_values(tmp_path / "v.yaml", f"sqlite:///{tmp_path / 'fresh.db'}", active_key)
+    result = Mfactl(values)("org", "list")
+    assert result.exit_code == 5
+    assert "has no mfactl schema; run `mfactl init` first" in result.stderr
+
+
+def test_usage_error_is_exit_2(mfactl: Mfactl) -> None:
+    assert mfactl("user", "add", "--org", "acme").exit_code == 2
+
+
+def test_unexpected_errors_hide_the_traceback_unless_debugging(
+    mfactl: Mfactl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr("mfactl.services.orgs.list_orgs", boom)
+    result = mfactl("org", "list")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: unexpected error: RuntimeError: kaboom\n")
+    assert "Traceback" not in result.stderr
+    debug = mfactl("org", "list", env={"MFACTL_DEBUG": "1"})
+    assert isinstance(debug.exception, RuntimeError)
+
+
+def test_broken_values_file_is_exit_5_with_paths(tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text("userLogin:\n  mfa:\n    digits: 9\ndatabase: {url: 'oracle://x'}\n")
+    result = Mfactl(values)("org", "list")
+    assert result.exit_code == 5
+    assert "userLogin.mfa.digits: must be 6 or 8" in result.stderr
+    assert "database.url: must start with" in result.stderr
+    assert "Traceback" not in result.stderr

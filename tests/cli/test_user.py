@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.cli.conftest import Mfactl
+
+
+def test_the_basic_sequence(mfactl: Mfactl) -> None:
+    assert mfactl("org", "add", "acme", "--name", "Acme").exit_code == 0
+    added = mfactl.json(
+        "user", "add", "--org", "acme", "--user", "alice", "--email", "alice@example.com", "--admin"
+    )
+    assert added["user"] == "alice" and added["admin"] is True
+    status = mfactl.json("user", "status", "--org", "acme", "--user", "alice")
+    assert status["mfa"] == "none" and status["created_at"].endswith("Z")
+    events = mfactl.json("audit", "list")
+    assert [(e["action"], e["actor"]) for e in events] == [
+        ("org.add", "tester"),
+        ("user.add", "tester"),
+    ]
+    human = mfactl("user", "status", "--org", "acme", "--user", "alice@example.com")
+    assert human.exit_code == 0 and "mfa:" in human.stdout and human.stderr == ""
+
+
+def test_duplicate_user_is_exit_4(mfactl: Mfactl) -> None:
+    mfactl("org", "add", "acme")
+    mfactl("user", "add", "--org", "acme", "--user", "alice", "--email", "alice@example.com")
+    result = mfactl("user", "add", "--org", "acme", "--user", "alice", "--email", "a@example.com")
+    assert result.exit_code == 4
+    assert result.stderr == "error: a user with handle alice already exists in organization acme\n"
+
+
+def test_crlf_in_email_is_refused(mfactl: Mfactl) -> None:
+    mfactl("org", "add", "acme")
+    result = mfactl(
+        "user",
+        "add",
+        "--org",
+        "acme",
+        "--user",
+        "eve",
+        "--email",
+        "eve@example.com\r\nBcc: all@example.com",
+    )
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and "line break" in result.stderr
+    assert mfactl.json("org", "list")[0]["users"] == 0
+
+
+def test_import_reports_bad_rows_and_imports_nothing(mfactl: Mfactl, tmp_path: Path) -> None:
+    mfactl("org", "add", "acme")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("handle,email\nalice,alice@example.com\nbob,bob@@example.com\n")
+    result = mfactl("user", "import", str(bad), "--org", "acme", "--json")
+    assert result.exit_code == 2
+    error = json.loads(result.stderr)["error"]
+    assert error["problems"] == ["line 3: email 'bob@@example.com' is not a valid address"]
+    good = tmp_path / "good.csv"
+    good.write_text("handle,email,name,admin\nalice,alice@example.com,Alice,yes\n")
+    assert mfactl.json("user", "import", str(good), "--org", "acme") == {
+        "org": "acme",
+        "imported": 1,
+    }
+
+
+def test_audit_filters(mfactl: Mfactl) -> None:
+    mfactl("org", "add", "acme")
+    mfactl("org", "add", "beta")
+    mfactl("user", "add", "--org", "beta", "--user", "bob", "--email", "bob@example.com")
+    assert len(mfactl.json("audit", "list", "--org", "beta")) == 2
+    assert len(mfactl.json("audit", "list", "--action", "user.*")) == 1
+    assert len(mfactl.json("audit", "list", "--user", "bob")) == 1
+    assert len(mfactl.json("audit", "list", "--since", "1h")) == 3
+    assert len(mfactl.json("audit", "list", "--since", "2030-01-01")) == 0
+    assert mfactl("audit", "list", "--since", "yesterday").exit_code == 2

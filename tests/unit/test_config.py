@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from mfactl.config import key_id, load_settings
+from mfactl.crypto import generate_key
+from mfactl.errors import ConfigError
+
+
+def problems_of(text: str, tmp_path: Path, environ: dict[str, str] | None = None) -> list[str]:
+    path = tmp_path / "values.yaml"
+    path.write_text(text, encoding="utf-8")
+    path.chmod(0o600)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ=environ or {})
+    assert caught.value.exit_code == 5
+    return caught.value.problems or [caught.value.message]
+
+
+def test_defaults_without_any_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(environ={})
+    assert settings.source is None
+    assert settings.database.url == "sqlite:///mfactl.db"
+    assert settings.user_login.mfa.digits == 6
+    assert settings.user_login.mfa.throttle.max_delay_seconds == 900
+    assert settings.user_login.remember_me.days == 30
+    assert settings.email.links.ttl_hours == 72
+
+
+def test_file_values_and_environment_overrides(tmp_path: Path) -> None:
+    key = generate_key()
+    path = tmp_path / "values.yaml"
+    path.write_text(
+        "userLogin:\n  mfa:\n    digits: 8\n    algorithm: sha256\n"
+        "email:\n  from: 'Ops <ops@example.com>'\n  smtp: {port: 2525}\n"
+    )
+    settings = load_settings(
+        path,
+        environ={
+            "MFACTL_SECRETSTORE_ACTIVEKEY": key,
+            "MFACTL_USERLOGIN_MFA_MANDATORY": "true",
+            "MFACTL_EMAIL_SMTP_PASSWORD": "12345",
+            "MFACTL_DATABASE_URL": "postgresql+psycopg://u@h/db",
+        },
+    )
+    assert settings.user_login.mfa.digits == 8
+    assert settings.user_login.mfa.algorithm == "SHA256"
+    assert settings.user_login.mfa.mandatory is True
+    assert settings.email.sender == "Ops <ops@example.com>"
+    assert settings.email.smtp.port == 2525
+    assert settings.email.smtp.password == "12345"  # stays a string
+    assert settings.secret_store.active_key == key
+    assert settings.database.url == "postgresql+psycopg://u@h/db"
+
+
+def test_every_problem_is_reported_with_its_path(tmp_path: Path) -> None:
+    key = generate_key()
+    problems = problems_of(
+        "userLogin:\n  mfa:\n    digits: 7\n    period: soon\n    enabled: 'maybe'\n"
+        "  rememberMe: {days: 0}\n"
+        f"secretStore: {{activeKey: '{key}', rollingKey: '{key}'}}\n"
+        "email: {transport: pigeon, colour: blue}\n",
+        tmp_path,
+    )
+    assert "userLogin.mfa.digits: must be 6 or 8" in problems
+    assert "userLogin.mfa.period: must be a whole number" in problems
+    assert "userLogin.mfa.enabled: must be true or false" in problems
+    assert "userLogin.rememberMe.days: must be at least 1" in problems
+    assert "email.transport: must be smtp or file" in problems
+    assert "email.colour: unknown setting" in problems
+    assert "secretStore.rollingKey: is the same key as secretStore.activeKey" in problems
+
+
+def test_invalid_fernet_key(tmp_path: Path) -> None:
+    problems = problems_of("secretStore: {activeKey: 'not-a-key'}\n", tmp_path)
+    assert problems == [
+        "secretStore.activeKey: is not a valid Fernet key "
+        "(expected 32 url-safe base64-encoded bytes)"
+    ]
+
+
+def test_broken_yaml_names_the_line(tmp_path: Path) -> None:
+    [message] = problems_of("userLogin:\n  mfa: [\n", tmp_path)
+    assert "is not valid YAML at line" in message
+
+
+def test_section_of_wrong_type(tmp_path: Path) -> None:
+    assert problems_of("userLogin: 3\n", tmp_path) == ["userLogin: must be a mapping"]
+
+
+def test_bad_environment_value_names_the_variable(tmp_path: Path) -> None:
+    problems = problems_of("{}\n", tmp_path, {"MFACTL_USERLOGIN_MFA_DIGITS": "seven"})
+    assert problems == ["userLogin.mfa.digits: must be 6 or 8 (from MFACTL_USERLOGIN_MFA_DIGITS)"]
+
+
+def test_key_files_are_read(tmp_path: Path) -> None:
+    active, rolling = generate_key(), generate_key()
+    (tmp_path / "active.key").write_text(active + "\n")
+    (tmp_path / "rolling.key").write_text(rolling)
+    path = tmp_path / "values.yaml"
+    path.write_text("secretStore: {activeKeyFile: active.key, rollingKeyFile: rolling.key}\n")
+    settings = load_settings(path, environ={})
+    assert settings.secret_store.active_key == active
+    assert settings.secret_store.rolling_key == rolling
+    assert key_id(active) != key_id(rolling)
+
+
+def test_warns_when_a_file_with_keys_is_readable_by_others(tmp_path: Path) -> None:
+    path = tmp_path / "values.yaml"
+    path.write_text(f"secretStore: {{activeKey: '{generate_key()}'}}\n")
+    path.chmod(0o644)
+    assert any("chmod 600" in w for w in load_settings(path, environ={}).warnings)
+    path.chmod(0o600)
+    assert load_settings(path, environ={}).warnings == ()
+
+
+def test_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("values.yaml").write_text("userLogin: {mfa: {digits: 8}}\n")
+    other = tmp_path / "other.yaml"
+    other.write_text("userLogin: {mfa: {period: 60}}\n")
+    assert load_settings(environ={}).user_login.mfa.digits == 8
+    monkeypatch.setenv("MFACTL_VALUES", str(other))
+    assert load_settings(environ=dict(os.environ)).user_login.mfa.period == 60
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "missing.yaml", environ={})

@@ -1,0 +1,52 @@
+"""The migrations, the models and the schema check, on every engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from mfactl.bootstrap import App
+from mfactl.db.engine import MIGRATIONS_DIR, SCHEMA_REVISION, check_schema, make_engine
+from mfactl.db.models import Base
+from mfactl.errors import ConfigError, Unavailable
+
+
+def test_schema_revision_is_the_migration_head() -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    assert ScriptDirectory.from_config(config).get_current_head() == SCHEMA_REVISION
+
+
+def test_migrated_schema_matches_the_models(app: App) -> None:
+    with app.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+    check_schema(app.engine)
+
+
+def test_missing_schema_is_refused_with_a_hint(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+    with pytest.raises(ConfigError, match="run `mfactl init` first") as caught:
+        check_schema(engine)
+    assert caught.value.exit_code == 5
+
+
+def test_schema_behind_or_unknown(sqlite_app: App) -> None:
+    from sqlalchemy import text
+
+    with sqlite_app.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(ConfigError, match="newer mfactl"):
+        check_schema(sqlite_app.engine)
+
+
+def test_unreachable_server_is_unavailable() -> None:
+    engine = make_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
+    with pytest.raises(Unavailable) as caught:
+        check_schema(engine)
+    assert caught.value.exit_code == 7

@@ -1,0 +1,120 @@
+"""Organizations, users, CSV import, status and audit, on every engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from mfactl.bootstrap import App
+from mfactl.db.models import AuditEvent, User
+from mfactl.errors import Conflict, InvalidInput, NotFound
+from mfactl.services import audit, orgs, users
+
+
+def count(app: App, model: type) -> int:
+    with app.uow() as uow:
+        return int(uow.session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def test_org_and_user_lifecycle(app: App) -> None:
+    orgs.add_org(app, "acme", "Acme Corp")
+    added = users.add_user(app, "acme", "Alice", "Alice@Example.com", name="Alice", admin=True)
+    assert (added.user, added.email, added.admin) == ("alice", "alice@example.com", True)
+    status = users.user_status(app, "acme", "alice@example.com")
+    assert status.mfa == "none" and status.mfa_key_active is None and status.locked is False
+    assert [o.users for o in orgs.list_orgs(app)] == [1]
+    actions = [e.action for e in audit.list_events(app)]
+    assert actions == ["org.add", "user.add"]
+    [event] = list(audit.list_events(app, user="alice"))
+    assert event.actor == "tester" and event.org == "acme"
+
+
+def test_duplicates_are_refused_and_write_nothing(app: App) -> None:
+    orgs.add_org(app, "acme")
+    users.add_user(app, "acme", "alice", "alice@example.com")
+    with pytest.raises(Conflict) as caught:
+        orgs.add_org(app, "acme")
+    assert caught.value.exit_code == 4
+    with pytest.raises(Conflict, match="handle alice"):
+        users.add_user(app, "acme", "alice", "other@example.com")
+    with pytest.raises(Conflict, match=r"email alice@example\.com"):
+        users.add_user(app, "acme", "alice2", "ALICE@example.com")
+    assert count(app, User) == 1
+    assert count(app, AuditEvent) == 2
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        "alice@example.com\r\nBcc: x@evil.example",
+        "alice",
+        "a@b",
+        "a b@example.com",
+        "a..b@example.com",
+        "x" * 250 + "@example.com",
+    ],
+)
+def test_bad_emails_are_refused(sqlite_app: App, email: str) -> None:
+    orgs.add_org(sqlite_app, "acme")
+    with pytest.raises(InvalidInput) as caught:
+        users.add_user(sqlite_app, "acme", "alice", email)
+    assert caught.value.exit_code == 2
+    assert "\n" not in caught.value.message and "\r" not in caught.value.message
+
+
+def test_unknown_org_and_user(app: App) -> None:
+    with pytest.raises(NotFound, match="organization 'nope' does not exist"):
+        users.add_user(app, "nope", "alice", "alice@example.com")
+    orgs.add_org(app, "acme")
+    with pytest.raises(NotFound, match="user 'ghost' does not exist in organization acme"):
+        users.user_status(app, "acme", "ghost")
+
+
+def test_import_is_all_or_nothing_with_line_numbers(app: App, tmp_path: Path) -> None:
+    orgs.add_org(app, "acme")
+    users.add_user(app, "acme", "carol", "carol@example.com")
+    csv_file = tmp_path / "people.csv"
+    csv_file.write_text(
+        "handle,email,name,admin\n"
+        "alice,alice@example.com,Alice,true\n"
+        "bob,not-an-email,Bob,false\n"
+        "carol,carol2@example.com,,\n"
+        "alice,alice2@example.com,,no\n"
+        "dave,dave@example.com,,perhaps\n"
+    )
+    with pytest.raises(InvalidInput) as caught:
+        users.import_users(app, "acme", csv_file)
+    assert caught.value.problems == [
+        "line 3: email 'not-an-email' is not a valid address",
+        "line 4: user carol already exists in organization acme",
+        "line 5: user alice is already on line 2",
+        "line 6: admin 'perhaps' must be true or false",
+    ]
+    assert "nothing was imported" in caught.value.message
+    assert count(app, User) == 1
+
+
+def test_import_adds_everyone(app: App, tmp_path: Path) -> None:
+    orgs.add_org(app, "acme")
+    csv_file = tmp_path / "people.csv"
+    rows = "".join(f"user{i},user{i}@example.com,User {i},{i % 100 == 0}\n" for i in range(3000))
+    csv_file.write_text("handle,email,name,admin\n" + rows, encoding="utf-8")
+    result = users.import_users(app, "acme", csv_file)
+    assert result.imported == 3000
+    assert count(app, User) == 3000
+    assert users.user_status(app, "acme", "user100").admin is True
+    [event] = list(audit.list_events(app, action="user.import"))
+    assert event.details == {"file": "people.csv", "imported": 3000}
+
+
+def test_import_header_is_checked(sqlite_app: App, tmp_path: Path) -> None:
+    orgs.add_org(sqlite_app, "acme")
+    csv_file = tmp_path / "bad.csv"
+    csv_file.write_text("login,mail\nalice,alice@example.com\n")
+    with pytest.raises(InvalidInput, match="line 1: the header row"):
+        users.import_users(sqlite_app, "acme", csv_file)
+    csv_file.write_text("")
+    with pytest.raises(InvalidInput, match="empty"):
+        users.import_users(sqlite_app, "acme", csv_file)
