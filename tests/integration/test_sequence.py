@@ -50,4 +50,5 @@ def test_init_org_user_status_audit(backend: str, request: pytest.FixtureRequest
     assert [e["action"] for e in audit] == ["org.add", "user.add"]
     assert all(e["actor"] == "ci" for e in audit)
     unknown = run(env, "user", "status", "--org", "nope", "--user", "alice")
-    assert unknown.returncode == 3 and unknown.stderr == "error: organization 'nope' does not exist\n"
+    assert unknown.returncode == 3
+    assert unknown.stderr == "error: organization 'nope' does not exist\n"
