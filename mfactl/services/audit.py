@@ -53,6 +53,19 @@ class AuditRow:
     details: dict[str, Any]
 
 
+def _row(event: AuditEvent) -> AuditRow:
+    return AuditRow(
+        event.id,
+        event.at,
+        event.actor,
+        event.action,
+        event.organization,
+        event.user_handle,
+        event.outcome,
+        event.details or {},
+    )
+
+
 def list_events(
     app: App,
     *,
@@ -62,8 +75,8 @@ def list_events(
     since: datetime | None = None,
     limit: int | None = None,
 ) -> Iterator[AuditRow]:
-    """Events oldest first, streamed."""
-    query = select(AuditEvent).order_by(AuditEvent.id)
+    """Events oldest first, streamed; with ``limit``, only the newest ``limit`` of them."""
+    query = select(AuditEvent)
     if org:
         query = query.where(AuditEvent.organization == org)
     if user:
@@ -75,38 +88,12 @@ def list_events(
             query = query.where(AuditEvent.action == action)
     if since:
         query = query.where(AuditEvent.at >= since)
-    if limit:
-        query = query.order_by(None).order_by(AuditEvent.id.desc()).limit(limit)
     with app.uow() as uow:
-        rows = uow.session.scalars(query.execution_options(yield_per=1000))
-        events = (
-            [
-                AuditRow(
-                    e.id,
-                    e.at,
-                    e.actor,
-                    e.action,
-                    e.organization,
-                    e.user_handle,
-                    e.outcome,
-                    e.details or {},
-                )
-                for e in rows
-            ]
-            if limit
-            else None
-        )
-        if events is not None:
-            yield from reversed(events)
+        if limit:
+            newest = uow.session.scalars(query.order_by(AuditEvent.id.desc()).limit(limit))
+            yield from reversed([_row(e) for e in newest])
             return
-        for e in rows:
-            yield AuditRow(
-                e.id,
-                e.at,
-                e.actor,
-                e.action,
-                e.organization,
-                e.user_handle,
-                e.outcome,
-                e.details or {},
-            )
+        for event in uow.session.scalars(
+            query.order_by(AuditEvent.id).execution_options(yield_per=1000)
+        ):
+            yield _row(event)

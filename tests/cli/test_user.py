@@ -74,3 +74,5 @@ def test_audit_filters(mfactl: Mfactl) -> None:
     assert len(mfactl.json("audit", "list", "--since", "1h")) == 3
     assert len(mfactl.json("audit", "list", "--since", "2030-01-01")) == 0
     assert mfactl("audit", "list", "--since", "yesterday").exit_code == 2
+    newest = mfactl.json("audit", "list", "--limit", "2")
+    assert [(e["action"], e["org"]) for e in newest] == [("org.add", "beta"), ("user.add", "beta")]
