@@ -58,18 +58,4 @@ app.command("list-status", rich_help_panel=ALIASES, help="Same as `users list`."
 
 
 def main() -> None:
-    try:
-        app(prog_name="mfactl")
-    except BrokenPipeError:
-        _quiet_broken_pipe()
-
-
-def _quiet_broken_pipe() -> None:
-    """The reader went away (`mfactl users list | head`): stop quietly, like other tools."""
-    import os
-    import sys
-
-    # Point stdout at /dev/null so the interpreter's final flush does not complain again.
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    raise SystemExit(141)  # 128 + SIGPIPE, what a shell reports for a writer killed by it
+    app(prog_name="mfactl")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from enum import Enum
+from enum import StrEnum
 from typing import IO, TYPE_CHECKING, Any
 
 import typer
@@ -27,7 +27,7 @@ app = typer.Typer(help="Many users at once: list, bulk reset, bulk enrollment in
 # (a command where --org is required declares its own --org and passes it the same way).
 
 
-class MfaState(str, Enum):
+class MfaState(StrEnum):
     active = "active"
     pending = "pending"
     none = "none"
@@ -75,7 +75,7 @@ def user_filter(
 
 # --- users list (issue 5) ------------------------------------------------------------------------
 
-FORMAT_HELP = "Output format (default: a table for people)."
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader left
 TABLE_CHUNK = 500  # rows measured for the table's column widths, then printed per chunk
 
 
@@ -102,14 +102,28 @@ def list_(
         get_app(ctx), user_filter(org, mfa, admins, stale_key, noncompliant, locked, search)
     )
     out = sys.stdout
-    if json_:
-        write_json_array(rows, out)
-    elif jsonl:
-        write_jsonl(rows, out)
-    elif csv_:
-        write_csv(rows, out)
-    else:
-        write_table(rows)
+    try:
+        if json_:
+            write_json_array(rows, out)
+        elif jsonl:
+            write_jsonl(rows, out)
+        elif csv_:
+            write_csv(rows, out)
+        else:
+            write_table(rows)
+    except BrokenPipeError:
+        reader_gone()
+
+
+def reader_gone() -> None:
+    """The reader went away (`mfactl users list | head`): stop quietly, exit 141 like `yes`."""
+    import os
+
+    # Later flushes (ours, the interpreter's at exit) now go to /dev/null instead of failing.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    raise typer.Exit(EXIT_BROKEN_PIPE)
 
 
 def _encoder() -> Callable[[Any], str]:
@@ -169,14 +183,15 @@ def _csv_value(value: object) -> object:
     return value
 
 
-# The table: who, MFA state and key, last use, and the flags that explain a problem.
-_TABLE_COLUMNS = ("ORG", "USER", "EMAIL", "MFA", "KEY", "ENROLLED", "LAST USED", "NOTES")
-_WIDE_TABLE_COLUMNS = ("ORG", "USER", "NAME", "EMAIL", "MFA", "KEY", "ENROLLED", "LAST USED",
-                       "NOTES")
+# The table for people: who, MFA state and key, use, and the notes that explain a problem.
+# Columns by terminal width; only EMAIL, NAME and NOTES wrap (fold), nothing is cut.
+_NARROW = ("USER", "EMAIL", "MFA", "KEY", "LAST USED", "NOTES")  # under 100 columns
+_NORMAL = ("ORG", "USER", "EMAIL", "MFA", "KEY", "ENROLLED", "LAST USED", "NOTES")
+_WIDE = ("ORG", "USER", "NAME", "EMAIL", "MFA", "KEY", "ENROLLED", "LAST USED", "NOTES")
+_FOLDING = frozenset({"EMAIL", "NAME", "NOTES"})
 
 
-def _table_cells(row: ListedUser, wide: bool) -> tuple[str, ...]:
-    key = row["mfa_key_active"]
+def _notes(row: ListedUser) -> str:
     notes = []
     if row["admin"]:
         notes.append("admin")
@@ -185,23 +200,27 @@ def _table_cells(row: ListedUser, wide: bool) -> tuple[str, ...]:
     if not row["compliant"]:
         notes.append("noncompliant")
     if row["remember_tokens"]:
-        notes.append(f"remembered×{row['remember_tokens']}")
-    cells = (
-        row["org"],
-        row["user"],
-        *((row["name"] or "-",) if wide else ()),
-        row["email"],
-        row["mfa"],
-        "-" if key is None else "active" if key else "stale",
-        (row["enrolled_at"] or "-")[:10],
-        (row["last_used_at"] or "-")[:10],
-        ", ".join(notes) or "-",
-    )
-    return cells
+        notes.append(f"{row['remember_tokens']} remembered")
+    return ", ".join(notes) or "-"
+
+
+def _cells(row: ListedUser) -> dict[str, str]:
+    key = row["mfa_key_active"]
+    return {
+        "ORG": row["org"],
+        "USER": row["user"],
+        "NAME": row["name"] or "-",
+        "EMAIL": row["email"],
+        "MFA": row["mfa"],
+        "KEY": "-" if key is None else "active" if key else "stale",
+        "ENROLLED": (row["enrolled_at"] or "-")[:10],
+        "LAST USED": (row["last_used_at"] or "-")[:10],
+        "NOTES": _notes(row),
+    }
 
 
 def write_table(rows: Iterable[ListedUser]) -> None:
-    """A Rich table, printed a chunk at a time with the widths measured on the first chunk."""
+    """A Rich table, printed a chunk at a time; the first chunk sets the minimum widths."""
     from itertools import islice
 
     from rich.table import Table
@@ -209,25 +228,35 @@ def write_table(rows: Iterable[ListedUser]) -> None:
     from mfactl.cli.common import console, info
 
     terminal = console()
-    wide = terminal.width >= 120
-    headers = _WIDE_TABLE_COLUMNS if wide else _TABLE_COLUMNS
+    headers = _NARROW if terminal.width < 100 else _NORMAL if terminal.width < 140 else _WIDE
+
+    def cells(row: ListedUser) -> list[str]:
+        by_column = _cells(row)
+        if headers is _NARROW:  # one column for both, to leave room for the email
+            by_column["USER"] = f"{row['org']}/{row['user']}"
+        return [by_column[h] for h in headers]
+
     iterator = iter(rows)
     widths: list[int] | None = None
     shown = 0
-    while chunk := [_table_cells(row, wide) for row in islice(iterator, TABLE_CHUNK)]:
+    while chunk := [cells(row) for row in islice(iterator, TABLE_CHUNK)]:
         if widths is None:
             widths = [max(len(h), *(len(c[i]) for c in chunk)) for i, h in enumerate(headers)]
-        table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold",
-                      show_header=shown == 0)
+        table = Table(
+            show_edge=False, pad_edge=False, box=None, header_style="bold", show_header=not shown
+        )
         for header, width in zip(headers, widths, strict=True):
-            table.add_column(header, width=width, overflow="fold")
-        for cells in chunk:
-            table.add_row(*cells)
-        terminal.print(table)
+            if header in _FOLDING:
+                table.add_column(header, overflow="fold")
+            else:
+                table.add_column(header, no_wrap=True, min_width=width)
+        for row_cells in chunk:
+            table.add_row(*row_cells)
+        with terminal.capture() as captured:  # written by us: a broken pipe reaches list_()
+            terminal.print(table)
+        sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
         shown += len(chunk)
     info(f"{shown} user{'' if shown == 1 else 's'}")
-
-
 
 
 # --- users reset, users enable (issue 4) ---------------------------------------------------------
