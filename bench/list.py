@@ -216,8 +216,10 @@ def main() -> None:
             flush=True,
         )
     if len(peaks) > 1:
-        print(f"peak memory growth {sizes[0]:,} -> {sizes[-1]:,} users: "
-              f"{peaks[-1] - peaks[0]:+.1f} MB")
+        print(
+            f"peak memory growth {sizes[0]:,} -> {sizes[-1]:,} users: "
+            f"{peaks[-1] - peaks[0]:+.1f} MB"
+        )
 
 
 if __name__ == "__main__":

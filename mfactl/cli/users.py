@@ -153,6 +153,7 @@ def write_jsonl(rows: Iterable[ListedUser], out: IO[str]) -> None:
 
 def write_json_array(rows: Iterable[ListedUser], out: IO[str]) -> None:
     encode = _encoder()
+
     def lines() -> Iterator[str]:
         first = True
         for row in rows:
