@@ -185,11 +185,10 @@ def _csv_value(value: object) -> object:
 
 
 # The table for people: who, MFA state and key, use, and the notes that explain a problem.
-# Columns by terminal width; only EMAIL, NAME and NOTES wrap (fold), nothing is cut.
+# Columns by terminal width; NOTES, NAME and EMAIL wrap to fit, and nothing is ever cut.
 _NARROW = ("USER", "EMAIL", "MFA", "KEY", "LAST USED", "NOTES")  # under 100 columns
 _NORMAL = ("ORG", "USER", "EMAIL", "MFA", "KEY", "ENROLLED", "LAST USED", "NOTES")
 _WIDE = ("ORG", "USER", "NAME", "EMAIL", "MFA", "KEY", "ENROLLED", "LAST USED", "NOTES")
-_FOLDING = frozenset({"EMAIL", "NAME", "NOTES"})
 
 
 def _notes(row: ListedUser) -> str:
@@ -220,8 +219,22 @@ def _cells(row: ListedUser) -> dict[str, str]:
     }
 
 
+def _column_widths(headers: tuple[str, ...], chunk: list[list[str]], total: int) -> list[int]:
+    """Natural widths, with the widest folding columns narrowed until the table fits."""
+    from rich.cells import cell_len  # terminal cells: wide characters take two
+
+    widths = [max(len(h), *(cell_len(c[i]) for c in chunk)) for i, h in enumerate(headers)]
+    available = total - 2 * (len(headers) - 1)  # two spaces between columns
+    for header in ("NOTES", "NAME", "EMAIL"):  # wrap notes first: people look for the email
+        if header in headers:
+            i = headers.index(header)
+            excess = sum(widths) - available
+            widths[i] -= max(0, min(excess, widths[i] - 12))  # no narrower than 12
+    return widths
+
+
 def write_table(rows: Iterable[ListedUser]) -> None:
-    """A Rich table, printed a chunk at a time; the first chunk sets the minimum widths."""
+    """A Rich table, printed a chunk at a time with the column widths of the first chunk."""
     from itertools import islice
 
     from rich.table import Table
@@ -242,15 +255,13 @@ def write_table(rows: Iterable[ListedUser]) -> None:
     shown = 0
     while chunk := [cells(row) for row in islice(iterator, TABLE_CHUNK)]:
         if widths is None:
-            widths = [max(len(h), *(len(c[i]) for c in chunk)) for i, h in enumerate(headers)]
+            widths = _column_widths(headers, chunk, terminal.width)
         table = Table(
             show_edge=False, pad_edge=False, box=None, header_style="bold", show_header=not shown
         )
         for header, width in zip(headers, widths, strict=True):
-            if header in _FOLDING:
-                table.add_column(header, overflow="fold")
-            else:
-                table.add_column(header, no_wrap=True, min_width=width)
+            # fixed widths keep every chunk aligned; a longer value folds, nothing is cut
+            table.add_column(header, width=width, overflow="fold")
         for row_cells in chunk:
             table.add_row(*row_cells)
         with terminal.capture() as captured:  # written by us: a broken pipe reaches list_()

@@ -212,6 +212,19 @@ def test_a_wider_table_shows_more(mfactl: Mfactl, seeded: App) -> None:
     assert all(line == line.rstrip() for line in wide)
 
 
+def test_a_long_table_is_printed_in_aligned_chunks(
+    mfactl: Mfactl, seeded: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("mfactl.cli.users.TABLE_CHUNK", 2)
+    lines = mfactl("users", "list", env={"COLUMNS": "120"}).stdout.splitlines()
+    assert len(lines) == 6 and lines[0].startswith("ORG")  # one header, five users
+    email_at = lines[0].index("EMAIL")
+    mfa_at = lines[0].index("MFA")
+    for line, handle in zip(lines[1:], ["alice", "bob", "carol", "dave", "erin"], strict=True):
+        assert line.index(f"{handle}@") == email_at
+        assert line[mfa_at:].split()[0] in ("active", "pending", "none")
+
+
 # --- real processes: start-up imports and broken pipes ----------------------------------------
 
 
