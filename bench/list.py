@@ -5,9 +5,10 @@
 
 Each size gets a SQLite database made by `mfactl init` and filled with sqlite3.executemany
 (half the users with MFA, half of those under the active key, fake ciphertexts: listing never
-decrypts), cached in --workdir. Both sides run as whole processes writing to /dev/null; the
-time is the median of --runs runs, and the peak memory is the child's max RSS
-(/usr/bin/time).
+decrypts), cached in --workdir. Both sides run as whole processes writing to /dev/null,
+interleaved; the wall and CPU (user + system) times are medians of --runs runs, and the peak
+memory is the child's max RSS (/usr/bin/time). On a busy, shared machine the CPU-time ratio
+is the steadier figure.
 Targets: mfactl at most 2.0x the raw loop, under 150 MB, not growing with the user count.
 """
 
@@ -150,8 +151,9 @@ def make_database(workdir: Path, users: int) -> tuple[Path, str]:
     return values, active
 
 
-def run(argv: list[str], stdout: str) -> tuple[float, float]:
-    """Run a whole process; its wall time in seconds and peak memory (max RSS) in MB.
+def run(argv: list[str], stdout: str) -> tuple[float, float, float]:
+    """Run a whole process: its wall time and CPU time (user + system) in seconds, and its
+    peak memory (max RSS) in MB.
 
     The peak comes from /usr/bin/time, a small parent: a child forked straight from this
     process would report this process's own peak whenever that is higher (Linux keeps the
@@ -160,14 +162,15 @@ def run(argv: list[str], stdout: str) -> tuple[float, float]:
     with tempfile.NamedTemporaryFile("r") as report, open(stdout, "wb") as out:
         started = time.perf_counter()
         proc = subprocess.run(
-            ["/usr/bin/time", "-f", "%M", "-o", report.name, *argv],
+            ["/usr/bin/time", "-f", "%U %S %M", "-o", report.name, *argv],
             stdout=out,
             stderr=subprocess.PIPE,
         )
         elapsed = time.perf_counter() - started
         if proc.returncode != 0:
             raise SystemExit(f"{argv} failed: {proc.stderr.decode()[-500:]}")
-        return elapsed, int(report.read().split()[-1]) / 1024
+        user, system, peak = report.read().split()[-3:]
+        return elapsed, float(user) + float(system), int(peak) / 1024
 
 
 def commands(values: Path, active: str, out: str) -> tuple[list[str], list[str]]:
@@ -194,8 +197,9 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir(), "mfactl-bench"))
     args = parser.parse_args()
     sizes = sorted(args.users or [100_000, 1_000_000])
-    header = ("users", "raw s", "mfactl s", "ratio", "raw MB", "mfactl MB")
-    print("{:>10} {:>8} {:>9} {:>6} {:>7} {:>10}".format(*header))
+    header = ("users", "raw s", "mfactl s", "ratio", "raw cpu", "mfactl cpu", "ratio")
+    header += ("raw MB", "mfactl MB")
+    print("{:>10} {:>7} {:>8} {:>6} {:>7} {:>10} {:>6} {:>7} {:>9}".format(*header))
     peaks = []
     for index, users in enumerate(sizes):
         values, active = make_database(args.workdir, users)
@@ -203,16 +207,19 @@ def main() -> None:
             raise SystemExit("mfactl and the raw loop do not print the same rows")
         runs = args.runs or (1 if users >= 1_000_000 else 3)
         mfactl, raw = commands(values, active, os.devnull)
-        raw_runs = [run(raw, os.devnull) for _ in range(runs)]
-        mine_runs = [run(mfactl, os.devnull) for _ in range(runs)]
-        raw_s = statistics.median(t for t, _ in raw_runs)
-        mine_s = statistics.median(t for t, _ in mine_runs)
-        raw_mb = max(m for _, m in raw_runs)
-        mine_mb = max(m for _, m in mine_runs)
+        raw_runs, mine_runs = [], []
+        for _ in range(runs):  # interleaved, so a busy moment of the machine hits both
+            raw_runs.append(run(raw, os.devnull))
+            mine_runs.append(run(mfactl, os.devnull))
+        raw_s, raw_cpu = (statistics.median(r[i] for r in raw_runs) for i in (0, 1))
+        mine_s, mine_cpu = (statistics.median(r[i] for r in mine_runs) for i in (0, 1))
+        raw_mb = max(r[2] for r in raw_runs)
+        mine_mb = max(r[2] for r in mine_runs)
         peaks.append(mine_mb)
         print(
-            f"{users:>10,} {raw_s:>8.2f} {mine_s:>9.2f} {mine_s / raw_s:>5.2f}x "
-            f"{raw_mb:>7.1f} {mine_mb:>10.1f}",
+            f"{users:>10,} {raw_s:>7.2f} {mine_s:>8.2f} {mine_s / raw_s:>5.2f}x "
+            f"{raw_cpu:>7.2f} {mine_cpu:>10.2f} {mine_cpu / raw_cpu:>5.2f}x "
+            f"{raw_mb:>7.1f} {mine_mb:>9.1f}",
             flush=True,
         )
     if len(peaks) > 1:
