@@ -18,25 +18,12 @@ from mfactl.db.models import MfaSecret, Organization, RememberToken, User
 from mfactl.services import lookup
 from mfactl.services.selection import UserFilter, active_key_id, apply_filter
 
-# The field names, in order, of each listed user: a stable contract (README "users list").
-FIELDS = (
-    "org",
-    "user",
-    "email",
-    "name",
-    "admin",
-    "mfa",
-    "mfa_key_active",
-    "enrolled_at",
-    "last_used_at",
-    "locked",
-    "remember_tokens",
-    "compliant",
-)
 BATCH = 2000  # rows fetched at a time from the server-side cursor
 
 
 class ListedUser(TypedDict):
+    """One user in `users list --json`; the keys and their order are a stable contract."""
+
     org: str
     user: str
     email: str
@@ -49,6 +36,10 @@ class ListedUser(TypedDict):
     locked: bool
     remember_tokens: int  # live remember-me tokens
     compliant: bool
+
+
+# The field names, in order, of each listed user: a stable contract (README "users list").
+FIELDS = tuple(ListedUser.__annotations__)
 
 
 def utc_iso(value: datetime | str | None) -> str | None:

@@ -245,3 +245,23 @@ def test_an_unknown_organization_is_not_found(app: App) -> None:
 
 def test_an_empty_database_lists_nothing(app: App) -> None:
     assert list(list_users(app, UserFilter())) == []
+
+
+def test_rows_come_from_a_server_side_cursor(app: App) -> None:
+    from sqlalchemy import event
+
+    seed(app)
+    cursors: list[str] = []
+
+    def capture(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if "FROM users" in statement:
+            cursors.append(type(cursor).__name__)
+
+    event.listen(app.engine, "before_cursor_execute", capture)
+    try:
+        assert len(list(list_users(app, UserFilter()))) == 5
+    finally:
+        event.remove(app.engine, "before_cursor_execute", capture)
+    # psycopg: a named (server-side) cursor; PyMySQL: an unbuffered one; sqlite3 steps lazily
+    expected = {"sqlite": "Cursor", "postgresql": "ServerCursor", "mysql": "SSCursor"}
+    assert cursors == [expected[app.engine.dialect.name]]
