@@ -104,6 +104,18 @@ def test_awkward_values_are_quoted_in_csv(mfactl: Mfactl, seeded: App) -> None:
     assert next(csv.DictReader(io.StringIO(result.stdout)))["name"] == 'Zed "Z", Jr.'
 
 
+def test_non_ascii_is_written_as_utf8(mfactl: Mfactl, seeded: App) -> None:
+    users.add_user(seeded, "acme", "zoe", "zoe@acme.test", name="Zoë 山田")
+    jsonl = mfactl("users", "list", "--jsonl", "--search", "zoe").stdout_bytes
+    assert "Zoë 山田".encode() in jsonl
+    assert json.loads(jsonl)["name"] == "Zoë 山田"
+    table = mfactl("users", "list", "--search", "zoe", env={"COLUMNS": "160"}).stdout
+    header, row = table.splitlines()
+    assert "Zoë 山田" in row
+    # 山 and 田 take two terminal cells each: the email column still lines up on screen
+    assert row.index("zoe@") + 2 == header.index("EMAIL")
+
+
 def test_an_empty_result_is_still_a_document(mfactl: Mfactl) -> None:
     empty = mfactl("users", "list", "--json")
     assert (empty.exit_code, empty.stdout) == (0, "[]\n")
