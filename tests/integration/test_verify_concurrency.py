@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
+import pytest
 from sqlalchemy import select
 
 from mfactl.bootstrap import App
@@ -55,41 +56,38 @@ def _all_at_once(count: int, work: Callable[[], str]) -> Counter[str]:
     return Counter(results)
 
 
+@pytest.fixture
+def busy(app: App, clock: FrozenClock, active_key: str) -> Iterator[tuple[App, str]]:
+    """Alice enrolled (and her otpauth URI), on an App giving every thread its own connection."""
+    application = _app(app.settings.database.url, clock, active_key)
+    people(application, "alice")
+    yield application, enrolled(application)
+    application.close()
+
+
 def test_one_code_used_concurrently_succeeds_once(
-    app: App, clock: FrozenClock, active_key: str
+    busy: tuple[App, str], clock: FrozenClock
 ) -> None:
-    application = _app(app.settings.database.url, clock, active_key)
-    try:
-        people(application, "alice")
-        uri = enrolled(application)
-        clock.advance(30)
-        code = phone_code(uri, application)
-        outcomes = _all_at_once(
-            THREADS, lambda: verification.verify(application, "acme", "alice", code).result
-        )
-        assert outcomes == Counter({"ok": 1, "replayed": THREADS - 1})
-    finally:
-        application.close()
+    busy_app, uri = busy
+    clock.advance(30)
+    code = phone_code(uri, busy_app)
+    outcomes = _all_at_once(
+        THREADS, lambda: verification.verify(busy_app, "acme", "alice", code).result
+    )
+    assert outcomes == Counter({"ok": 1, "replayed": THREADS - 1})
 
 
-def test_concurrent_wrong_codes_are_all_counted(
-    app: App, clock: FrozenClock, active_key: str
-) -> None:
-    application = _app(app.settings.database.url, clock, active_key)
-    try:
-        people(application, "alice")
-        uri = enrolled(application)
-        right = phone_code(uri, application)
-        wrong = "000000" if right != "000000" else "111111"
-        outcomes = _all_at_once(
-            WRONG, lambda: verification.verify(application, "acme", "alice", wrong).result
+def test_concurrent_wrong_codes_are_all_counted(busy: tuple[App, str]) -> None:
+    busy_app, uri = busy
+    right = phone_code(uri, busy_app)
+    wrong = "000000" if right != "000000" else "111111"
+    outcomes = _all_at_once(
+        WRONG, lambda: verification.verify(busy_app, "acme", "alice", wrong).result
+    )
+    assert outcomes == Counter({"wrong": WRONG})
+    with busy_app.uow() as uow:
+        user_id = uow.session.scalars(select(User.id)).one()
+        failures = uow.session.scalar(
+            select(MfaSecret.failed_attempts).where(MfaSecret.user_id == user_id)
         )
-        assert outcomes == Counter({"wrong": WRONG})
-        with application.uow() as uow:
-            user_id = uow.session.scalars(select(User.id)).one()
-            failures = uow.session.scalar(
-                select(MfaSecret.failed_attempts).where(MfaSecret.user_id == user_id)
-            )
-        assert failures == WRONG
-    finally:
-        application.close()
+    assert failures == WRONG
