@@ -196,7 +196,7 @@ def _insert_secrets(
     """Seal each imported secret under the active key, bound to its user; insert them as active."""
     store = app.secrets
     query = select(User.uid, User.id).where(User.organization_id == organization_id)
-    ids = {uid: user_id for uid, user_id in session.execute(query).tuples()}
+    ids = {uid: user_id for uid, user_id in session.execute(query)}
     rows: list[dict[str, object]] = []
     for uid, (secret, params) in secrets_by_uid.items():
         sealed = store.seal_secret(uid, secret)
