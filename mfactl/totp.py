@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -32,14 +33,18 @@ def new_secret() -> str:
     return pyotp.random_base32(32)
 
 
+_BASE32 = re.compile(r"[A-Z2-7]+")
+
+
 def is_valid_secret(secret: str) -> bool:
-    """True when ``secret`` is base32 of at least 112 bits (NIST SP 800-63B; pyotp's floor)."""
+    """True when ``secret`` is base32 of at least 112 bits (NIST SP 800-63B; pyotp's floor).
+
+    The same rule as pyotp's ``byte_secret``, without decoding: imports check 100,000 of these.
+    """
     cleaned = normalize_secret(secret)
-    try:
-        pyotp.TOTP(cleaned).byte_secret()
-    except Exception:
+    if not _BASE32.fullmatch(cleaned) or len(cleaned) % 8 in (1, 3, 6):
         return False
-    return True
+    return len(cleaned) * 5 // 8 >= 14
 
 
 def normalize_secret(secret: str) -> str:
