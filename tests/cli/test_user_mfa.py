@@ -431,3 +431,33 @@ def test_the_secret_never_shows_after_enrollment(
     for file in tmp_path.rglob("*"):
         if file.is_file() and file.suffix not in (".db", ".db-wal", ".db-shm"):
             assert secret not in file.read_text(errors="replace")
+
+
+def test_rolling_key_still_opens_and_an_unknown_key_is_exit_6(
+    acme: Mfactl, clock: FrozenClock, tmp_path: Path, sqlite_url: str, active_key: str
+) -> None:
+    from mfactl.crypto import generate_key
+
+    uri = enroll(acme, clock)
+    clock.advance(30)
+    new_key = generate_key()
+    rolled_values = tmp_path / "rolled.yaml"
+    rolled_values.write_text(
+        f'database: {{url: "{sqlite_url}"}}\n'
+        f'secretStore: {{activeKey: "{new_key}", rollingKey: "{active_key}"}}\n',
+        encoding="utf-8",
+    )
+    rolled_values.chmod(0o600)
+    rolled = Mfactl(rolled_values)
+    ok = rolled(
+        "user", "verify", "--org", "acme", "--user", "alice", "--code", phone_code(uri, clock.now)
+    )
+    assert ok.exit_code == 0, ok.stderr
+    status = rolled.json("user", "status", "--org", "acme", "--user", "alice")
+    assert status["mfa_key_active"] is False
+    stranger = Mfactl(write_values(tmp_path / "stranger.yaml", sqlite_url, generate_key()))
+    refused = stranger("user", "verify", "--org", "acme", "--user", "alice", "--code", "123456")
+    assert refused.exit_code == 6
+    assert refused.stderr == (
+        "error: the MFA secret of acme/alice cannot be decrypted with any configured key\n"
+    )
