@@ -66,6 +66,19 @@ def provisioning_uri(secret: str, params: TotpParams, issuer: str, account: str)
     return _totp(secret, params).provisioning_uri(name=account, issuer_name=issuer)
 
 
+def code_for_uri(uri: str, moment: datetime | float, steps_later: int = 0) -> str:
+    """What an authenticator app that scanned ``uri`` shows at ``moment`` (for demos, tests)."""
+    from urllib.parse import parse_qs, urlparse
+
+    query = parse_qs(urlparse(uri).query)
+    params = TotpParams(
+        query.get("algorithm", ["SHA1"])[0],
+        int(query.get("digits", ["6"])[0]),
+        int(query.get("period", ["30"])[0]),
+    )
+    return code_at_step(query["secret"][0], step_at(moment, params.period) + steps_later, params)
+
+
 def step_at(moment: datetime | float, period: int) -> int:
     ts = moment.timestamp() if isinstance(moment, datetime) else moment
     return int(ts // period)

@@ -97,18 +97,9 @@ def _people(ctx: DemoContext) -> Step:
 
 def _phone(uri: str, moment: datetime, steps_later: int = 0) -> str:
     """The demo plays the user's authenticator app: the code it shows for this URI."""
-    from urllib.parse import parse_qs, urlparse
-
     from mfactl import totp
 
-    query = parse_qs(urlparse(uri).query)
-    params = totp.TotpParams(
-        query.get("algorithm", ["SHA1"])[0],
-        int(query.get("digits", ["6"])[0]),
-        int(query.get("period", ["30"])[0]),
-    )
-    step = totp.step_at(moment, params.period) + steps_later
-    return totp.code_at_step(query["secret"][0], step, params)
+    return totp.code_for_uri(uri, moment, steps_later)
 
 
 def _enroll(ctx: DemoContext) -> Step:
