@@ -111,6 +111,15 @@ def _check(
     wait = _retry_after(throttle, row.failed_attempts, row.last_failed_at, now)
     if wait:
         return VerifyResult("throttled", retry_after_seconds=wait)
+    if (
+        row.failed_attempts
+        and throttle.base_delay_seconds
+        and not _claim(session, target, row, now)
+    ):
+        # another attempt started since we read the row: during a back-off, one at a time
+        return VerifyResult(
+            "throttled", retry_after_seconds=backoff_seconds(throttle, row.failed_attempts)
+        )
     who = f"{target.org}/{target.handle}"
     secret = app.secrets.open_secret(target.uid, row.ciphertext, who).plaintext
     params = totp.TotpParams(row.algorithm, row.digits, row.period)
@@ -140,6 +149,31 @@ def _check(
     if accepted.rowcount == 1:  # type: ignore[attr-defined]
         return VerifyResult("ok")
     return VerifyResult("replayed")  # a concurrent use of this code (or a later one) won
+
+
+def _claim(session: Session, target: _Target, row: Any, now: datetime) -> bool:
+    """Take the one attempt a back-off allows: compare-and-swap on the failure state we read.
+
+    Without it, attempts racing in parallel would all be compared while the back-off is due.
+    Moving last_failed_at to now is harmless: a failure sets it anyway, a success clears it.
+    """
+    seen_at = (
+        MfaSecret.last_failed_at.is_(None)
+        if row.last_failed_at is None
+        else MfaSecret.last_failed_at == row.last_failed_at
+    )
+    claimed = session.execute(
+        update(MfaSecret)
+        .where(
+            MfaSecret.user_id == target.user_id,
+            MfaSecret.state == "active",
+            MfaSecret.failed_attempts == row.failed_attempts,
+            seen_at,
+        )
+        .values(last_failed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(claimed.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def _count_failure(
