@@ -54,13 +54,13 @@ def test_demo_then_the_readme_api_example(tmp_path: Path, monkeypatch: pytest.Mo
 
 def test_connect_fails_at_start_up_on_a_bad_setup(tmp_path: Path, sqlite_url: str) -> None:
     import mfactl.api
+    from mfactl.crypto import generate_key
     from mfactl.errors import ConfigError
     from tests.cli.conftest import write_values
 
     no_key = write_values(tmp_path / "v.yaml", sqlite_url, "")
-    with pytest.raises(ConfigError, match="secretStore.activeKey is not set"):
+    with pytest.raises(ConfigError, match=r"secretStore\.activeKey is not set"):
         mfactl.api.connect(values=no_key)
-    from mfactl.crypto import generate_key
 
     no_schema = write_values(
         tmp_path / "w.yaml", f"sqlite:///{tmp_path / 'new.db'}", generate_key()
