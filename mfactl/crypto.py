@@ -20,6 +20,11 @@ _SECRET_PREFIX = b"mfactl-totp:1:"
 _BLOB_PREFIX = b"mfactl-blob:1:"
 
 
+def outbox_label(message_id: int) -> str:
+    """The label an outbox body is sealed under: it cannot be opened as another message's."""
+    return f"outbox:{message_id}"
+
+
 def generate_key() -> str:
     """A new Fernet key, as text."""
     return Fernet.generate_key().decode("ascii")

@@ -1,0 +1,352 @@
+"""The outbox: emails written in the same transaction as the change that causes them, sent after.
+
+A row is ``pending`` (never tried), ``sending`` (claimed by one sender until its lease, kept in
+``next_attempt_at``, runs out), ``failed`` (tried; retried from ``next_attempt_at``) or ``sent``.
+Bodies hold live links, so they are sealed with the secret store under ``outbox:<id>`` and
+purged (set to NULL) once sent. A sender claims rows with one conditional UPDATE and commits the
+outcome of each message right after sending it, so two senders never send the same row and a
+crash can at worst resend the one message that was in flight.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.utils import parseaddr
+from typing import Any
+
+from sqlalchemy import and_, case, insert, or_, select, update
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from mfactl.bootstrap import App
+from mfactl.crypto import outbox_label
+from mfactl.db.models import Organization, OutboxMessage, User
+from mfactl.errors import MfactlError
+from mfactl.mail.render import Envelope, build_message, check_header, new_envelope, render
+from mfactl.mail.transports import Connection, SendError
+
+STATUSES = ("pending", "sending", "failed", "sent")
+LEASE = timedelta(minutes=15)
+FIRST_RETRY = timedelta(minutes=1)
+LONGEST_RETRY = timedelta(hours=6)
+CHUNK = 500
+
+Progress = Callable[[int, int], None]
+
+
+def backoff(attempts: int) -> timedelta:
+    """1 min, 2 min, 4 min … up to 6 hours after the n-th failed attempt."""
+    return min(FIRST_RETRY * 2 ** max(attempts - 1, 0), LONGEST_RETRY)
+
+
+def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# --- writing: in the caller's transaction --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewMail:
+    user_id: int | None
+    recipient: str
+    kind: str  # a template name: reset | enroll
+    context: dict[str, Any]
+
+
+def enqueue(session: Session, app: App, mails: Sequence[NewMail]) -> list[int]:
+    """Add the emails to the outbox (sealed), in the caller's transaction; their ids, in order.
+
+    Bulk statements: one multi-row INSERT … RETURNING for the rows, then one executemany
+    UPDATE for the sealed bodies (their label needs the id).
+    """
+    if not mails:
+        return []
+    settings = app.settings.email
+    now = app.now()
+    rendered = [render(m.kind, m.context, settings.templates_dir) for m in mails]
+    rows = [
+        {
+            "user_id": m.user_id,
+            "recipient": check_header("recipient", m.recipient),
+            "subject": r.subject[:300],
+            "body_ciphertext": None,
+            "key_id": None,
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for m, r in zip(mails, rendered, strict=True)
+    ]
+    ids: list[int] = []
+    for part in chunks(rows):
+        result = session.execute(
+            insert(OutboxMessage).returning(OutboxMessage.id, sort_by_parameter_order=True),
+            list(part),
+        )
+        ids.extend(int(i) for i in result.scalars())
+    store = app.secrets
+    bodies = []
+    for message_id, r in zip(ids, rendered, strict=True):
+        envelope = new_envelope(settings.sender, r, now, idstring=f"mfactl.{message_id}")
+        sealed = store.seal_blob(outbox_label(message_id), envelope.to_json())
+        bodies.append(
+            {"id": message_id, "body_ciphertext": sealed.ciphertext, "key_id": sealed.key_id}
+        )
+    for part in chunks(bodies):
+        session.execute(update(OutboxMessage), list(part))
+    return ids
+
+
+# --- sending: after the commit -------------------------------------------------------------------
+
+
+@dataclass
+class Delivery:
+    """What one delivery run did."""
+
+    sent: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)  # id -> error, tried and failed
+    not_tried: list[int] = field(default_factory=list)  # left queued after a connection failure
+    stopped: str | None = None  # why the run stopped early (the server is unavailable)
+
+    @property
+    def queued(self) -> int:
+        return len(self.failed) + len(self.not_tried)
+
+    def error_for(self, message_id: int) -> str | None:
+        if message_id in self.failed:
+            return self.failed[message_id]
+        if message_id in self.not_tried:
+            return f"not sent: {self.stopped}"
+        return None
+
+
+def _claimable(now: datetime, force: bool) -> ColumnElement[bool]:
+    waiting: ColumnElement[bool] = OutboxMessage.status.in_(("pending", "failed"))
+    if not force:
+        waiting = and_(waiting, OutboxMessage.next_attempt_at <= now)
+    lease_over = and_(OutboxMessage.status == "sending", OutboxMessage.next_attempt_at <= now)
+    return or_(waiting, lease_over)
+
+
+def due_ids(app: App, *, force: bool = False) -> list[int]:
+    """Ids of the messages a retry would send now (all unsent ones with ``force``)."""
+    with app.uow() as uow:
+        query = select(OutboxMessage.id).where(_claimable(app.now(), force))
+        return list(uow.session.scalars(query.order_by(OutboxMessage.id)))
+
+
+def deliver(
+    app: App,
+    ids: Iterable[int] | None = None,
+    *,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> Delivery:
+    """Send the given messages (default: those due); each outcome is committed as it happens."""
+    wanted = list(ids) if ids is not None else due_ids(app, force=force)
+    report = Delivery()
+    if not wanted:
+        return report
+    connection: Connection | None = None
+    done = 0
+    try:
+        with app.uow() as uow:
+            for part in chunks(wanted, 200):
+                if report.stopped:
+                    report.not_tried.extend(part)
+                    continue
+                lease, rows = _claim(uow.session, app, part, force)
+                done += len(part) - len(rows)  # claimed by someone else, or already sent
+                for position, row in enumerate(rows):
+                    if report.stopped:
+                        _release(uow.session, app, [r.id for r in rows[position:]], lease)
+                        report.not_tried.extend(r.id for r in rows[position:])
+                        break
+                    try:
+                        message = _message(app, row)
+                        if connection is None:
+                            connection = app.mail_transport.connect()
+                        connection.send(_envelope_from(app), row.recipient, message)
+                    except SendError as exc:
+                        _failed(uow.session, app, row.id, lease, exc.reason)
+                        report.failed[row.id] = exc.reason
+                        if exc.connection:
+                            report.stopped = exc.reason
+                    except MfactlError as exc:  # a body no key opens: only this one fails
+                        _failed(uow.session, app, row.id, lease, exc.message)
+                        report.failed[row.id] = exc.message
+                    else:
+                        _sent(uow.session, app, row.id, lease)
+                        report.sent.append(row.id)
+                    done += 1
+                    if progress is not None:
+                        progress(done, len(wanted))
+    finally:
+        if connection is not None:
+            connection.close()
+    return report
+
+
+@dataclass(frozen=True)
+class _Row:
+    id: int
+    recipient: str
+    subject: str
+    body_ciphertext: str | None
+
+
+def _claim(
+    session: Session, app: App, ids: Sequence[int], force: bool
+) -> tuple[datetime, list[_Row]]:
+    """Claim what nobody else holds with one conditional UPDATE; the unique lease marks ours."""
+    now = app.now()
+    lease = now + LEASE + timedelta(microseconds=secrets.randbelow(1_000_000))
+    session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(ids), _claimable(now, force))
+        .values(status="sending", next_attempt_at=lease)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    query = (
+        select(
+            OutboxMessage.id,
+            OutboxMessage.recipient,
+            OutboxMessage.subject,
+            OutboxMessage.body_ciphertext,
+        )
+        .where(
+            OutboxMessage.id.in_(ids),
+            OutboxMessage.status == "sending",
+            OutboxMessage.next_attempt_at == lease,
+        )
+        .order_by(OutboxMessage.id)
+    )
+    rows = [_Row(*r) for r in session.execute(query)]
+    session.commit()
+    return lease, rows
+
+
+def _message(app: App, row: _Row) -> Any:
+    if row.body_ciphertext is None:
+        raise MfactlError(f"outbox message {row.id} has no body")
+    opened = app.secrets.open_blob(
+        outbox_label(row.id), row.body_ciphertext, f"the body of outbox message {row.id}"
+    )
+    return build_message(Envelope.from_json(opened.plaintext), row.recipient, row.subject)
+
+
+def _envelope_from(app: App) -> str:
+    return parseaddr(app.settings.email.sender)[1] or app.settings.email.sender
+
+
+def _ours(message_id: int, lease: datetime) -> Any:
+    return and_(
+        OutboxMessage.id == message_id,
+        OutboxMessage.status == "sending",
+        OutboxMessage.next_attempt_at == lease,
+    )
+
+
+def _sent(session: Session, app: App, message_id: int, lease: datetime) -> None:
+    session.execute(
+        update(OutboxMessage)
+        .where(_ours(message_id, lease))
+        .values(
+            status="sent",
+            sent_at=app.now(),
+            attempts=OutboxMessage.attempts + 1,
+            body_ciphertext=None,  # the link inside is live: keep it no longer than needed
+            key_id=None,
+            last_error=None,
+            next_attempt_at=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+
+
+def _failed(session: Session, app: App, message_id: int, lease: datetime, reason: str) -> None:
+    attempts = session.scalar(select(OutboxMessage.attempts).where(OutboxMessage.id == message_id))
+    tries = (attempts or 0) + 1
+    session.execute(
+        update(OutboxMessage)
+        .where(_ours(message_id, lease))
+        .values(
+            status="failed",
+            attempts=tries,
+            last_error=reason[:1000],
+            next_attempt_at=app.now() + backoff(tries),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+
+
+def _release(session: Session, app: App, ids: Sequence[int], lease: datetime) -> None:
+    """Give back claimed rows that were not tried: due again at once, as they were."""
+    session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.id.in_(ids),
+            OutboxMessage.status == "sending",
+            OutboxMessage.next_attempt_at == lease,
+        )
+        .values(
+            status=case((OutboxMessage.attempts == 0, "pending"), else_="failed"),
+            next_attempt_at=app.now(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+
+
+# --- listing -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    org: str | None
+    user: str | None
+    recipient: str
+    subject: str
+    status: str
+    attempts: int
+    last_error: str | None
+    next_attempt_at: datetime | None
+    created_at: datetime
+    sent_at: datetime | None
+
+
+def list_messages(app: App, status: str | None = None) -> list[OutboxRow]:
+    """The queue without bodies, oldest first."""
+    query = (
+        select(
+            OutboxMessage.id,
+            Organization.slug,
+            User.handle,
+            OutboxMessage.recipient,
+            OutboxMessage.subject,
+            OutboxMessage.status,
+            OutboxMessage.attempts,
+            OutboxMessage.last_error,
+            OutboxMessage.next_attempt_at,
+            OutboxMessage.created_at,
+            OutboxMessage.sent_at,
+        )
+        .outerjoin(User, User.id == OutboxMessage.user_id)
+        .outerjoin(Organization, Organization.id == User.organization_id)
+        .order_by(OutboxMessage.id)
+    )
+    if status:
+        query = query.where(OutboxMessage.status == status)
+    with app.uow() as uow:
+        return [OutboxRow(*row) for row in uow.session.execute(query)]
