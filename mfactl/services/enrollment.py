@@ -1,0 +1,205 @@
+"""TOTP enrollment: a pending secret and its otpauth URI, then activation by a correct code.
+
+``begin_enrollment`` and ``confirm_enrollment`` work inside the caller's session: they neither
+commit nor write audit events, so a caller (``user enable``, an enrollment link) can do both in
+its own unit of work. ``enable_user`` and ``confirm_user`` are the complete use cases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from mfactl import totp
+from mfactl.bootstrap import App
+from mfactl.db.models import MfaSecret, Organization, User
+from mfactl.errors import Conflict
+from mfactl.services import audit, lookup
+
+
+def totp_params(app: App) -> totp.TotpParams:
+    """The algorithm, digits and period new secrets get, from values.yaml."""
+    mfa = app.settings.user_login.mfa
+    return totp.TotpParams(mfa.algorithm, mfa.digits, mfa.period)
+
+
+def secret_params(secret: MfaSecret) -> totp.TotpParams:
+    """The parameters a stored secret was enrolled with (they outlive a change of values.yaml)."""
+    return totp.TotpParams(secret.algorithm, secret.digits, secret.period)
+
+
+def require_mfa_enabled(app: App) -> None:
+    if not app.settings.user_login.mfa.enabled:
+        raise Conflict(
+            "MFA is disabled by policy (userLogin.mfa.enabled is false), so nobody can enroll",
+            hint="set userLogin.mfa.enabled: true in values.yaml",
+        )
+
+
+def begin_enrollment(session: Session, app: App, org: Organization, user: User) -> str:
+    """Create (or replace a pending) secret for the user; return its otpauth URI.
+
+    Raises Conflict when MFA is already active or MFA is disabled by policy.
+    """
+    require_mfa_enabled(app)
+    existing = session.get(MfaSecret, user.id, populate_existing=True)
+    if existing is not None and existing.state == "active":
+        raise Conflict(
+            f"MFA is already active for {lookup.who(org, user)}",
+            hint=f"reset it first: mfactl user reset --org {org.slug} --user {user.handle}",
+        )
+    params = totp_params(app)
+    secret = totp.new_secret()
+    sealed = app.secrets.seal_secret(user.uid, secret)
+    now = app.now()
+    if existing is None:
+        session.add(
+            MfaSecret(
+                user_id=user.id,
+                state="pending",
+                ciphertext=sealed.ciphertext,
+                key_id=sealed.key_id,
+                algorithm=params.algorithm,
+                digits=params.digits,
+                period=params.period,
+                created_at=now,
+                last_used_step=-1,
+                failed_attempts=0,
+                locked=False,
+            )
+        )
+    else:
+        existing.ciphertext = sealed.ciphertext
+        existing.key_id = sealed.key_id
+        existing.algorithm = params.algorithm
+        existing.digits = params.digits
+        existing.period = params.period
+        existing.created_at = now
+        existing.confirmed_at = None
+        existing.last_used_step = -1
+        existing.last_used_at = None
+        existing.failed_attempts = 0
+        existing.last_failed_at = None
+        existing.locked = False
+    session.flush()
+    return totp.provisioning_uri(secret, params, app.settings.user_login.mfa.issuer, user.handle)
+
+
+def confirm_enrollment(
+    session: Session, app: App, org: Organization, user: User, code: str
+) -> None:
+    """Activate the pending secret when the code is right (its step becomes last_used_step).
+
+    Raises Conflict when there is no pending secret or the code is wrong.
+    """
+    who = lookup.who(org, user)
+    pending = session.get(MfaSecret, user.id, populate_existing=True)
+    if pending is None:
+        raise Conflict(
+            f"{who} has no pending MFA enrollment",
+            hint=f"start one: mfactl user enable --org {org.slug} --user {user.handle}",
+        )
+    if pending.state != "pending":
+        raise Conflict(f"MFA is already active for {who}")
+    opened = app.secrets.open_secret(user.uid, pending.ciphertext, who)
+    now = app.now()
+    found = totp.match(
+        opened.plaintext,
+        code,
+        now,
+        secret_params(pending),
+        app.settings.user_login.mfa.valid_window,
+        look_for_drift=True,
+    )
+    if found.step is None:
+        hint = drift_hint(found.drift_steps, pending.period)
+        raise Conflict(f"the code is wrong for {who}{hint}")
+    ciphertext = pending.ciphertext
+    # Compare-and-swap on the very secret that was checked: a concurrent re-enrollment wins.
+    activated = session.execute(
+        update(MfaSecret)
+        .where(
+            MfaSecret.user_id == user.id,
+            MfaSecret.state == "pending",
+            MfaSecret.ciphertext == ciphertext,
+        )
+        .values(
+            state="active",
+            confirmed_at=now,
+            last_used_step=found.step,
+            last_used_at=now,
+            failed_attempts=0,
+            last_failed_at=None,
+            locked=False,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if activated.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict(f"the pending MFA enrollment of {who} changed meanwhile; start again")
+    session.expire(pending)
+
+
+def drift_hint(drift_steps: int | None, period: int) -> str:
+    """'' or '; it matches … ago/ahead: the device clock is off by about …'."""
+    if not drift_steps:
+        return ""
+    seconds = abs(drift_steps) * period
+    direction = "behind" if drift_steps < 0 else "ahead"
+    return (
+        f" (it was valid {abs(drift_steps)} steps {'earlier' if drift_steps < 0 else 'later'}: "
+        f"the device clock is about {seconds} s {direction})"
+    )
+
+
+# --- the use cases -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    org: str
+    user: str
+    state: str  # pending | active
+    otpauth_uri: str | None  # None when an existing pending secret was confirmed
+
+
+def enable_user(app: App, org: str, user_ref: str) -> Enrollment:
+    """Create (or replace) the user's pending secret, audited; the URI is for the user only."""
+    with app.uow() as uow:
+        organization, user = lookup.get_org_user(uow.session, org, user_ref)
+        try:
+            uri = begin_enrollment(uow.session, app, organization, user)
+            audit.record(
+                uow.session,
+                app,
+                "mfa.enroll",
+                org=organization.slug,
+                user=user.handle,
+                details={"state": "pending", "key_id": app.secrets.active_key_id},
+            )
+            uow.commit()
+        except IntegrityError:  # two enrollments of one user raced; the other one won
+            raise Conflict(
+                f"another enrollment of {lookup.who(organization, user)} started meanwhile"
+            ) from None
+        return Enrollment(organization.slug, user.handle, "pending", uri)
+
+
+def confirm_user(app: App, org: str, user_ref: str, code: str) -> Enrollment:
+    """Activate the user's pending secret with a code from their authenticator, audited."""
+    with app.uow() as uow:
+        organization, user = lookup.get_org_user(uow.session, org, user_ref)
+        confirm_enrollment(uow.session, app, organization, user, code)
+        audit.record(uow.session, app, "mfa.confirm", org=organization.slug, user=user.handle)
+        uow.commit()
+        return Enrollment(organization.slug, user.handle, "active", None)
+
+
+def pending_state(app: App, org: str, user_ref: str) -> str:
+    """'active', 'pending' or 'none': the user's MFA state right now."""
+    with app.uow() as uow:
+        _, user = lookup.get_org_user(uow.session, org, user_ref)
+        secret = uow.session.get(MfaSecret, user.id)
+        return "none" if secret is None else secret.state

@@ -1,0 +1,223 @@
+"""Verifying a TOTP code: throttle, constant-time compare, replay refusal, atomic bookkeeping.
+
+The order is django-otp's: throttle check, compare, replay check, then reset or increment the
+failure count. Acceptance is one conditional UPDATE (``… WHERE last_used_step < :step``), so two
+concurrent uses of one code give exactly one success; failures are counted in SQL
+(``failed_attempts = failed_attempts + 1``), never read-modify-written in Python.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import case, select, update
+from sqlalchemy.orm import Session
+
+from mfactl import totp
+from mfactl.bootstrap import App
+from mfactl.config import Throttle
+from mfactl.db.models import MfaSecret, Organization, User
+from mfactl.errors import Conflict
+from mfactl.services import audit, lookup
+
+RESULTS = ("ok", "wrong", "replayed", "throttled", "locked", "not_enrolled")
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    result: str  # one of RESULTS
+    drift_steps: int | None = None  # wrong, but valid this many steps away (with explain=True)
+    retry_after_seconds: int | None = None  # throttled (or wrong): when the next try counts
+
+    @property
+    def ok(self) -> bool:
+        return self.result == "ok"
+
+
+def backoff_seconds(throttle: Throttle, failures: int) -> int:
+    """base·2^(n-1), capped at maxDelaySeconds; 0 with no failures or a zero base."""
+    if failures <= 0 or throttle.base_delay_seconds <= 0:
+        return 0
+    exponent = min(failures - 1, 40)  # 2^40 s is past any cap; keeps the number small
+    return int(min(throttle.base_delay_seconds * 2**exponent, throttle.max_delay_seconds))
+
+
+def _retry_after(
+    throttle: Throttle, failures: int, last_failed_at: datetime | None, now: datetime
+) -> int:
+    delay = backoff_seconds(throttle, failures)
+    if not delay or last_failed_at is None:
+        return 0
+    remaining = (last_failed_at + timedelta(seconds=delay) - now).total_seconds()
+    return max(0, math.ceil(remaining))
+
+
+def verify_code(
+    session: Session,
+    app: App,
+    org: Organization,
+    user: User,
+    code: str,
+    *,
+    explain: bool = False,
+) -> VerifyResult:
+    """Check one code for one user inside the caller's session (the caller commits).
+
+    ``explain`` also looks outside the window, to tell how far a wrong code's clock is off.
+    """
+    throttle = app.settings.user_login.mfa.throttle
+    row = session.execute(
+        select(
+            MfaSecret.state,
+            MfaSecret.ciphertext,
+            MfaSecret.algorithm,
+            MfaSecret.digits,
+            MfaSecret.period,
+            MfaSecret.last_used_step,
+            MfaSecret.failed_attempts,
+            MfaSecret.last_failed_at,
+            MfaSecret.locked,
+        ).where(MfaSecret.user_id == user.id)
+    ).one_or_none()
+    if row is None or row.state != "active":
+        return VerifyResult("not_enrolled")
+    if row.locked:
+        return VerifyResult("locked")
+    now = app.now()
+    wait = _retry_after(throttle, row.failed_attempts, row.last_failed_at, now)
+    if wait:
+        return VerifyResult("throttled", retry_after_seconds=wait)
+    secret = app.secrets.open_secret(user.uid, row.ciphertext, lookup.who(org, user)).plaintext
+    params = totp.TotpParams(row.algorithm, row.digits, row.period)
+    found = totp.match(
+        secret,
+        code,
+        now,
+        params,
+        app.settings.user_login.mfa.valid_window,
+        look_for_drift=explain,
+    )
+    if found.step is not None:
+        if found.step <= row.last_used_step:
+            return VerifyResult("replayed")
+        accepted = session.execute(
+            update(MfaSecret)
+            .where(
+                MfaSecret.user_id == user.id,
+                MfaSecret.state == "active",
+                MfaSecret.locked.is_(False),
+                MfaSecret.last_used_step < found.step,
+            )
+            .values(
+                last_used_step=found.step,
+                last_used_at=now,
+                failed_attempts=0,
+                last_failed_at=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if accepted.rowcount == 1:  # type: ignore[attr-defined]
+            return VerifyResult("ok")
+        return VerifyResult("replayed")  # a concurrent use of this code (or a later one) won
+    return _count_failure(session, app, org, user, found.drift_steps, now)
+
+
+def _count_failure(
+    session: Session, app: App, org: Organization, user: User, drift: int | None, now: datetime
+) -> VerifyResult:
+    throttle = app.settings.user_login.mfa.throttle
+    lock_after = throttle.lock_after_failures
+    locks = (
+        case((MfaSecret.failed_attempts + 1 >= lock_after, True), else_=MfaSecret.locked)
+        if lock_after > 0
+        else MfaSecret.locked
+    )
+    # MariaDB evaluates SET left to right with the new values: set `locked` first so every
+    # engine sees the old failed_attempts in both expressions.
+    session.execute(
+        update(MfaSecret)
+        .where(MfaSecret.user_id == user.id, MfaSecret.state == "active")
+        .ordered_values(
+            (MfaSecret.locked, locks),
+            (MfaSecret.failed_attempts, MfaSecret.failed_attempts + 1),
+            (MfaSecret.last_failed_at, now),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    failures, locked = session.execute(
+        select(MfaSecret.failed_attempts, MfaSecret.locked).where(MfaSecret.user_id == user.id)
+    ).one()
+    if locked and lock_after > 0 and failures == lock_after:
+        audit.record(
+            session,
+            app,
+            "mfa.lock",
+            org=org.slug,
+            user=user.handle,
+            outcome="locked",
+            details={"failed_attempts": failures},
+        )
+    retry = backoff_seconds(throttle, failures)
+    return VerifyResult("wrong", drift_steps=drift, retry_after_seconds=retry or None)
+
+
+def verify(
+    app: App,
+    org: str,
+    user_ref: str,
+    code: str,
+    *,
+    explain: bool = False,
+    audited: bool = False,
+) -> VerifyResult:
+    """Verify a code in its own unit of work; ``audited`` records an mfa.verify event too."""
+    with app.uow() as uow:
+        organization, user = lookup.get_org_user(uow.session, org, user_ref)
+        result = verify_code(uow.session, app, organization, user, code, explain=explain)
+        if audited:
+            audit.record(
+                uow.session,
+                app,
+                "mfa.verify",
+                org=organization.slug,
+                user=user.handle,
+                outcome=result.result,
+                details={"drift_steps": result.drift_steps} if result.drift_steps else {},
+            )
+        uow.commit()
+        return result
+
+
+@dataclass(frozen=True)
+class Unlocked:
+    org: str
+    user: str
+    was_locked: bool
+    failed_attempts: int
+
+
+def unlock(app: App, org: str, user_ref: str) -> Unlocked:
+    """Clear the failure count and the lock, with an audit event."""
+    with app.uow() as uow:
+        organization, user = lookup.get_org_user(uow.session, org, user_ref)
+        secret = uow.session.get(MfaSecret, user.id, with_for_update=True)
+        if secret is None:
+            raise Conflict(f"{lookup.who(organization, user)} has no MFA secret to unlock")
+        before = Unlocked(
+            organization.slug, user.handle, bool(secret.locked), secret.failed_attempts
+        )
+        secret.locked = False
+        secret.failed_attempts = 0
+        secret.last_failed_at = None
+        audit.record(
+            uow.session,
+            app,
+            "mfa.unlock",
+            org=organization.slug,
+            user=user.handle,
+            details={"was_locked": before.was_locked, "failed_attempts": before.failed_attempts},
+        )
+        uow.commit()
+        return before

@@ -1,0 +1,93 @@
+"""Concurrent verification on each engine: one code, many threads, each its own connection."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+
+import pytest
+from sqlalchemy import select
+
+from mfactl.bootstrap import App
+from mfactl.config import Throttle
+from mfactl.db.models import MfaSecret, User
+from mfactl.services import verification
+from tests.conftest import FrozenClock, make_app
+from tests.unit.helpers import people, phone_code
+from tests.unit.test_verification import enrolled
+
+THREADS = 20
+WRONG = 50
+
+
+def _app(url: str, clock: FrozenClock, key: str) -> App:
+    application = make_app(url, clock, key)
+    login = application.settings.user_login
+    throttle = Throttle(base_delay_seconds=0, max_delay_seconds=0, lock_after_failures=0)
+    application.settings = replace(
+        application.settings,
+        user_login=replace(login, mfa=replace(login.mfa, throttle=throttle)),
+    )
+    # every thread holds its own connection at the same time
+    application._engine_kwargs = (
+        {"pool_size": WRONG + 5, "max_overflow": 0} if url.startswith("postgresql") else {}
+    )
+    return application
+
+
+def _all_at_once(count: int, work: Callable[[], str]) -> Counter[str]:
+    barrier = threading.Barrier(count)
+    results: list[str] = []
+    lock = threading.Lock()
+
+    def run() -> None:
+        barrier.wait()
+        outcome = work()
+        with lock:
+            results.append(outcome)
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return Counter(results)
+
+
+@pytest.fixture
+def busy(app: App, clock: FrozenClock, active_key: str) -> Iterator[tuple[App, str]]:
+    """Alice enrolled (and her otpauth URI), on an App giving every thread its own connection."""
+    application = _app(app.settings.database.url, clock, active_key)
+    people(application, "alice")
+    yield application, enrolled(application)
+    application.close()
+
+
+def test_one_code_used_concurrently_succeeds_once(
+    busy: tuple[App, str], clock: FrozenClock
+) -> None:
+    busy_app, uri = busy
+    clock.advance(30)
+    code = phone_code(uri, busy_app)
+    outcomes = _all_at_once(
+        THREADS, lambda: verification.verify(busy_app, "acme", "alice", code).result
+    )
+    assert outcomes == Counter({"ok": 1, "replayed": THREADS - 1})
+
+
+def test_concurrent_wrong_codes_are_all_counted(busy: tuple[App, str]) -> None:
+    busy_app, uri = busy
+    right = phone_code(uri, busy_app)
+    wrong = "000000" if right != "000000" else "111111"
+    outcomes = _all_at_once(
+        WRONG, lambda: verification.verify(busy_app, "acme", "alice", wrong).result
+    )
+    assert outcomes == Counter({"wrong": WRONG})
+    with busy_app.uow() as uow:
+        user_id = uow.session.scalars(select(User.id)).one()
+        failures = uow.session.scalar(
+            select(MfaSecret.failed_attempts).where(MfaSecret.user_id == user_id)
+        )
+    assert failures == WRONG
