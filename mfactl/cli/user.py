@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -15,6 +16,9 @@ from mfactl.cli.common import (
     print_fields,
     print_json,
 )
+
+if TYPE_CHECKING:
+    from mfactl.services.reset import ResetResult
 
 app = typer.Typer(
     help="One user: add, import, status, MFA enrollment, verification and reset.",
@@ -137,3 +141,74 @@ def status(
 
 
 # --- reset and reset emails (issue 4) ----------------------------------------------------------
+
+
+def _email_outcome(result: ResetResult, json_: bool, done: str, *, reset: bool = False) -> None:
+    """Print the result; exit 9 (EmailQueued) when the email waits in the outbox."""
+    from mfactl.errors import EmailQueued
+
+    email = {"status": result.email.status, "error": result.email.error}
+    if json_:
+        document: dict[str, object] = {"org": result.org, "user": result.user}
+        if reset:
+            document["reset"] = True
+        print_json({**document, "email": email})
+    else:
+        status = result.email.status
+        tail = {
+            "sent": "; the email was sent",
+            "queued": "",
+            "not_requested": "; no email was sent (--no-email)",
+            "no_address": "; the user has no email address, so no email was sent",
+        }[status]
+        info(f"{done}{tail}")
+    if result.email.status == "queued":
+        raise EmailQueued(
+            f"the email to {result.org}/{result.user} could not be sent and waits in the outbox: "
+            f"{result.email.error}",
+            hint="run `mfactl mail retry` once the mail server answers",
+        )
+
+
+@app.command("reset")
+def reset(
+    ctx: typer.Context,
+    org: str = ORG_OPTION,
+    user: str = USER_OPTION,
+    reason: str = typer.Option(..., "--reason", help="Why (required; kept in the audit log)."),
+    no_email: bool = typer.Option(False, "--no-email", help="Do not mail a setup link."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    json_: bool = JSON_OPTION,
+) -> None:
+    """Remove a user's MFA setup and mail them a link to set it up again (the user stays)."""
+    from mfactl.cli.interact import confirm
+    from mfactl.services import reset as reset_service
+
+    app_ = get_app(ctx)
+    reset_service.reason_text(reason)
+    target = reset_service.describe_user(app_, org, user)
+    who = f"{target.org}/{target.user} <{target.email}> (MFA: {target.mfa})"
+    warning = (
+        f"{target.org}/{target.user} is a SYSADMIN: after this reset they log in without MFA "
+        "until they set it up again."
+        if target.admin
+        else None
+    )
+    confirm(f"Reset the MFA of {who}?", yes=yes, what="user reset", warning=warning)
+    result = reset_service.reset_user(app_, org, user, reason, send_email=not no_email)
+    _email_outcome(result, json_, f"reset the MFA of {result.org}/{result.user}", reset=True)
+
+
+@app.command("send-reset-email")
+def send_reset_email(
+    ctx: typer.Context, org: str = ORG_OPTION, user: str = USER_OPTION, json_: bool = JSON_OPTION
+) -> None:
+    """Mail a fresh MFA setup link after a reset; the previous link stops working."""
+    from mfactl.services import reset as reset_service
+
+    result = reset_service.send_reset_email(get_app(ctx), org, user)
+    _email_outcome(
+        result,
+        json_,
+        f"made a new reset link for {result.org}/{result.user} (the previous one no longer works)",
+    )

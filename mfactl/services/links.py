@@ -22,6 +22,8 @@ from mfactl.bootstrap import App
 from mfactl.db.models import ActionToken, MfaSecret, Organization, User
 from mfactl.errors import Conflict, InvalidInput, NotFound
 from mfactl.mail.outbox import chunks
+from mfactl.services import audit
+from mfactl.services.enrollment import begin_enrollment, confirm_enrollment
 
 PURPOSES = ("reset", "enroll")
 
@@ -151,11 +153,9 @@ def open_link(app: App, org: str, token: str) -> OpenedLink:
     The link stays usable until it is confirmed or expires, so reloading the page that serves
     it works; each opening replaces the pending secret, so only the latest QR code counts.
     """
-    from mfactl.services import audit, enrollment
-
     with app.uow() as uow:
         link, organization, user = _checked_token(uow.session, app, org, token)
-        uri = enrollment.begin_enrollment(uow.session, app, organization, user)
+        uri = begin_enrollment(uow.session, app, organization, user)
         audit.record(
             uow.session,
             app,
@@ -170,11 +170,9 @@ def open_link(app: App, org: str, token: str) -> OpenedLink:
 
 def confirm_link(app: App, org: str, token: str, code: str) -> ConfirmedLink:
     """Activate the pending secret with a code and use up the link (exactly once)."""
-    from mfactl.services import audit, enrollment
-
     with app.uow() as uow:
         link, organization, user = _checked_token(uow.session, app, org, token)
-        enrollment.confirm_enrollment(uow.session, app, organization, user, code)
+        confirm_enrollment(uow.session, app, organization, user, code)
         used = uow.session.execute(
             update(ActionToken)
             .where(ActionToken.id == link.id, ActionToken.used_at.is_(None))
