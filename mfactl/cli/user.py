@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,7 +16,13 @@ from mfactl.cli.common import (
     info,
     print_fields,
     print_json,
+    print_table,
+    warn,
 )
+from mfactl.errors import Conflict, MfactlError, UsageError
+
+if TYPE_CHECKING:
+    from mfactl.bootstrap import App
 
 if TYPE_CHECKING:
     from mfactl.services.reset import ResetResult
@@ -138,6 +145,252 @@ def status(
 
 
 # --- MFA enrollment, verification, unlock, remember-me (issue 3) -------------------------------
+
+QR_HELP = "Where to draw the QR code: terminal, none, or a file PATH.png / PATH.svg."
+CODE_TRIES = 3
+
+
+def _interactive() -> bool:
+    """May we ask for the code? Only with a person at a terminal."""
+    return sys.stdin.isatty()
+
+
+def _confirm_hint(org: str, user: str) -> str:
+    return f"mfactl user confirm --org {org} --user {user} --code CODE"
+
+
+@app.command("enable")
+def enable(
+    ctx: typer.Context,
+    org: str = ORG_OPTION,
+    user: str = USER_OPTION,
+    code: str | None = typer.Option(
+        None, "--code", help="Confirm at once with this code (keeps an existing pending secret)."
+    ),
+    no_confirm: bool = typer.Option(
+        False, "--no-confirm", help="Leave the secret pending, for `user confirm` later."
+    ),
+    qr: str = typer.Option("terminal", "--qr", metavar="TARGET", help=QR_HELP),
+    json_: bool = JSON_OPTION,
+) -> None:
+    """Enroll a user in MFA: print the otpauth URI and QR code, then confirm with a code.
+
+    Without --code or --no-confirm, asks for the code at a terminal; when stdin is not a
+    terminal, the secret is left pending and the command says how to confirm it.
+    """
+    from mfactl.cli import qrcode
+    from mfactl.services import enrollment
+
+    if code is not None and no_confirm:
+        raise UsageError("--code and --no-confirm cannot be used together")
+    target = qrcode.parse_target(qr)
+    mfa_app = get_app(ctx)
+    started = enrollment.enable_user(mfa_app, org, user, keep_pending=code is not None)
+    where = f"{started.org}/{started.user}"
+    if started.otpauth_uri is not None:
+        qrcode.show(started.otpauth_uri, target, to_stderr=json_)
+        if not json_:
+            sys.stdout.write(f"otpauth URI: {started.otpauth_uri}\n")
+            sys.stdout.flush()
+            info(f"MFA enrollment of {where} is pending: add it to the authenticator app")
+    state, gave_up = "pending", False
+    if code is not None:
+        try:
+            enrollment.confirm_user(mfa_app, started.org, started.user, code)
+            state = "active"
+        except MfactlError:
+            if json_:  # the secret stays pending: the URI is still needed
+                _enable_json(started.org, started.user, state, started.otpauth_uri)
+            raise
+    elif no_confirm:
+        info(f"confirm it with: {_confirm_hint(started.org, started.user)}")
+    elif _interactive():
+        state = _ask_for_code(mfa_app, started.org, started.user)
+        gave_up = state == "pending"
+    else:
+        info(
+            "stdin is not a terminal, so the secret stays pending; confirm it with: "
+            + _confirm_hint(started.org, started.user)
+        )
+    if json_:
+        _enable_json(started.org, started.user, state, started.otpauth_uri)
+    elif state == "active":
+        info(f"MFA is now active for {where}")
+    if gave_up:
+        raise typer.Exit(4)
+
+
+def _enable_json(org: str, user: str, state: str, uri: str | None) -> None:
+    print_json({"org": org, "user": user, "state": state, "otpauth_uri": uri})
+
+
+def _ask_for_code(mfa_app: App, org: str, user: str) -> str:
+    """Ask for the code up to CODE_TRIES times; 'active' on success, else 'pending'."""
+    from mfactl.services import enrollment
+
+    for _ in range(CODE_TRIES):
+        try:
+            code = typer.prompt(
+                "Code from the authenticator app", err=True, default="", show_default=False
+            )
+        except typer.Abort:  # end of input
+            code = ""
+        if not code.strip():
+            break
+        try:
+            enrollment.confirm_user(mfa_app, org, user, code)
+            return "active"
+        except Conflict as exc:
+            warn(exc.message)
+    info(f"the secret stays pending; confirm it later with: {_confirm_hint(org, user)}")
+    return "pending"
+
+
+@app.command("confirm")
+def confirm(
+    ctx: typer.Context,
+    org: str = ORG_OPTION,
+    user: str = USER_OPTION,
+    code: str = typer.Option(..., "--code", help="The code the authenticator app shows now."),
+    json_: bool = JSON_OPTION,
+) -> None:
+    """Activate a pending MFA enrollment with a code from the user's authenticator app."""
+    from mfactl.services import enrollment
+
+    done = enrollment.confirm_user(get_app(ctx), org, user, code)
+    if json_:
+        _enable_json(done.org, done.user, done.state, None)
+    else:
+        info(f"MFA is now active for {done.org}/{done.user}")
+
+
+VERIFY_MEANINGS = {
+    "ok": "ok: the code is right; it cannot be used again",
+    "wrong": "wrong: the code is not valid now",
+    "replayed": "replayed: this code (or a later one) was already used",
+    "throttled": "throttled: too many wrong codes",
+    "locked": "locked: too many wrong codes; clear it with `mfactl user unlock`",
+    "not_enrolled": "not_enrolled: the user has no active MFA",
+}
+
+
+@app.command("verify")
+def verify(
+    ctx: typer.Context,
+    org: str = ORG_OPTION,
+    user: str = USER_OPTION,
+    code: str = typer.Option(..., "--code", help="The code the user reads from their app."),
+    json_: bool = JSON_OPTION,
+) -> None:
+    """Check a user's code as a login would, and explain the result (exit 4 unless ok).
+
+    A right code is used up, a wrong one counts as a failure, like a real login.
+    """
+    from mfactl.services import verification
+
+    mfa_app = get_app(ctx)
+    result = verification.verify(mfa_app, org, user, code, explain=True, audited=True)
+    if json_:
+        print_json(
+            {
+                "result": result.result,
+                "drift_steps": result.drift_steps,
+                "retry_after_seconds": result.retry_after_seconds,
+            }
+        )
+    else:
+        line = VERIFY_MEANINGS[result.result]
+        if result.drift_steps:
+            period = mfa_app.settings.user_login.mfa.period
+            off = abs(result.drift_steps)
+            line += (
+                f" (it matches {off} step{'s' if off > 1 else ''} "
+                f"{'earlier' if result.drift_steps < 0 else 'later'}: the device clock is about "
+                f"{off * period} s {'behind' if result.drift_steps < 0 else 'ahead'})"
+            )
+        if result.retry_after_seconds:
+            line += f"; retry after {result.retry_after_seconds} s"
+        sys.stdout.write(line + "\n")
+    if not result.ok:
+        raise typer.Exit(4)
+
+
+@app.command("unlock")
+def unlock(
+    ctx: typer.Context, org: str = ORG_OPTION, user: str = USER_OPTION, json_: bool = JSON_OPTION
+) -> None:
+    """Clear a user's failure count, back-off and lock."""
+    from mfactl.services import verification
+
+    done = verification.unlock(get_app(ctx), org, user)
+    if json_:
+        print_json(
+            {
+                "org": done.org,
+                "user": done.user,
+                "was_locked": done.was_locked,
+                "failed_attempts": done.failed_attempts,
+            }
+        )
+    else:
+        info(
+            f"unlocked {done.org}/{done.user} ("
+            + ("was locked, " if done.was_locked else "was not locked, ")
+            + f"{done.failed_attempts} failed attempts cleared)"
+        )
+
+
+remember_app = typer.Typer(help="A user's remember-me tokens: list, revoke.", no_args_is_help=True)
+app.add_typer(remember_app, name="remember")
+
+
+@remember_app.command("list")
+def remember_list(
+    ctx: typer.Context, org: str = ORG_OPTION, user: str = USER_OPTION, json_: bool = JSON_OPTION
+) -> None:
+    """List a user's remember-me tokens (ids and dates, never the tokens)."""
+    from mfactl.services import remember
+
+    tokens = remember.list_tokens(get_app(ctx), org, user)
+    if json_:
+        print_json(
+            [
+                {
+                    "id": t.id,
+                    "state": t.state,
+                    "created_at": t.created_at,
+                    "expires_at": t.expires_at,
+                    "revoked_at": t.revoked_at,
+                }
+                for t in tokens
+            ]
+        )
+        return
+    print_table(
+        ["id", "state", "created", "expires", "revoked"],
+        ([t.id, t.state, t.created_at, t.expires_at, t.revoked_at] for t in tokens),
+    )
+
+
+@remember_app.command("revoke")
+def remember_revoke(
+    ctx: typer.Context,
+    org: str = ORG_OPTION,
+    user: str = USER_OPTION,
+    token_id: int | None = typer.Option(
+        None, "--id", help="Revoke only this token (default: all of the user's tokens)."
+    ),
+    json_: bool = JSON_OPTION,
+) -> None:
+    """Revoke a user's remember-me tokens: all, or one by id."""
+    from mfactl.services import remember
+
+    mfa_app = get_app(ctx)
+    revoked = remember.revoke(mfa_app, org, user, token_id)
+    if json_:
+        print_json({"org": org, "user": user, "revoked": revoked})
+    else:
+        info(f"revoked {revoked} remember-me token{'s' if revoked != 1 else ''}")
 
 
 # --- reset and reset emails (issue 4) ----------------------------------------------------------

@@ -165,10 +165,19 @@ class Enrollment:
     otpauth_uri: str | None  # None when an existing pending secret was confirmed
 
 
-def enable_user(app: App, org: str, user_ref: str) -> Enrollment:
-    """Create (or replace) the user's pending secret, audited; the URI is for the user only."""
+def enable_user(app: App, org: str, user_ref: str, *, keep_pending: bool = False) -> Enrollment:
+    """Create (or replace) the user's pending secret, audited; the URI is for the user only.
+
+    With ``keep_pending``, an existing pending secret is kept (the user may already have it in
+    their app, about to confirm it) and the result carries no URI.
+    """
     with app.uow() as uow:
         organization, user = lookup.get_org_user(uow.session, org, user_ref)
+        if keep_pending:
+            current = uow.session.get(MfaSecret, user.id)
+            if current is not None and current.state == "pending":
+                require_mfa_enabled(app)
+                return Enrollment(organization.slug, user.handle, "pending", None)
         try:
             uri = begin_enrollment(uow.session, app, organization, user)
             audit.record(
@@ -195,11 +204,3 @@ def confirm_user(app: App, org: str, user_ref: str, code: str) -> Enrollment:
         audit.record(uow.session, app, "mfa.confirm", org=organization.slug, user=user.handle)
         uow.commit()
         return Enrollment(organization.slug, user.handle, "active", None)
-
-
-def pending_state(app: App, org: str, user_ref: str) -> str:
-    """'active', 'pending' or 'none': the user's MFA state right now."""
-    with app.uow() as uow:
-        _, user = lookup.get_org_user(uow.session, org, user_ref)
-        secret = uow.session.get(MfaSecret, user.id)
-        return "none" if secret is None else secret.state

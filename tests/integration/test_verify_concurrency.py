@@ -70,7 +70,7 @@ def test_one_code_used_concurrently_succeeds_once(
 ) -> None:
     busy_app, uri = busy
     clock.advance(30)
-    code = phone_code(uri, busy_app)
+    code = phone_code(uri, busy_app.now())
     outcomes = _all_at_once(
         THREADS, lambda: verification.verify(busy_app, "acme", "alice", code).result
     )
@@ -79,7 +79,7 @@ def test_one_code_used_concurrently_succeeds_once(
 
 def test_concurrent_wrong_codes_are_all_counted(busy: tuple[App, str]) -> None:
     busy_app, uri = busy
-    right = phone_code(uri, busy_app)
+    right = phone_code(uri, busy_app.now())
     wrong = "000000" if right != "000000" else "111111"
     outcomes = _all_at_once(
         WRONG, lambda: verification.verify(busy_app, "acme", "alice", wrong).result

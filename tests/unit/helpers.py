@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from urllib.parse import parse_qs, urlparse
 
 from mfactl import totp
@@ -20,13 +21,13 @@ def secret_of(uri: str) -> str:
     return parse_qs(urlparse(uri).query)["secret"][0]
 
 
-def phone_code(uri: str, app: App, offset_steps: int = 0) -> str:
-    """What the user's authenticator shows for this URI at the app's clock (± steps)."""
+def phone_code(uri: str, moment: datetime, offset_steps: int = 0) -> str:
+    """What the user's authenticator shows for this URI at ``moment`` (± steps)."""
     query = parse_qs(urlparse(uri).query)
     params = totp.TotpParams(
         query.get("algorithm", ["SHA1"])[0],
         int(query.get("digits", ["6"])[0]),
         int(query.get("period", ["30"])[0]),
     )
-    step = totp.step_at(app.now(), params.period) + offset_steps
+    step = totp.step_at(moment, params.period) + offset_steps
     return totp.code_at_step(query["secret"][0], step, params)

@@ -46,7 +46,7 @@ def test_begin_then_confirm(app: App) -> None:
     row = _secret(app)
     assert row.state == "pending" and row.key_id == app.secrets.active_key_id
     assert secret_of(uri) not in row.ciphertext
-    _confirm(app, phone_code(uri, app))
+    _confirm(app, phone_code(uri, app.now()))
     row = _secret(app)
     assert row.state == "active" and row.confirmed_at == app.now()
     assert row.last_used_step == int(app.now().timestamp()) // 30
@@ -61,12 +61,12 @@ def test_replacing_a_pending_secret_and_refusals(app: App) -> None:
     second = _begin(app)
     assert secret_of(first) != secret_of(second)
     with pytest.raises(Conflict, match=r"^the code is wrong for acme/alice"):
-        _confirm(app, phone_code(first, app))
-    _confirm(app, phone_code(second, app, offset_steps=-1))  # inside the window
+        _confirm(app, phone_code(first, app.now()))
+    _confirm(app, phone_code(second, app.now(), offset_steps=-1))  # inside the window
     with pytest.raises(Conflict, match=r"^MFA is already active for acme/alice$"):
         _begin(app)
     with pytest.raises(Conflict, match=r"^MFA is already active for acme/alice$"):
-        _confirm(app, phone_code(second, app))
+        _confirm(app, phone_code(second, app.now()))
 
 
 def test_no_pending_secret_and_policy_off(app: App) -> None:
@@ -85,7 +85,7 @@ def test_wrong_code_tells_how_far_the_clock_is_off(app: App) -> None:
     people(app, "alice")
     uri = _begin(app)
     with pytest.raises(Conflict) as raised:
-        _confirm(app, phone_code(uri, app, offset_steps=-4))
+        _confirm(app, phone_code(uri, app.now(), offset_steps=-4))
     assert raised.value.message == (
         "the code is wrong for acme/alice (it was valid 4 steps earlier: "
         "the device clock is about 120 s behind)"
@@ -97,7 +97,7 @@ def test_use_cases_audit_without_the_secret(app: App) -> None:
     people(app, "alice")
     started = enrollment.enable_user(app, "acme", "alice@example.com")
     assert started.state == "pending" and started.otpauth_uri
-    done = enrollment.confirm_user(app, "acme", "alice", phone_code(started.otpauth_uri, app))
+    done = enrollment.confirm_user(app, "acme", "alice", phone_code(started.otpauth_uri, app.now()))
     assert done.state == "active"
     with app.uow() as uow:
         events = uow.session.execute(

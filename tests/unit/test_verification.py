@@ -30,7 +30,7 @@ def enrolled(app: App, handle: str = "alice") -> str:
     """Enroll the user; returns the otpauth URI (the phone's copy of the secret)."""
     uri = enrollment.enable_user(app, "acme", handle).otpauth_uri
     assert uri is not None
-    enrollment.confirm_user(app, "acme", handle, phone_code(uri, app))
+    enrollment.confirm_user(app, "acme", handle, phone_code(uri, app.now()))
     return uri
 
 
@@ -38,14 +38,16 @@ def test_ok_then_replayed_then_next_step(app: App, clock: FrozenClock) -> None:
     people(app, "alice")
     uri = enrolled(app)
     # the confirmation used the current step: the same code again is a replay
-    assert verification.verify(app, "acme", "alice", phone_code(uri, app)).result == "replayed"
+    assert (
+        verification.verify(app, "acme", "alice", phone_code(uri, app.now())).result == "replayed"
+    )
     clock.advance(30)
-    code = phone_code(uri, app)
+    code = phone_code(uri, app.now())
     assert verification.verify(app, "acme", "alice", code).ok
     assert verification.verify(app, "acme", "alice", code).result == "replayed"
     # a code of an earlier step, though inside the window, is a replay too
     clock.advance(30)
-    early = phone_code(uri, app, offset_steps=-1)
+    early = phone_code(uri, app.now(), offset_steps=-1)
     assert verification.verify(app, "acme", "alice", early).result == "replayed"
 
 
@@ -53,7 +55,7 @@ def test_wrong_code_drift_and_not_enrolled(app: App, clock: FrozenClock) -> None
     people(app, "alice", "bob")
     uri = enrolled(app)
     clock.advance(60)
-    late = phone_code(uri, app, offset_steps=3)
+    late = phone_code(uri, app.now(), offset_steps=3)
     result = verification.verify(app, "acme", "alice", late, explain=True)
     assert result == verification.VerifyResult("wrong", drift_steps=3, retry_after_seconds=1)
     assert verification.verify(app, "acme", "bob", "123456").result == "not_enrolled"
@@ -66,7 +68,7 @@ def test_backoff_throttles_with_a_frozen_clock(app: App, clock: FrozenClock) -> 
     uri = enrolled(app)
     with_throttle(app, base_delay_seconds=2, max_delay_seconds=5, lock_after_failures=0)
     clock.advance(30)
-    good = phone_code(uri, app)
+    good = phone_code(uri, app.now())
     assert verification.verify(app, "acme", "alice", "000000").retry_after_seconds == 2
     # during the back-off even the right code is not looked at, and is not consumed
     throttled = verification.verify(app, "acme", "alice", good)
@@ -90,10 +92,10 @@ def test_lock_after_failures_and_unlock(app: App, clock: FrozenClock) -> None:
     for _ in range(3):
         assert verification.verify(app, "acme", "alice", "000000").result == "wrong"
     clock.advance(30)
-    assert verification.verify(app, "acme", "alice", phone_code(uri, app)).result == "locked"
+    assert verification.verify(app, "acme", "alice", phone_code(uri, app.now())).result == "locked"
     unlocked = verification.unlock(app, "acme", "alice")
     assert unlocked.was_locked and unlocked.failed_attempts == 3
-    assert verification.verify(app, "acme", "alice", phone_code(uri, app)).ok
+    assert verification.verify(app, "acme", "alice", phone_code(uri, app.now())).ok
     with app.uow() as uow:
         actions = uow.session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)).all()
     assert actions[-2:] == ["mfa.lock", "mfa.unlock"]

@@ -1,0 +1,115 @@
+"""mfactl as a library, for a login server: enroll, verify, check the policy, remember devices.
+
+    import mfactl.api
+
+    mfa = mfactl.api.connect(values="/etc/mfactl/values.yaml")
+    need = mfa.requirement(org, user, remember_token=cookie)   # allow | enroll | code
+    result = mfa.verify(org, user, code)                        # result.ok, result.result
+
+It reads the same values.yaml as the ``mfactl`` command and works on the same database, with
+the same rules (replay refusal, throttling, sealed secrets, audit events for every change).
+Ordinary outcomes are results, not exceptions: a wrong, replayed or throttled code is a
+``VerifyResult`` with its reason. Exceptions (all ``MfactlError``) mean the request cannot be
+served: unknown org or user (``NotFound``), a state conflict such as enrolling twice
+(``Conflict``), a secret no key opens (``SecretStoreError``), the database is down
+(``Unavailable``). One ``Mfa`` object is safe to share between threads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+
+from mfactl.bootstrap import App, bootstrap
+from mfactl.errors import (
+    Conflict,
+    MfactlError,
+    NotFound,
+    SecretStoreError,
+    Unavailable,
+)
+from mfactl.services import enrollment, policy, remember, verification
+from mfactl.services.policy import LoginRequirement
+from mfactl.services.remember import IssuedToken
+from mfactl.services.verification import VerifyResult
+
+__all__ = [
+    "Conflict",
+    "IssuedToken",
+    "LoginRequirement",
+    "Mfa",
+    "MfactlError",
+    "NotFound",
+    "SecretStoreError",
+    "Unavailable",
+    "VerifyResult",
+    "connect",
+]
+
+
+@dataclass
+class Mfa:
+    """The login server's handle on mfactl; build it with ``connect``."""
+
+    app: App
+
+    def requirement(
+        self, org: str, user: str, *, remember_token: str | None = None
+    ) -> LoginRequirement:
+        """After the password check: allow, enroll (first) or code?"""
+        return policy.login_requirement(self.app, org, user, remember_token=remember_token)
+
+    def enroll(self, org: str, user: str) -> str:
+        """Start (or restart) enrollment; returns the otpauth URI to show as a QR code, once."""
+        uri = enrollment.enable_user(self.app, org, user).otpauth_uri
+        assert uri is not None
+        return uri
+
+    def confirm(self, org: str, user: str, code: str) -> None:
+        """Activate the pending enrollment with the first code; Conflict when it is wrong."""
+        enrollment.confirm_user(self.app, org, user, code)
+
+    def verify(self, org: str, user: str, code: str) -> VerifyResult:
+        """Check a login code: ok, wrong, replayed, throttled, locked or not_enrolled."""
+        return verification.verify(self.app, org, user, code)
+
+    def remember(self, org: str, user: str) -> IssuedToken:
+        """A remember-me token for this device (put ``.token`` in a cookie; it is not stored)."""
+        return remember.issue(self.app, org, user)
+
+    def is_remembered(self, org: str, user: str, token: str) -> bool:
+        return remember.check(self.app, org, user, token)
+
+    def forget(self, org: str, user: str, token_id: int | None = None) -> int:
+        """Revoke one remember-me token by id, or all of the user's; returns how many."""
+        return remember.revoke(self.app, org, user, token_id)
+
+    def close(self) -> None:
+        self.app.close()
+
+    def __enter__(self) -> Mfa:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def connect(
+    values: str | os.PathLike[str] | None = None,
+    *,
+    actor: str = "login-server",
+    clock: Callable[[], datetime] | None = None,
+) -> Mfa:
+    """Load values.yaml (same search order as the CLI) and return an ``Mfa``.
+
+    ``actor`` names the caller in audit events; ``clock`` is for tests.
+    """
+    return Mfa(bootstrap(values, actor=actor, clock=clock))

@@ -1,0 +1,104 @@
+"""The MFA policy: what a login needs from a user, and who breaks the policy.
+
+``userLogin.mfa.enabled`` switches MFA on at all; ``mandatory`` requires it from everyone and
+``mandatoryForSysAdmins`` from sysadmins. A user who enrolled gives a code even when MFA is
+optional for them; a remembered device skips the code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import cast
+
+from sqlalchemy import select
+
+from mfactl.bootstrap import App
+from mfactl.config import Settings
+from mfactl.db.models import MfaSecret, User
+from mfactl.services import lookup, remember
+from mfactl.services.selection import UserFilter, filtered_users
+
+ALLOW = "allow"  # may log in without a code
+ENROLL = "enroll"  # must enroll MFA before going on
+CODE = "code"  # must give a TOTP code
+
+
+@dataclass(frozen=True)
+class LoginRequirement:
+    decision: str  # allow | enroll | code
+    reason: str
+
+    @property
+    def needs_code(self) -> bool:
+        return self.decision == CODE
+
+    @property
+    def needs_enrollment(self) -> bool:
+        return self.decision == ENROLL
+
+
+def required_reason(settings: Settings, is_admin: bool) -> str | None:
+    """Why the policy requires MFA from this user, or None when it does not."""
+    mfa = settings.user_login.mfa
+    if not mfa.enabled:
+        return None
+    if mfa.mandatory:
+        return "MFA is mandatory for everyone"
+    if is_admin and mfa.mandatory_for_sysadmins:
+        return "MFA is mandatory for sysadmins"
+    return None
+
+
+def decide(
+    settings: Settings, is_admin: bool, mfa_state: str, remembered: bool
+) -> LoginRequirement:
+    """The pure rule: policy, the user's MFA state and a remembered device -> the requirement."""
+    if not settings.user_login.mfa.enabled:
+        return LoginRequirement(ALLOW, "MFA is disabled by policy")
+    if mfa_state == "active":
+        if remembered:
+            return LoginRequirement(ALLOW, "this device is remembered")
+        return LoginRequirement(CODE, "MFA is active for this user")
+    required = required_reason(settings, is_admin)
+    if required:
+        return LoginRequirement(ENROLL, required + " and this user has not enrolled")
+    return LoginRequirement(ALLOW, "MFA is optional for this user and not set up")
+
+
+def login_requirement(
+    app: App, org: str, user_ref: str, *, remember_token: str | None = None
+) -> LoginRequirement:
+    """What a login server must ask this user for (call it after the password check)."""
+    with app.uow() as uow:
+        _, user = lookup.get_org_user(uow.session, org, user_ref)
+        state = uow.session.scalar(select(MfaSecret.state).where(MfaSecret.user_id == user.id))
+        remembered = bool(remember_token) and remember.is_remembered(
+            uow.session, app, user, remember_token or ""
+        )
+        return decide(app.settings, user.is_admin, state or "none", remembered)
+
+
+@dataclass(frozen=True)
+class Violation:
+    org: str
+    user: str
+    email: str
+    admin: bool
+    mfa: str  # none | pending
+    reason: str
+
+
+def check_policy(app: App, org: str | None = None) -> list[Violation]:
+    """The users the policy requires MFA from who have not activated it."""
+    query = filtered_users(app.settings, UserFilter(org=org, noncompliant=True), app.now())
+    with app.uow() as uow:
+        if org:
+            lookup.get_org(uow.session, org)
+        out = []
+        rows = cast(Iterable[tuple[User, str, MfaSecret | None, int]], uow.session.execute(query))
+        for user, slug, secret, _remembered in rows:
+            state = "none" if secret is None else secret.state
+            reason = required_reason(app.settings, user.is_admin) or ""
+            out.append(Violation(slug, user.handle, user.email, user.is_admin, state, reason))
+        return out

@@ -1,0 +1,166 @@
+"""Remember-me tokens: a device that gave a right code may skip the code for ``days`` days.
+
+Only the SHA-256 of a token is stored; the token itself goes to the login server once, to put in
+a cookie. Issuing is refused when the policy forbids it; checking says no in the same cases.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from mfactl.bootstrap import App
+from mfactl.db.models import MfaSecret, RememberToken, User
+from mfactl.errors import Conflict, NotFound
+from mfactl.services import audit, lookup
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+
+
+def refusal(app: App, user: User) -> str | None:
+    """Why the policy forbids remembering this user's devices, or None when it allows it."""
+    login = app.settings.user_login
+    if not login.mfa.enabled:
+        return "MFA is disabled by policy (userLogin.mfa.enabled is false)"
+    if not login.remember_me.enabled:
+        return "remember-me is disabled by policy (userLogin.rememberMe.enabled is false)"
+    if user.is_admin and login.remember_me.disabled_for_sysadmins:
+        return (
+            "remember-me is disabled for sysadmins "
+            "(userLogin.rememberMe.disabledForSysAdmins is true)"
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    id: int
+    token: str  # give it to the device once; it is not stored anywhere
+    expires_at: datetime
+
+
+def issue(app: App, org: str, user_ref: str) -> IssuedToken:
+    """A new remember-me token for a user whose MFA is active, valid rememberMe.days days."""
+    with app.uow() as uow:
+        organization, user = lookup.get_org_user(uow.session, org, user_ref)
+        who = lookup.who(organization, user)
+        reason = refusal(app, user)
+        if reason:
+            raise Conflict(f"cannot remember a device of {who}: {reason}")
+        secret = uow.session.get(MfaSecret, user.id)
+        if secret is None or secret.state != "active":
+            raise Conflict(f"cannot remember a device of {who}: MFA is not active")
+        token = secrets.token_urlsafe(32)
+        now = app.now()
+        row = RememberToken(
+            user_id=user.id,
+            token_hash=token_hash(token),
+            created_at=now,
+            expires_at=now + timedelta(days=app.settings.user_login.remember_me.days),
+        )
+        uow.session.add(row)
+        uow.session.flush()
+        audit.record(
+            uow.session,
+            app,
+            "remember.issue",
+            org=organization.slug,
+            user=user.handle,
+            details={"token_id": row.id, "expires_at": row.expires_at.isoformat()},
+        )
+        uow.commit()
+        return IssuedToken(row.id, token, row.expires_at)
+
+
+def is_remembered(session: Session, app: App, user: User, token: str) -> bool:
+    """True when ``token`` is a live remember-me token of ``user`` and the policy allows it."""
+    if not token or refusal(app, user):
+        return False
+    found = session.scalar(
+        select(RememberToken.id).where(
+            RememberToken.token_hash == token_hash(token),
+            RememberToken.user_id == user.id,
+            RememberToken.revoked_at.is_(None),
+            RememberToken.expires_at > app.now(),
+        )
+    )
+    return found is not None
+
+
+def check(app: App, org: str, user_ref: str, token: str) -> bool:
+    with app.uow() as uow:
+        _, user = lookup.get_org_user(uow.session, org, user_ref)
+        return is_remembered(uow.session, app, user, token)
+
+
+@dataclass(frozen=True)
+class RememberInfo:
+    id: int
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+    state: str  # live | expired | revoked
+
+
+def list_tokens(app: App, org: str, user_ref: str) -> list[RememberInfo]:
+    """The user's remember-me tokens, newest first (never the tokens themselves)."""
+    now = app.now()
+    with app.uow() as uow:
+        _, user = lookup.get_org_user(uow.session, org, user_ref)
+        rows = uow.session.scalars(
+            select(RememberToken)
+            .where(RememberToken.user_id == user.id)
+            .order_by(RememberToken.id.desc())
+        ).all()
+        return [
+            RememberInfo(
+                r.id,
+                r.created_at,
+                r.expires_at,
+                r.revoked_at,
+                "revoked" if r.revoked_at else "expired" if r.expires_at <= now else "live",
+            )
+            for r in rows
+        ]
+
+
+def revoke(app: App, org: str, user_ref: str, token_id: int | None = None) -> int:
+    """Revoke one token (by id) or all live ones of the user; returns how many were revoked."""
+    with app.uow() as uow:
+        organization, user = lookup.get_org_user(uow.session, org, user_ref)
+        now = app.now()
+        query = update(RememberToken).where(
+            RememberToken.user_id == user.id, RememberToken.revoked_at.is_(None)
+        )
+        if token_id is not None:
+            exists = uow.session.scalar(
+                select(RememberToken.id).where(
+                    RememberToken.id == token_id, RememberToken.user_id == user.id
+                )
+            )
+            if exists is None:
+                raise NotFound(
+                    f"remember-me token {token_id} does not exist for "
+                    f"{lookup.who(organization, user)}"
+                )
+            query = query.where(RememberToken.id == token_id)
+        revoked = uow.session.execute(
+            query.values(revoked_at=now).execution_options(synchronize_session=False)
+        ).rowcount  # type: ignore[attr-defined]
+        audit.record(
+            uow.session,
+            app,
+            "remember.revoke",
+            org=organization.slug,
+            user=user.handle,
+            details={"token_id": token_id, "revoked": revoked},
+        )
+        uow.commit()
+        return int(revoked)

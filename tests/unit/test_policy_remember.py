@@ -1,0 +1,94 @@
+"""The policy (what a login needs, who breaks it) and remember-me tokens."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from mfactl.bootstrap import App
+from mfactl.db.models import RememberToken
+from mfactl.errors import Conflict, NotFound
+from mfactl.services import policy, remember
+from tests.conftest import FrozenClock
+from tests.unit.helpers import people
+from tests.unit.test_verification import enrolled
+
+
+def set_login(app: App, *, mfa: dict[str, Any] | None = None, **remember_me: Any) -> None:
+    login = app.settings.user_login
+    login = replace(
+        login,
+        mfa=replace(login.mfa, **(mfa or {})),
+        remember_me=replace(login.remember_me, **remember_me),
+    )
+    app.settings = replace(app.settings, user_login=login)
+
+
+def test_login_requirement_and_policy_check(app: App) -> None:
+    people(app, "alice", "bob", "carol", admin=("alice",))
+    enrolled(app, "carol")
+    need = {u: policy.login_requirement(app, "acme", u).decision for u in ("alice", "bob", "carol")}
+    assert need == {"alice": "allow", "bob": "allow", "carol": "code"}
+    assert policy.check_policy(app) == []
+    set_login(app, mfa={"mandatory_for_sysadmins": True})
+    assert policy.login_requirement(app, "acme", "alice") == policy.LoginRequirement(
+        "enroll", "MFA is mandatory for sysadmins and this user has not enrolled"
+    )
+    assert policy.check_policy(app) == [
+        policy.Violation(
+            "acme", "alice", "alice@example.com", True, "none", "MFA is mandatory for sysadmins"
+        )
+    ]
+    set_login(app, mfa={"mandatory": True})
+    assert [v.user for v in policy.check_policy(app)] == ["alice", "bob"]
+    with pytest.raises(NotFound):
+        policy.check_policy(app, org="nope")
+    set_login(app, mfa={"enabled": False})
+    assert policy.check_policy(app) == []
+    assert policy.login_requirement(app, "acme", "carol").decision == "allow"
+
+
+def test_remember_me_issue_check_expire_revoke(app: App, clock: FrozenClock) -> None:
+    people(app, "alice", "bob")
+    enrolled(app, "alice")
+    issued = remember.issue(app, "acme", "alice")
+    assert remember.check(app, "acme", "alice", issued.token)
+    assert not remember.check(app, "acme", "bob", issued.token)
+    assert not remember.check(app, "acme", "alice", issued.token + "x")
+    needs = policy.login_requirement(app, "acme", "alice", remember_token=issued.token)
+    assert needs == policy.LoginRequirement("allow", "this device is remembered")
+    with app.uow() as uow:
+        stored = uow.session.scalars(select(RememberToken.token_hash)).all()
+    assert stored == [remember.token_hash(issued.token)] and issued.token not in stored
+    other = remember.issue(app, "acme", "alice")
+    assert [t.state for t in remember.list_tokens(app, "acme", "alice")] == ["live", "live"]
+    assert remember.revoke(app, "acme", "alice", other.id) == 1
+    assert not remember.check(app, "acme", "alice", other.token)
+    assert remember.check(app, "acme", "alice", issued.token)
+    with pytest.raises(NotFound, match=r"^remember-me token 999 does not exist for acme/alice$"):
+        remember.revoke(app, "acme", "alice", 999)
+    clock.advance(30 * 86400)
+    assert not remember.check(app, "acme", "alice", issued.token)
+    assert [t.state for t in remember.list_tokens(app, "acme", "alice")] == ["revoked", "expired"]
+    assert remember.revoke(app, "acme", "alice") == 1  # the expired one was not yet revoked
+
+
+def test_remember_me_refusals(app: App) -> None:
+    people(app, "alice", "bob", admin=("alice",))
+    enrolled(app, "alice")
+    with pytest.raises(Conflict, match=r"^cannot remember a device of acme/bob: MFA is not"):
+        remember.issue(app, "acme", "bob")
+    issued = remember.issue(app, "acme", "alice")
+    set_login(app, disabled_for_sysadmins=True)
+    with pytest.raises(Conflict, match=r"remember-me is disabled for sysadmins"):
+        remember.issue(app, "acme", "alice")
+    assert not remember.check(app, "acme", "alice", issued.token)
+    set_login(app, disabled_for_sysadmins=False, enabled=False)
+    with pytest.raises(Conflict, match=r"remember-me is disabled by policy"):
+        remember.issue(app, "acme", "alice")
+    set_login(app, enabled=True, mfa={"enabled": False})
+    with pytest.raises(Conflict, match=r"MFA is disabled by policy"):
+        remember.issue(app, "acme", "alice")
