@@ -171,6 +171,9 @@ def enable(
         False, "--no-confirm", help="Leave the secret pending, for `user confirm` later."
     ),
     qr: str = typer.Option("terminal", "--qr", metavar="TARGET", help=QR_HELP),
+    send_email: bool = typer.Option(
+        False, "--send-email", help="Mail the user an enrollment link instead (prints no URI)."
+    ),
     json_: bool = JSON_OPTION,
 ) -> None:
     """Enroll a user in MFA: print the otpauth URI and QR code, then confirm with a code.
@@ -183,6 +186,9 @@ def enable(
 
     if code is not None and no_confirm:
         raise UsageError("--code and --no-confirm cannot be used together")
+    if send_email:
+        _enable_by_email(ctx, org, user, code is not None or no_confirm, json_)
+        return
     target = qrcode.parse_target(qr)
     mfa_app = get_app(ctx)
     started = enrollment.enable_user(mfa_app, org, user, keep_pending=code is not None)
@@ -396,16 +402,15 @@ def remember_revoke(
 # --- reset and reset emails (issue 4) ----------------------------------------------------------
 
 
-def _email_outcome(result: ResetResult, json_: bool, done: str, *, reset: bool = False) -> None:
-    """Print the result; exit 9 (EmailQueued) when the email waits in the outbox."""
+def _email_outcome(
+    result: ResetResult, json_: bool, done: str, fields: dict[str, object] | None = None
+) -> None:
+    """Print the result ({"org", "user", **fields, "email"}); exit 9 when the email is queued."""
     from mfactl.errors import EmailQueued
 
     email = {"status": result.email.status, "error": result.email.error}
     if json_:
-        document: dict[str, object] = {"org": result.org, "user": result.user}
-        if reset:
-            document["reset"] = True
-        print_json({**document, "email": email})
+        print_json({"org": result.org, "user": result.user, **(fields or {}), "email": email})
     else:
         status = result.email.status
         tail = {
@@ -449,7 +454,7 @@ def reset(
     )
     confirm(f"Reset the MFA of {who}?", yes=yes, what="user reset", warning=warning)
     result = reset_service.reset_user(app_, org, user, reason, send_email=not no_email)
-    _email_outcome(result, json_, f"reset the MFA of {result.org}/{result.user}", reset=True)
+    _email_outcome(result, json_, f"reset the MFA of {result.org}/{result.user}", {"reset": True})
 
 
 @app.command("send-reset-email")
@@ -464,4 +469,21 @@ def send_reset_email(
         result,
         json_,
         f"made a new reset link for {result.org}/{result.user} (the previous one no longer works)",
+    )
+
+
+def _enable_by_email(
+    ctx: typer.Context, org: str, user: str, confirming: bool, json_: bool
+) -> None:
+    """`user enable --send-email`: the link does the enrollment, so no URI is printed here."""
+    from mfactl.services import reset as reset_service
+
+    if confirming:
+        raise UsageError("--send-email cannot be used with --code or --no-confirm")
+    result = reset_service.send_enroll_email(get_app(ctx), org, user)
+    _email_outcome(
+        result,
+        json_,
+        f"made an enrollment link for {result.org}/{result.user}",
+        {"state": result.had_mfa, "otpauth_uri": None},
     )

@@ -17,7 +17,7 @@ from mfactl.config import Email, Smtp
 from mfactl.db.models import OutboxMessage
 from mfactl.errors import Conflict
 from mfactl.mail import outbox
-from mfactl.services import enrollment, links, reset
+from mfactl.services import enrollment, links, reset, users
 from tests.conftest import FrozenClock, make_app
 from tests.integration.smtp_server import SmtpServer
 from tests.unit.helpers import people, phone_code, secret_of
@@ -52,12 +52,12 @@ def test_reset_mail_over_starttls_with_auth_and_its_link_works_once(
     people(app, "alice")
     old_uri = enrollment.enable_user(app, "acme", "alice").otpauth_uri
     assert old_uri is not None
-    enrollment.confirm_user(app, "acme", "alice", phone_code(old_uri, app))
+    enrollment.confirm_user(app, "acme", "alice", phone_code(old_uri, app.now()))
 
     result = reset.reset_user(app, "acme", "alice", "lost phone")
 
     assert result.email == reset.EmailOutcome("sent")
-    assert enrollment.pending_state(app, "acme", "alice") == "none"
+    assert users.user_status(app, "acme", "alice").mfa == "none"
     [received] = starttls.received
     message = received.message
     assert received.rcpt_tos == ["alice@example.com"]
@@ -73,8 +73,8 @@ def test_reset_mail_over_starttls_with_auth_and_its_link_works_once(
 
     opened = links.open_link(app, "acme", token)
     assert opened.user == "alice" and opened.purpose == "reset"
-    links.confirm_link(app, "acme", token, phone_code(opened.otpauth_uri, app))
-    assert enrollment.pending_state(app, "acme", "alice") == "active"
+    links.confirm_link(app, "acme", token, phone_code(opened.otpauth_uri, app.now()))
+    assert users.user_status(app, "acme", "alice").mfa == "active"
     with pytest.raises(Conflict, match="already been used"):
         links.open_link(app, "acme", token)
 
@@ -129,7 +129,7 @@ def test_bad_credentials_keep_the_email_queued_with_the_error(
     [row] = outbox.list_messages(app)
     assert (row.status, row.attempts) == ("failed", 1)
     assert row.next_attempt_at == clock.now + outbox.backoff(1)
-    assert enrollment.pending_state(app, "acme", "alice") == "none"  # the reset stands
+    assert users.user_status(app, "acme", "alice").mfa == "none"  # the reset stands
     assert starttls.received == []
 
 

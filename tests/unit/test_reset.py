@@ -19,7 +19,7 @@ from mfactl.crypto import outbox_label
 from mfactl.db.models import ActionToken, AuditEvent, MfaSecret, OutboxMessage, RememberToken, User
 from mfactl.errors import Conflict, InvalidInput, NotFound, SecretStoreError
 from mfactl.mail import outbox
-from mfactl.services import enrollment, links, reset
+from mfactl.services import enrollment, links, reset, users
 from mfactl.services.selection import UserFilter
 from tests.conftest import FrozenClock
 from tests.unit.helpers import people, phone_code
@@ -52,7 +52,7 @@ def token_in(message: email.message.EmailMessage) -> str:
 def enrolled(app: App, handle: str) -> None:
     uri = enrollment.enable_user(app, "acme", handle).otpauth_uri
     assert uri is not None
-    enrollment.confirm_user(app, "acme", handle, phone_code(uri, app))
+    enrollment.confirm_user(app, "acme", handle, phone_code(uri, app.now()))
 
 
 def test_reset_removes_only_the_mfa_setup_and_queues_a_sealed_email(
@@ -137,16 +137,16 @@ def test_link_open_confirm_once_expiry_and_other_org(mail_app: App, clock: Froze
     opened = links.open_link(app, "acme", alice)
     reopened = links.open_link(app, "acme", alice)  # a reload: only the newest QR counts
     with pytest.raises(Conflict, match="the code is wrong"):
-        links.confirm_link(app, "acme", alice, phone_code(opened.otpauth_uri, app))
-    links.confirm_link(app, "acme", alice, phone_code(reopened.otpauth_uri, app))
+        links.confirm_link(app, "acme", alice, phone_code(opened.otpauth_uri, app.now()))
+    links.confirm_link(app, "acme", alice, phone_code(reopened.otpauth_uri, app.now()))
     with pytest.raises(Conflict, match="already been used"):
-        links.confirm_link(app, "acme", alice, phone_code(reopened.otpauth_uri, app))
+        links.confirm_link(app, "acme", alice, phone_code(reopened.otpauth_uri, app.now()))
 
     clock.advance(72 * 3600)
     with pytest.raises(Conflict, match="has expired") as expired:
         links.open_link(app, "acme", bob)
     assert expired.value.exit_code == 4
-    assert enrollment.pending_state(app, "acme", "bob") == "none"
+    assert users.user_status(app, "acme", "bob").mfa == "none"
 
 
 def test_reset_refuses_without_a_reason_and_changes_nothing(mail_app: App) -> None:
@@ -155,7 +155,7 @@ def test_reset_refuses_without_a_reason_and_changes_nothing(mail_app: App) -> No
     for reason in ("", "   ", "two\nlines"):
         with pytest.raises(InvalidInput):
             reset.reset_user(mail_app, "acme", "alice", reason)
-    assert enrollment.pending_state(mail_app, "acme", "alice") == "active"
+    assert users.user_status(mail_app, "acme", "alice").mfa == "active"
 
 
 def test_no_email_and_send_reset_email_rules(mail_app: App) -> None:
@@ -230,3 +230,22 @@ def test_links_use_the_configured_url_quoted(mail_app: App) -> None:
     text = mails(app)[0].get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert re.search(r"https://x\.example/r/acme/a\.b-c\?t=[A-Za-z0-9_-]{43}\r?\n", text)
     assert "expires on 2026-11-01 10:00 UTC (1 hours from now)" in text
+
+
+def test_the_library_facade_serves_links(mail_app: App) -> None:
+    from mfactl.api import Mfa
+
+    app = mail_app
+    people(app, "carol")
+    reset.send_enroll_email(app, "acme", "carol")
+    token = token_in(mails(app)[0])
+    mfa = Mfa(app)
+    opened = mfa.open_link("acme", token)
+    assert (opened.user, opened.purpose) == ("carol", "enroll")
+    assert (
+        mfa.confirm_link("acme", token, phone_code(opened.otpauth_uri, app.now())).user == "carol"
+    )
+    with pytest.raises(Conflict, match="already been used"):
+        mfa.open_link("acme", token)
+    with pytest.raises(Conflict, match="MFA is already active for acme/carol"):
+        reset.send_enroll_email(app, "acme", "carol")
