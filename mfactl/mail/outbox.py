@@ -17,7 +17,8 @@ from datetime import datetime, timedelta
 from email.utils import parseaddr
 from typing import Any
 
-from sqlalchemy import and_, case, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, insert, or_, select, update
+from sqlalchemy.engine import Connection as Db
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -157,16 +158,18 @@ def deliver(
     connection: Connection | None = None
     done = 0
     try:
-        with app.uow() as uow:
+        # plain Core statements on one connection, committed as they go: the ORM session's
+        # per-statement overhead would dominate when ten thousand messages go out
+        with app.engine.connect() as db:
             for part in chunks(wanted, 200):
                 if report.stopped:
                     report.not_tried.extend(part)
                     continue
-                lease, rows = _claim(uow.session, app, part, force)
+                lease, rows = _claim(db, app, part, force)
                 done += len(part) - len(rows)  # claimed by someone else, or already sent
                 for position, row in enumerate(rows):
                     if report.stopped:
-                        _release(uow.session, app, [r.id for r in rows[position:]], lease)
+                        _release(db, app, [r.id for r in rows[position:]], lease)
                         report.not_tried.extend(r.id for r in rows[position:])
                         break
                     try:
@@ -175,15 +178,15 @@ def deliver(
                             connection = app.mail_transport.connect()
                         connection.send(_envelope_from(app), row.recipient, message)
                     except SendError as exc:
-                        _failed(uow.session, app, row.id, lease, exc.reason)
+                        _failed(db, app, row.id, lease, exc.reason)
                         report.failed[row.id] = exc.reason
                         if exc.connection:
                             report.stopped = exc.reason
                     except MfactlError as exc:  # a body no key opens: only this one fails
-                        _failed(uow.session, app, row.id, lease, exc.message)
+                        _failed(db, app, row.id, lease, exc.message)
                         report.failed[row.id] = exc.message
                     else:
-                        _sent(uow.session, app, row.id, lease)
+                        _sent(db, app, row.id, lease)
                         report.sent.append(row.id)
                     done += 1
                     if progress is not None:
@@ -202,19 +205,16 @@ class _Row:
     body_ciphertext: str | None
 
 
-def _claim(
-    session: Session, app: App, ids: Sequence[int], force: bool
-) -> tuple[datetime, list[_Row]]:
+def _claim(db: Db, app: App, ids: Sequence[int], force: bool) -> tuple[datetime, list[_Row]]:
     """Claim what nobody else holds with one conditional UPDATE; the unique lease marks ours."""
     now = app.now()
     lease = now + LEASE + timedelta(microseconds=secrets.randbelow(1_000_000))
-    session.execute(
+    db.execute(
         update(OutboxMessage)
         .where(OutboxMessage.id.in_(ids), _claimable(now, force))
         .values(status="sending", next_attempt_at=lease)
-        .execution_options(synchronize_session=False)
     )
-    session.commit()
+    db.commit()
     query = (
         select(
             OutboxMessage.id,
@@ -229,8 +229,8 @@ def _claim(
         )
         .order_by(OutboxMessage.id)
     )
-    rows = [_Row(*r) for r in session.execute(query)]
-    session.commit()
+    rows = [_Row(*r) for r in db.execute(query)]
+    db.commit()
     return lease, rows
 
 
@@ -247,52 +247,59 @@ def _envelope_from(app: App) -> str:
     return parseaddr(app.settings.email.sender)[1] or app.settings.email.sender
 
 
-def _ours(message_id: int, lease: datetime) -> Any:
-    return and_(
-        OutboxMessage.id == message_id,
-        OutboxMessage.status == "sending",
-        OutboxMessage.next_attempt_at == lease,
+# Built once: statement construction would otherwise cost more than the UPDATE itself.
+_OURS = and_(
+    OutboxMessage.id == bindparam("message_id"),
+    OutboxMessage.status == "sending",
+    OutboxMessage.next_attempt_at == bindparam("lease", type_=OutboxMessage.next_attempt_at.type),
+)
+_MARK_SENT = (
+    update(OutboxMessage)
+    .where(_OURS)
+    .values(
+        status="sent",
+        sent_at=bindparam("now", type_=OutboxMessage.sent_at.type),
+        attempts=OutboxMessage.attempts + 1,
+        body_ciphertext=None,  # the link inside is live: keep it no longer than needed
+        key_id=None,
+        last_error=None,
+        next_attempt_at=None,
     )
-
-
-def _sent(session: Session, app: App, message_id: int, lease: datetime) -> None:
-    session.execute(
-        update(OutboxMessage)
-        .where(_ours(message_id, lease))
-        .values(
-            status="sent",
-            sent_at=app.now(),
-            attempts=OutboxMessage.attempts + 1,
-            body_ciphertext=None,  # the link inside is live: keep it no longer than needed
-            key_id=None,
-            last_error=None,
-            next_attempt_at=None,
-        )
-        .execution_options(synchronize_session=False)
+)
+_MARK_FAILED = (
+    update(OutboxMessage)
+    .where(_OURS)
+    .values(
+        status="failed",
+        attempts=bindparam("tries"),
+        last_error=bindparam("reason"),
+        next_attempt_at=bindparam("retry_at", type_=OutboxMessage.next_attempt_at.type),
     )
-    session.commit()
+)
 
 
-def _failed(session: Session, app: App, message_id: int, lease: datetime, reason: str) -> None:
-    attempts = session.scalar(select(OutboxMessage.attempts).where(OutboxMessage.id == message_id))
+def _sent(db: Db, app: App, message_id: int, lease: datetime) -> None:
+    db.execute(_MARK_SENT, {"message_id": message_id, "lease": lease, "now": app.now()})
+    db.commit()
+
+
+def _failed(db: Db, app: App, message_id: int, lease: datetime, reason: str) -> None:
+    attempts = db.scalar(select(OutboxMessage.attempts).where(OutboxMessage.id == message_id))
     tries = (attempts or 0) + 1
-    session.execute(
-        update(OutboxMessage)
-        .where(_ours(message_id, lease))
-        .values(
-            status="failed",
-            attempts=tries,
-            last_error=reason[:1000],
-            next_attempt_at=app.now() + backoff(tries),
-        )
-        .execution_options(synchronize_session=False)
-    )
-    session.commit()
+    params = {
+        "message_id": message_id,
+        "lease": lease,
+        "tries": tries,
+        "reason": reason[:1000],
+        "retry_at": app.now() + backoff(tries),
+    }
+    db.execute(_MARK_FAILED, params)
+    db.commit()
 
 
-def _release(session: Session, app: App, ids: Sequence[int], lease: datetime) -> None:
+def _release(db: Db, app: App, ids: Sequence[int], lease: datetime) -> None:
     """Give back claimed rows that were not tried: due again at once, as they were."""
-    session.execute(
+    db.execute(
         update(OutboxMessage)
         .where(
             OutboxMessage.id.in_(ids),
@@ -303,9 +310,8 @@ def _release(session: Session, app: App, ids: Sequence[int], lease: datetime) ->
             status=case((OutboxMessage.attempts == 0, "pending"), else_="failed"),
             next_attempt_at=app.now(),
         )
-        .execution_options(synchronize_session=False)
     )
-    session.commit()
+    db.commit()
 
 
 # --- listing -------------------------------------------------------------------------------------

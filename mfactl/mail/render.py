@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import format_datetime, make_msgid, parseaddr
+from email.charset import QP, Charset
+from email.header import Header
+from email.message import Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import format_datetime, formataddr, make_msgid, parseaddr
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
@@ -116,15 +119,34 @@ def new_envelope(sender: str, rendered: Rendered, now: datetime, idstring: str) 
     )
 
 
-def build_message(envelope: Envelope, recipient: str, subject: str) -> EmailMessage:
-    """multipart/alternative: the plain text first, the HTML second (preferred by readers)."""
-    message = EmailMessage(policy=SMTP)
-    message["From"] = envelope.sender
+def _part(text: str, subtype: str) -> MIMEText:
+    """7-bit when the text is ASCII (readable in a .eml), else UTF-8 quoted-printable."""
+    if text.isascii():
+        return MIMEText(text, subtype, "us-ascii")
+    charset = Charset("utf-8")
+    charset.body_encoding = QP
+    return MIMEText(text, subtype, charset)  # type: ignore[arg-type]
+
+
+def _header(value: str) -> str:
+    """RFC 2047-encoded when not ASCII."""
+    return value if value.isascii() else Header(value, "utf-8").encode()
+
+
+def build_message(envelope: Envelope, recipient: str, subject: str) -> Message:
+    """multipart/alternative: the plain text first, the HTML second (preferred by readers).
+
+    Built with the compat32 classes: the modern EmailMessage API is ~10x slower, which shows
+    when a bulk reset sends ten thousand messages.
+    """
+    message = MIMEMultipart("alternative")
+    name, address = parseaddr(check_header("sender", envelope.sender))
+    message["From"] = formataddr((name, address), charset="utf-8") if name else address
     message["To"] = check_header("recipient", recipient)
-    message["Subject"] = check_header("subject", subject)
+    message["Subject"] = _header(check_header("subject", subject))
     message["Date"] = envelope.date
     message["Message-ID"] = envelope.message_id
     message["Auto-Submitted"] = "auto-generated"
-    message.set_content(envelope.text)
-    message.add_alternative(envelope.html, subtype="html")
+    message.attach(_part(envelope.text, "plain"))
+    message.attach(_part(envelope.html, "html"))
     return message

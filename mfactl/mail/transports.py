@@ -13,7 +13,7 @@ import smtplib
 import socket
 import ssl
 import tempfile
-from email.message import EmailMessage
+from email.message import Message
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol
@@ -29,7 +29,7 @@ class SendError(Exception):
 
 
 class Connection(Protocol):
-    def send(self, envelope_from: str, recipient: str, message: EmailMessage) -> None: ...
+    def send(self, envelope_from: str, recipient: str, message: Message) -> None: ...
 
     def close(self) -> None: ...
 
@@ -147,7 +147,7 @@ class SmtpConnection:
         self.client = client
         self.where = where
 
-    def send(self, envelope_from: str, recipient: str, message: EmailMessage) -> None:
+    def send(self, envelope_from: str, recipient: str, message: Message) -> None:
         try:
             self.client.send_message(message, from_addr=envelope_from, to_addrs=[recipient])
         except smtplib.SMTPRecipientsRefused as exc:
@@ -199,11 +199,11 @@ class FileConnection:
         self.folder = folder
         self.written: list[Path] = []
 
-    def path_for(self, message: EmailMessage) -> Path:
+    def path_for(self, message: Message) -> Path:
         name = _UNSAFE.sub("_", str(message["Message-ID"]).strip("<>")) or "message"
         return self.folder / f"{name}.eml"
 
-    def send(self, envelope_from: str, recipient: str, message: EmailMessage) -> None:
+    def send(self, envelope_from: str, recipient: str, message: Message) -> None:
         target = self.path_for(message)
         try:
             fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".eml")

@@ -203,9 +203,9 @@ def test_a_claimed_message_is_sent_by_one_sender_only(mail_app: App, clock: Froz
     app.settings = replace(app.settings, email=replace(app.settings.email, file_dir="/proc/x"))
     assert reset.reset_user(app, "acme", "alice", "r").email.status == "queued"
     [message_id] = outbox.due_ids(app, force=True)
-    with app.uow() as uow:
-        _, first = outbox._claim(uow.session, app, [message_id], force=True)
-        _, second = outbox._claim(uow.session, app, [message_id], force=True)
+    with app.engine.connect() as one, app.engine.connect() as other:
+        _, first = outbox._claim(one, app, [message_id], force=True)
+        _, second = outbox._claim(other, app, [message_id], force=True)
     assert [r.id for r in first] == [message_id] and second == []
     assert outbox.due_ids(app, force=True) == []  # held by the first sender's lease
     clock.advance(outbox.LEASE.total_seconds() + 1)  # the first sender died: the lease runs out
