@@ -22,13 +22,11 @@ from pathlib import Path
 
 from sqlalchemy import delete, insert, update
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mfactl.bootstrap import App  # noqa: E402
-from mfactl.config import Database, Email, SecretStoreSettings, Smtp, load_settings  # noqa: E402
-from mfactl.crypto import generate_key  # noqa: E402
-from mfactl.db.engine import make_engine, upgrade_schema  # noqa: E402
-from mfactl.db.models import (  # noqa: E402
+from mfactl.bootstrap import App
+from mfactl.config import Database, Email, SecretStoreSettings, Smtp, load_settings
+from mfactl.crypto import generate_key
+from mfactl.db.engine import make_engine, upgrade_schema
+from mfactl.db.models import (
     ActionToken,
     AuditEvent,
     MfaSecret,
@@ -37,8 +35,8 @@ from mfactl.db.models import (  # noqa: E402
     RememberToken,
     User,
 )
-from mfactl.services import reset  # noqa: E402
-from mfactl.services.selection import UserFilter  # noqa: E402
+from mfactl.services import reset
+from mfactl.services.selection import UserFilter
 
 NOW = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 
