@@ -85,11 +85,14 @@ def retry(
             {
                 "sent": len(report.sent),
                 "queued": report.queued,
+                "waiting": report.waiting,
                 "error": report.stopped or next(iter(report.failed.values()), None),
             }
         )
     else:
-        info(f"sent {len(report.sent)} emails; {report.queued} still queued")
+        info(f"sent {len(report.sent)} emails; {report.waiting} wait in the outbox")
+        if report.waiting and not report.queued:
+            info("those are not due yet (see `mfactl mail list`); `--all` sends them now")
     if report.queued:
         raise EmailQueued(
             f"{report.queued} email{'s' if report.queued != 1 else ''} could not be sent and "

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from email.utils import parseaddr
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.engine import Connection as Db
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
@@ -115,6 +115,7 @@ class Delivery:
     failed: dict[int, str] = field(default_factory=dict)  # id -> error, tried and failed
     not_tried: list[int] = field(default_factory=list)  # left queued after a connection failure
     stopped: str | None = None  # why the run stopped early (the server is unavailable)
+    waiting: int = 0  # unsent messages left in the outbox after the run, due or not
 
     @property
     def queued(self) -> int:
@@ -154,6 +155,7 @@ def deliver(
     wanted = list(ids) if ids is not None else due_ids(app, force=force)
     report = Delivery()
     if not wanted:
+        report.waiting = waiting_count(app)
         return report
     connection: Connection | None = None
     done = 0
@@ -194,7 +196,15 @@ def deliver(
     finally:
         if connection is not None:
             connection.close()
+    report.waiting = waiting_count(app)
     return report
+
+
+def waiting_count(app: App) -> int:
+    """Messages not sent yet (pending, being sent, or failed and waiting for a retry)."""
+    with app.uow() as uow:
+        query = select(func.count()).where(OutboxMessage.status != "sent")
+        return int(uow.session.scalar(query) or 0)
 
 
 @dataclass(frozen=True)

@@ -150,11 +150,12 @@ def test_server_down_then_retry_delivers_once(
     server = SmtpServer(tmp_path, port=port).start()
     try:
         early = acme("mail", "retry", "--json", env=env)  # not due yet: back-off
-        assert (early.exit_code, json.loads(early.stdout)["sent"]) == (0, 0)
+        assert early.exit_code == 0
+        assert json.loads(early.stdout) == {"sent": 0, "queued": 0, "waiting": 1, "error": None}
         clock.advance(61)
         retried = acme("mail", "retry", "--json", env=env)
         assert retried.exit_code == 0, retried.output
-        assert json.loads(retried.stdout) == {"sent": 1, "queued": 0, "error": None}
+        assert json.loads(retried.stdout) == {"sent": 1, "queued": 0, "waiting": 0, "error": None}
         again = acme("mail", "retry", "--all", "--json", env=env)
         assert json.loads(again.stdout)["sent"] == 0
     finally:
@@ -174,3 +175,22 @@ def test_send_reset_email_and_mail_list_status_check(acme: Mfactl) -> None:
     result = acme("send-reset-email", "--org", "acme", "--user", "bob")
     assert result.exit_code == 0
     assert "made a new reset link for acme/bob" in result.stderr
+
+
+def test_demo_resets_bob_and_shows_where_the_email_is(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mfactl.cli.app import app as cli_app
+
+    folder = tmp_path / "demo"
+    result = CliRunner().invoke(cli_app, ["demo", "--dir", str(folder)], env={"NO_COLOR": "1"})
+    assert result.exit_code == 0, result.output
+    assert 'user reset --org acme --user bob --reason "lost phone" --yes' in result.stdout
+    [line] = [x for x in result.stdout.splitlines() if "the email is in " in x]
+    path = Path(line.split("the email is in ", 1)[1])
+    assert path.parent == (folder / "mail").resolve()
+    message = email.message_from_bytes(path.read_bytes(), policy=policy.default)
+    assert (message["To"], message["Subject"]) == (
+        "bob@example.com",
+        "Your MFA has been reset for acme",
+    )
