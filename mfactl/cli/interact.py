@@ -9,7 +9,9 @@ from contextlib import contextmanager
 import typer
 
 from mfactl.cli.common import err_console, info
-from mfactl.errors import UsageError
+from mfactl.errors import EmailQueued, UsageError
+
+RETRY_HINT = "run `mfactl mail retry` once the mail server answers"
 
 
 def interactive() -> bool:
@@ -55,3 +57,12 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
             progress.update(task, completed=done, total=total)
 
         yield update
+
+
+def emails_queued(count: int, error: str | None, hint: str = RETRY_HINT) -> EmailQueued:
+    """Exit 9: the change is done, but ``count`` emails wait in the outbox."""
+    return EmailQueued(
+        f"{count} email{'s' if count != 1 else ''} could not be sent and wait in the outbox: "
+        f"{error}",
+        hint=hint,
+    )

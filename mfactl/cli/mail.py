@@ -74,8 +74,7 @@ def retry(
     json_: bool = JSON_OPTION,
 ) -> None:
     """Send the queued emails that are due (all unsent ones with --all); exit 9 if some fail."""
-    from mfactl.cli.interact import progress_bar
-    from mfactl.errors import EmailQueued
+    from mfactl.cli.interact import emails_queued, progress_bar
     from mfactl.mail import outbox
 
     with progress_bar("sending queued emails") as progress:
@@ -94,8 +93,5 @@ def retry(
         if report.waiting and not report.queued:
             info("those are not due yet (see `mfactl mail list`); `--all` sends them now")
     if report.queued:
-        raise EmailQueued(
-            f"{report.queued} email{'s' if report.queued != 1 else ''} could not be sent and "
-            f"stay in the outbox: {report.stopped or next(iter(report.failed.values()))}",
-            hint="`mfactl mail list --status failed` shows each error",
-        )
+        error = report.stopped or next(iter(report.failed.values()))
+        raise emails_queued(report.queued, error, "`mfactl mail list --status failed` shows each")

@@ -406,6 +406,7 @@ def _email_outcome(
     result: ResetResult, json_: bool, done: str, fields: dict[str, object] | None = None
 ) -> None:
     """Print the result ({"org", "user", **fields, "email"}); exit 9 when the email is queued."""
+    from mfactl.cli.interact import RETRY_HINT
     from mfactl.errors import EmailQueued
 
     email = {"status": result.email.status, "error": result.email.error}
@@ -424,7 +425,7 @@ def _email_outcome(
         raise EmailQueued(
             f"the email to {result.org}/{result.user} could not be sent and waits in the outbox: "
             f"{result.email.error}",
-            hint="run `mfactl mail retry` once the mail server answers",
+            hint=RETRY_HINT,
         )
 
 

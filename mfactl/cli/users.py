@@ -54,7 +54,7 @@ def _bulk_filter(
 
 def _bulk_outcome(result: BulkResult, json_: bool, done: str) -> None:
     """The summary; exit 9 (EmailQueued) when some emails wait in the outbox."""
-    from mfactl.errors import EmailQueued
+    from mfactl.cli.interact import emails_queued
 
     if json_:
         print_json(
@@ -76,11 +76,7 @@ def _bulk_outcome(result: BulkResult, json_: bool, done: str) -> None:
             f"{result.no_address} without an address"
         )
     if result.queued:
-        raise EmailQueued(
-            f"{result.queued} email{'s' if result.queued != 1 else ''} could not be sent and "
-            f"wait in the outbox: {result.error}",
-            hint="run `mfactl mail retry` once the mail server answers",
-        )
+        raise emails_queued(result.queued, result.error)
 
 
 @app.command("reset")
