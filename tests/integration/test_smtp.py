@@ -161,3 +161,23 @@ def test_an_untrusted_certificate_is_refused(
     assert result.email.status == "queued"
     assert result.email.error is not None and "CERTIFICATE_VERIFY_FAILED" in result.email.error
     assert starttls.received == []
+
+
+def test_a_server_that_never_answers_times_out(
+    tmp_path: Path, sqlite_url: str, clock: FrozenClock, active_key: str
+) -> None:
+    import socket
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)  # accepts the connection, never says 220
+    try:
+        server = SmtpServer(tmp_path, port=silent.getsockname()[1])
+        app = smtp_app(sqlite_url, clock, active_key, server, timeout_seconds=0.5)
+        people(app, "alice")
+        result = reset.reset_user(app, "acme", "alice", "lost phone")
+    finally:
+        silent.close()
+    assert result.email.status == "queued"
+    assert result.email.error is not None and result.email.error.endswith("timed out")
+    assert users.user_status(app, "acme", "alice").open_links == 1  # the reset and link stand
