@@ -211,7 +211,7 @@ SCHEMA: dict[str, Any] = {
             "issuer": _str(allow_empty=False, max_len=100),
             "algorithm": _choice("SHA1", "SHA256", "SHA512"),
             "digits": _choice(6, 8),
-            "period": _int(10, 300),
+            "period": _int(10, 120),  # pyotp refuses longer periods
             "validWindow": _int(0, 10),
             "throttle": {
                 "baseDelaySeconds": _int(0, 3600),

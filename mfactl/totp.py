@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -32,14 +33,18 @@ def new_secret() -> str:
     return pyotp.random_base32(32)
 
 
+_BASE32 = re.compile(r"[A-Z2-7]+")
+
+
 def is_valid_secret(secret: str) -> bool:
-    """True when ``secret`` is base32 of at least 112 bits (NIST SP 800-63B; pyotp's floor)."""
+    """True when ``secret`` is base32 of at least 112 bits (NIST SP 800-63B; pyotp's floor).
+
+    The same rule as pyotp's ``byte_secret``, without decoding: imports check 100,000 of these.
+    """
     cleaned = normalize_secret(secret)
-    try:
-        pyotp.TOTP(cleaned).byte_secret()
-    except Exception:
+    if not _BASE32.fullmatch(cleaned) or len(cleaned) % 8 in (1, 3, 6):
         return False
-    return True
+    return len(cleaned) * 5 // 8 >= 14
 
 
 def normalize_secret(secret: str) -> str:
@@ -59,6 +64,19 @@ def _totp(secret: str, params: TotpParams, issuer: str | None = None) -> pyotp.T
 def provisioning_uri(secret: str, params: TotpParams, issuer: str, account: str) -> str:
     """otpauth://totp/<issuer>:<account>?secret=…&issuer=…[&algorithm&digits&period]"""
     return _totp(secret, params).provisioning_uri(name=account, issuer_name=issuer)
+
+
+def code_for_uri(uri: str, moment: datetime | float, steps_later: int = 0) -> str:
+    """What an authenticator app that scanned ``uri`` shows at ``moment`` (for demos, tests)."""
+    from urllib.parse import parse_qs, urlparse
+
+    query = parse_qs(urlparse(uri).query)
+    params = TotpParams(
+        query.get("algorithm", ["SHA1"])[0],
+        int(query.get("digits", ["6"])[0]),
+        int(query.get("period", ["30"])[0]),
+    )
+    return code_at_step(query["secret"][0], step_at(moment, params.period) + steps_later, params)
 
 
 def step_at(moment: datetime | float, period: int) -> int:

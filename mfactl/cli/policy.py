@@ -20,19 +20,7 @@ def check(
 
     violations = policy.check_policy(get_app(ctx), org)
     if json_:
-        print_json(
-            [
-                {
-                    "org": v.org,
-                    "user": v.user,
-                    "email": v.email,
-                    "admin": v.admin,
-                    "mfa": v.mfa,
-                    "reason": v.reason,
-                }
-                for v in violations
-            ]
-        )
+        print_json(violations)  # [{"org", "user", "email", "admin", "mfa", "reason"}]
     elif violations:
         print_table(
             ["org", "user", "email", "admin", "mfa", "reason"],

@@ -297,13 +297,7 @@ def verify(
     mfa_app = get_app(ctx)
     result = verification.verify(mfa_app, org, user, code, explain=True, audited=True)
     if json_:
-        print_json(
-            {
-                "result": result.result,
-                "drift_steps": result.drift_steps,
-                "retry_after_seconds": result.retry_after_seconds,
-            }
-        )
+        print_json(result)  # {"result", "drift_steps", "retry_after_seconds"}
     else:
         line = VERIFY_MEANINGS[result.result]
         if result.drift_steps:
@@ -330,14 +324,7 @@ def unlock(
 
     done = verification.unlock(get_app(ctx), org, user)
     if json_:
-        print_json(
-            {
-                "org": done.org,
-                "user": done.user,
-                "was_locked": done.was_locked,
-                "failed_attempts": done.failed_attempts,
-            }
-        )
+        print_json(done)  # {"org", "user", "was_locked", "failed_attempts"}
     else:
         info(
             f"unlocked {done.org}/{done.user} ("
@@ -359,18 +346,7 @@ def remember_list(
 
     tokens = remember.list_tokens(get_app(ctx), org, user)
     if json_:
-        print_json(
-            [
-                {
-                    "id": t.id,
-                    "state": t.state,
-                    "created_at": t.created_at,
-                    "expires_at": t.expires_at,
-                    "revoked_at": t.revoked_at,
-                }
-                for t in tokens
-            ]
-        )
+        print_json(tokens)  # [{"id", "created_at", "expires_at", "revoked_at", "state"}]
         return
     print_table(
         ["id", "state", "created", "expires", "revoked"],

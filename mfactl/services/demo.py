@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from mfactl.bootstrap import App, Clock, bootstrap
@@ -29,6 +30,7 @@ class DemoContext:
     folder: Path
     values_file: Path
     app: App
+    alice_uri: str = ""  # alice's otpauth URI: what her phone knows
 
 
 VALUES_TEMPLATE = """\
@@ -93,6 +95,56 @@ def _people(ctx: DemoContext) -> Step:
     return step
 
 
+def _phone(uri: str, moment: datetime, steps_later: int = 0) -> str:
+    """The demo plays the user's authenticator app: the code it shows for this URI."""
+    from mfactl import totp
+
+    return totp.code_for_uri(uri, moment, steps_later)
+
+
+def _enroll(ctx: DemoContext) -> Step:
+    from mfactl.services import enrollment
+
+    started = enrollment.enable_user(ctx.app, DEMO_ORG, "alice")
+    assert started.otpauth_uri is not None
+    ctx.alice_uri = started.otpauth_uri
+    code = _phone(started.otpauth_uri, ctx.app.now())
+    enrollment.confirm_user(ctx.app, DEMO_ORG, "alice", code)
+    return Step(
+        "Enroll alice in MFA (sysadmins must have it here)",
+        [
+            f"user enable --org {DEMO_ORG} --user alice --no-confirm",
+            f"  otpauth URI: {started.otpauth_uri}",
+            "  (`user enable` draws it as a QR code; the secret is shown only at enrollment)",
+            f"[the demo plays alice's phone: her authenticator app now shows {code}]",
+            f"user confirm --org {DEMO_ORG} --user alice --code {code}  -> MFA active",
+        ],
+    )
+
+
+def _verify(ctx: DemoContext) -> Step:
+    from mfactl.services import verification
+
+    now = ctx.app.now()
+    used = _phone(ctx.alice_uri, now)
+    # the window accepts one step either side of now, so the phone's next code is good already
+    following = _phone(ctx.alice_uri, now, steps_later=1)
+    wrong = "000000" if following != "000000" and used != "000000" else "111111"
+    step = Step("Verify alice's codes, as a login server would")
+    for label, code in (
+        ("the code used to confirm", used),
+        ("the phone's next code (within the window)", following),
+        ("the same code again", following),
+        ("a wrong code", wrong),
+    ):
+        result = verification.verify(ctx.app, DEMO_ORG, "alice", code, explain=True, audited=True)
+        step.lines.append(
+            f"user verify --org {DEMO_ORG} --user alice --code {code}  -> {result.result}"
+            f"   ({label})"
+        )
+    return step
+
+
 def _reset(ctx: DemoContext) -> Step:
     """Bob lost his phone: reset his MFA; the email "arrives" as a file."""
     from mfactl.services import reset
@@ -115,7 +167,7 @@ def _reset(ctx: DemoContext) -> Step:
 
 
 # The tour, in order; later features add their steps here.
-STEPS: list[Callable[[DemoContext], Step]] = [_setup, _people, _reset]
+STEPS: list[Callable[[DemoContext], Step]] = [_setup, _people, _enroll, _verify, _reset]
 
 
 def run_demo(folder: Path, *, clock: Clock | None = None) -> Iterator[Step]:

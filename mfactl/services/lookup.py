@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from mfactl.db.models import Organization, User
 from mfactl.errors import NotFound
@@ -11,19 +12,25 @@ from mfactl.services import validation
 
 
 def get_org(session: Session, slug: str) -> Organization:
-    cleaned = slug.strip().lower()
-    query = select(Organization).where(Organization.slug == cleaned)
-    org = session.scalars(query).first()
+    org = session.scalars(select(Organization).where(matches_org(slug))).first()
     if org is None:
         raise NotFound(f"organization {validation.shown(slug)} does not exist")
     return org
 
 
+def matches_user(user_ref: str) -> ColumnElement[bool]:
+    """The WHERE clause finding a user by handle, or by email when the reference has an '@'."""
+    ref = user_ref.strip().lower()
+    return User.email == ref if "@" in ref else User.handle == ref
+
+
+def matches_org(slug: str) -> ColumnElement[bool]:
+    return Organization.slug == slug.strip().lower()
+
+
 def get_user(session: Session, org: Organization, user_ref: str) -> User:
     """A user of ``org`` by handle, or by email when the reference contains '@'."""
-    ref = user_ref.strip().lower()
-    query = select(User).where(User.organization_id == org.id)
-    query = query.where(User.email == ref) if "@" in ref else query.where(User.handle == ref)
+    query = select(User).where(User.organization_id == org.id, matches_user(user_ref))
     user = session.scalars(query).first()
     if user is None:
         raise NotFound(

@@ -9,18 +9,36 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import cast
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
+from mfactl import totp
 from mfactl.bootstrap import App
 from mfactl.db.models import ActionToken, MfaSecret, RememberToken, User
 from mfactl.errors import Conflict, InvalidInput, MfactlError
 from mfactl.services import audit, lookup, validation
+from mfactl.totp import TotpParams
 
-IMPORT_COLUMNS = ("handle", "email", "name", "admin")
+IMPORT_COLUMNS = (
+    "handle",
+    "email",
+    "name",
+    "admin",
+    "totp_secret",
+    "algorithm",
+    "digits",
+    "period",
+)
+TOTP_COLUMNS = ("algorithm", "digits", "period")
 REQUIRED_COLUMNS = ("handle", "email")
 MAX_REPORTED_PROBLEMS = 20
+IMPORT_BATCH = 5000
+# Core inserts of plain rows: bulk imports skip the ORM's per-row bookkeeping
+_USERS_TABLE = cast(Table, User.__table__)
+_SECRETS_TABLE = cast(Table, MfaSecret.__table__)
 _TRUE = {"1", "true", "yes", "y", "t"}
 _FALSE = {"", "0", "false", "no", "n", "f"}
 
@@ -140,7 +158,73 @@ def _rows(text: str) -> Iterable[tuple[int, dict[str, str]]]:
             continue
         yield line, dict(zip(header, record, strict=True))
     if header is None:
-        raise InvalidInput("the CSV file is empty; it needs a header row: handle,email,name,admin")
+        raise InvalidInput("the CSV file is empty; it needs a header row, at least: handle,email")
+
+
+def _imported_totp(app: App, row: dict[str, str]) -> tuple[str, TotpParams] | None:
+    """The row's TOTP secret and parameters (defaults from values.yaml), or None without one.
+
+    Messages never repeat the secret.
+    """
+    secret = totp.normalize_secret(row.get("totp_secret", "").strip())
+    given = [c for c in TOTP_COLUMNS if row.get(c, "").strip()]
+    if not secret:
+        if given:
+            raise InvalidInput(f"{', '.join(given)} given without totp_secret")
+        return None
+    if not totp.is_valid_secret(secret):
+        raise InvalidInput("totp_secret is not base32 of at least 112 bits")
+    mfa = app.settings.user_login.mfa
+    algorithm = row.get("algorithm", "").strip().upper() or mfa.algorithm
+    if algorithm not in totp.DIGESTS:
+        raise InvalidInput(
+            f"algorithm {validation.shown(row['algorithm'])} must be SHA1, SHA256 or SHA512"
+        )
+    digits, period = row.get("digits", "").strip(), row.get("period", "").strip()
+    if digits and digits not in ("6", "8"):
+        raise InvalidInput(f"digits {validation.shown(digits)} must be 6 or 8")
+    if period and not (period.isdigit() and 10 <= int(period) <= 120):
+        raise InvalidInput(f"period {validation.shown(period)} must be 10 to 120 seconds")
+    return secret, TotpParams(
+        algorithm, int(digits) if digits else mfa.digits, int(period) if period else mfa.period
+    )
+
+
+def _insert_secrets(
+    session: Session,
+    app: App,
+    organization_id: int,
+    secrets_by_uid: dict[str, tuple[str, TotpParams]],
+    now: datetime,
+) -> None:
+    """Seal each imported secret under the active key, bound to its user; insert them as active."""
+    store = app.secrets
+    query = select(User.uid, User.id).where(User.organization_id == organization_id)
+    ids = {uid: user_id for uid, user_id in session.execute(query)}
+    rows: list[dict[str, object]] = []
+    for uid, (secret, params) in secrets_by_uid.items():
+        sealed = store.seal_secret(uid, secret)
+        rows.append(
+            {
+                "user_id": ids[uid],
+                "state": "active",
+                "ciphertext": sealed.ciphertext,
+                "key_id": sealed.key_id,
+                "algorithm": params.algorithm,
+                "digits": params.digits,
+                "period": params.period,
+                "created_at": now,
+                "confirmed_at": now,
+                "last_used_step": -1,
+                "failed_attempts": 0,
+                "locked": False,
+            }
+        )
+        if len(rows) == IMPORT_BATCH:
+            session.execute(insert(_SECRETS_TABLE), rows)
+            rows = []
+    if rows:
+        session.execute(insert(_SECRETS_TABLE), rows)
 
 
 def read_import_file(path: Path) -> str:
@@ -162,6 +246,7 @@ def import_users(app: App, org: str, path: Path) -> ImportResult:
     new_rows: list[dict[str, object]] = []
     seen_handles: dict[str, int] = {}
     seen_emails: dict[str, int] = {}
+    secrets_by_uid: dict[str, tuple[str, TotpParams]] = {}
     now = app.now()
 
     def problem(line: int, message: str) -> None:
@@ -208,11 +293,19 @@ def import_users(app: App, org: str, path: Path) -> ImportResult:
             if email in seen_emails:
                 problem(line, f"email {email} is already on line {seen_emails[email]}")
                 continue
+            try:
+                totp_params = _imported_totp(app, row)
+            except InvalidInput as exc:
+                problem(line, exc.message)
+                continue
             seen_handles[handle] = line
             seen_emails[email] = line
+            uid = str(uuid.uuid4())
+            if totp_params is not None:
+                secrets_by_uid[uid] = totp_params
             new_rows.append(
                 {
-                    "uid": str(uuid.uuid4()),
+                    "uid": uid,
                     "organization_id": organization.id,
                     "handle": handle,
                     "email": email,
@@ -230,15 +323,17 @@ def import_users(app: App, org: str, path: Path) -> ImportResult:
                 "nothing was imported",
                 problems=problems,
             )
-        batch = 5000
-        for start in range(0, len(new_rows), batch):
-            uow.session.execute(insert(User), new_rows[start : start + batch])
+        for start in range(0, len(new_rows), IMPORT_BATCH):
+            uow.session.execute(insert(_USERS_TABLE), new_rows[start : start + IMPORT_BATCH])
+        if secrets_by_uid:
+            _insert_secrets(uow.session, app, organization.id, secrets_by_uid, now)
         audit.record(
             uow.session,
             app,
             "user.import",
             org=organization.slug,
-            details={"file": path.name, "imported": len(new_rows)},
+            details={"file": path.name, "imported": len(new_rows)}
+            | ({"enrolled": len(secrets_by_uid)} if secrets_by_uid else {}),
         )
         try:
             uow.commit()

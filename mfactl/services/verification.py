@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
@@ -54,6 +55,29 @@ def _retry_after(
     return max(0, math.ceil(remaining))
 
 
+_SECRET_COLUMNS = (
+    MfaSecret.state,
+    MfaSecret.ciphertext,
+    MfaSecret.algorithm,
+    MfaSecret.digits,
+    MfaSecret.period,
+    MfaSecret.last_used_step,
+    MfaSecret.failed_attempts,
+    MfaSecret.last_failed_at,
+    MfaSecret.locked,
+)
+
+
+@dataclass(frozen=True)
+class _Target:
+    """The user a code is for, as far as verification needs to know."""
+
+    user_id: int
+    uid: str
+    org: str
+    handle: str
+
+
 def verify_code(
     session: Session,
     app: App,
@@ -67,29 +91,37 @@ def verify_code(
 
     ``explain`` also looks outside the window, to tell how far a wrong code's clock is off.
     """
-    throttle = app.settings.user_login.mfa.throttle
     row = session.execute(
-        select(
-            MfaSecret.state,
-            MfaSecret.ciphertext,
-            MfaSecret.algorithm,
-            MfaSecret.digits,
-            MfaSecret.period,
-            MfaSecret.last_used_step,
-            MfaSecret.failed_attempts,
-            MfaSecret.last_failed_at,
-            MfaSecret.locked,
-        ).where(MfaSecret.user_id == user.id)
+        select(*_SECRET_COLUMNS).where(MfaSecret.user_id == user.id)
     ).one_or_none()
+    target = _Target(user.id, user.uid, org.slug, user.handle)
+    return _check(session, app, target, row, code, explain)
+
+
+def _check(
+    session: Session, app: App, target: _Target, row: Any, code: str, explain: bool
+) -> VerifyResult:
+    """The order of django-otp: throttle, compare, replay, then accept or count the failure."""
     if row is None or row.state != "active":
         return VerifyResult("not_enrolled")
     if row.locked:
         return VerifyResult("locked")
     now = app.now()
+    throttle = app.settings.user_login.mfa.throttle
     wait = _retry_after(throttle, row.failed_attempts, row.last_failed_at, now)
     if wait:
         return VerifyResult("throttled", retry_after_seconds=wait)
-    secret = app.secrets.open_secret(user.uid, row.ciphertext, lookup.who(org, user)).plaintext
+    if (
+        row.failed_attempts
+        and throttle.base_delay_seconds
+        and not _claim(session, target, row, now)
+    ):
+        # another attempt started since we read the row: during a back-off, one at a time
+        return VerifyResult(
+            "throttled", retry_after_seconds=backoff_seconds(throttle, row.failed_attempts)
+        )
+    who = f"{target.org}/{target.handle}"
+    secret = app.secrets.open_secret(target.uid, row.ciphertext, who).plaintext
     params = totp.TotpParams(row.algorithm, row.digits, row.period)
     found = totp.match(
         secret,
@@ -99,33 +131,53 @@ def verify_code(
         app.settings.user_login.mfa.valid_window,
         look_for_drift=explain,
     )
-    if found.step is not None:
-        if found.step <= row.last_used_step:
-            return VerifyResult("replayed")
-        accepted = session.execute(
-            update(MfaSecret)
-            .where(
-                MfaSecret.user_id == user.id,
-                MfaSecret.state == "active",
-                MfaSecret.locked.is_(False),
-                MfaSecret.last_used_step < found.step,
-            )
-            .values(
-                last_used_step=found.step,
-                last_used_at=now,
-                failed_attempts=0,
-                last_failed_at=None,
-            )
-            .execution_options(synchronize_session=False)
+    if found.step is None:
+        return _count_failure(session, app, target, found.drift_steps, now)
+    if found.step <= row.last_used_step:
+        return VerifyResult("replayed")
+    accepted = session.execute(
+        update(MfaSecret)
+        .where(
+            MfaSecret.user_id == target.user_id,
+            MfaSecret.state == "active",
+            MfaSecret.locked.is_(False),
+            MfaSecret.last_used_step < found.step,
         )
-        if accepted.rowcount == 1:  # type: ignore[attr-defined]
-            return VerifyResult("ok")
-        return VerifyResult("replayed")  # a concurrent use of this code (or a later one) won
-    return _count_failure(session, app, org, user, found.drift_steps, now)
+        .values(last_used_step=found.step, last_used_at=now, failed_attempts=0, last_failed_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    if accepted.rowcount == 1:  # type: ignore[attr-defined]
+        return VerifyResult("ok")
+    return VerifyResult("replayed")  # a concurrent use of this code (or a later one) won
+
+
+def _claim(session: Session, target: _Target, row: Any, now: datetime) -> bool:
+    """Take the one attempt a back-off allows: compare-and-swap on the failure state we read.
+
+    Without it, attempts racing in parallel would all be compared while the back-off is due.
+    Moving last_failed_at to now is harmless: a failure sets it anyway, a success clears it.
+    """
+    seen_at = (
+        MfaSecret.last_failed_at.is_(None)
+        if row.last_failed_at is None
+        else MfaSecret.last_failed_at == row.last_failed_at
+    )
+    claimed = session.execute(
+        update(MfaSecret)
+        .where(
+            MfaSecret.user_id == target.user_id,
+            MfaSecret.state == "active",
+            MfaSecret.failed_attempts == row.failed_attempts,
+            seen_at,
+        )
+        .values(last_failed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(claimed.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def _count_failure(
-    session: Session, app: App, org: Organization, user: User, drift: int | None, now: datetime
+    session: Session, app: App, target: _Target, drift: int | None, now: datetime
 ) -> VerifyResult:
     throttle = app.settings.user_login.mfa.throttle
     lock_after = throttle.lock_after_failures
@@ -138,7 +190,7 @@ def _count_failure(
     # engine sees the old failed_attempts in both expressions.
     session.execute(
         update(MfaSecret)
-        .where(MfaSecret.user_id == user.id, MfaSecret.state == "active")
+        .where(MfaSecret.user_id == target.user_id, MfaSecret.state == "active")
         .ordered_values(
             (MfaSecret.locked, locks),
             (MfaSecret.failed_attempts, MfaSecret.failed_attempts + 1),
@@ -147,15 +199,17 @@ def _count_failure(
         .execution_options(synchronize_session=False)
     )
     failures, locked = session.execute(
-        select(MfaSecret.failed_attempts, MfaSecret.locked).where(MfaSecret.user_id == user.id)
+        select(MfaSecret.failed_attempts, MfaSecret.locked).where(
+            MfaSecret.user_id == target.user_id
+        )
     ).one()
     if locked and lock_after > 0 and failures == lock_after:
         audit.record(
             session,
             app,
             "mfa.lock",
-            org=org.slug,
-            user=user.handle,
+            org=target.org,
+            user=target.handle,
             outcome="locked",
             details={"failed_attempts": failures},
         )
@@ -174,15 +228,25 @@ def verify(
 ) -> VerifyResult:
     """Verify a code in its own unit of work; ``audited`` records an mfa.verify event too."""
     with app.uow() as uow:
-        organization, user = lookup.get_org_user(uow.session, org, user_ref)
-        result = verify_code(uow.session, app, organization, user, code, explain=explain)
+        # one query for the org, the user and the secret: this is a login server's hot path
+        row = uow.session.execute(
+            select(User.id, User.uid, Organization.slug, User.handle, *_SECRET_COLUMNS)
+            .join(Organization, Organization.id == User.organization_id)
+            .outerjoin(MfaSecret, MfaSecret.user_id == User.id)
+            .where(lookup.matches_org(org), lookup.matches_user(user_ref))
+        ).first()
+        if row is None:
+            lookup.get_org_user(uow.session, org, user_ref)  # raises the right NotFound
+            raise AssertionError("unreachable")
+        target = _Target(row.id, row.uid, row.slug, row.handle)
+        result = _check(uow.session, app, target, row if row.state else None, code, explain)
         if audited:
             audit.record(
                 uow.session,
                 app,
                 "mfa.verify",
-                org=organization.slug,
-                user=user.handle,
+                org=target.org,
+                user=target.handle,
                 outcome=result.result,
                 details={"drift_steps": result.drift_steps} if result.drift_steps else {},
             )

@@ -11,6 +11,7 @@ import zxingcpp
 from PIL import Image
 from sqlalchemy import create_engine, text
 from typer.main import get_command
+from typer.testing import Result
 
 from mfactl.cli.app import app as cli_app
 from tests.cli.conftest import Mfactl, write_values
@@ -53,6 +54,10 @@ def acme(mfactl: Mfactl) -> Mfactl:
         )
         assert added.exit_code == 0
     return mfactl
+
+
+def verify(cli: Mfactl, user: str, code: str, *extra: str) -> Result:
+    return cli("user", "verify", "--org", "acme", "--user", user, "--code", code, *extra)
 
 
 def enroll(mfactl: Mfactl, clock: FrozenClock, user: str = "alice") -> str:
@@ -234,9 +239,9 @@ def test_verify_explains(acme: Mfactl, clock: FrozenClock, values_file: Path) ->
     uri = enroll(acme, clock)
     clock.advance(30)
     code = phone_code(uri, clock.now)
-    ok = acme("user", "verify", "--org", "acme", "--user", "alice", "--code", code)
+    ok = verify(acme, "alice", code)
     assert (ok.exit_code, ok.stdout) == (0, "ok: the code is right; it cannot be used again\n")
-    replayed = acme("user", "verify", "--org", "acme", "--user", "alice", "--code", code, "--json")
+    replayed = verify(acme, "alice", code, "--json")
     assert replayed.exit_code == 4
     assert json.loads(replayed.stdout) == {
         "result": "replayed",
@@ -245,48 +250,23 @@ def test_verify_explains(acme: Mfactl, clock: FrozenClock, values_file: Path) ->
     }
     clock.advance(60)
     behind = phone_code(uri, clock.now, offset_steps=-5)
-    wrong = acme("user", "verify", "--org", "acme", "--user", "alice", "--code", behind)
+    wrong = verify(acme, "alice", behind)
     assert wrong.exit_code == 4
     assert wrong.stdout == (
         "wrong: the code is not valid now (it matches 5 steps earlier: the device clock is about "
         "150 s behind); retry after 1 s\n"
     )
-    throttled = acme.json if False else acme
-    result = throttled(
-        "user",
-        "verify",
-        "--org",
-        "acme",
-        "--user",
-        "alice",
-        "--code",
-        phone_code(uri, clock.now),
-        "--json",
-    )
+    result = verify(acme, "alice", phone_code(uri, clock.now), "--json")
     assert result.exit_code == 4
     assert json.loads(result.stdout) == {
         "result": "throttled",
         "drift_steps": None,
         "retry_after_seconds": 1,
     }
-    assert acme("user", "verify", "--org", "acme", "--user", "bob", "--code", "123456").stdout == (
-        "not_enrolled: the user has no active MFA\n"
-    )
+    assert verify(acme, "bob", "123456").stdout == "not_enrolled: the user has no active MFA\n"
     unlocked = acme.json("user", "unlock", "--org", "acme", "--user", "alice")
     assert unlocked == {"org": "acme", "user": "alice", "was_locked": False, "failed_attempts": 1}
-    assert (
-        acme(
-            "user",
-            "verify",
-            "--org",
-            "acme",
-            "--user",
-            "alice",
-            "--code",
-            phone_code(uri, clock.now),
-        ).exit_code
-        == 0
-    )
+    assert verify(acme, "alice", phone_code(uri, clock.now)).exit_code == 0
     actions = [e["action"] for e in acme.json("audit", "list")]
     assert actions[-6:] == ["mfa.verify"] * 4 + ["mfa.unlock", "mfa.verify"]
 
@@ -311,33 +291,14 @@ def test_lock_and_unlock(
     uri = enroll(cli, clock)
     clock.advance(30)
     for _ in range(2):
-        assert (
-            cli(
-                "user", "verify", "--org", "acme", "--user", "alice", "--code", "00000000"
-            ).exit_code
-            == 4
-        )
-    locked = cli(
-        "user", "verify", "--org", "acme", "--user", "alice", "--code", phone_code(uri, clock.now)
-    )
+        assert verify(cli, "alice", "00000000").exit_code == 4
+    locked = verify(cli, "alice", phone_code(uri, clock.now))
     assert locked.stdout == "locked: too many wrong codes; clear it with `mfactl user unlock`\n"
     assert cli.json("user", "status", "--org", "acme", "--user", "alice")["locked"] is True
     assert cli("user", "unlock", "--org", "acme", "--user", "alice").stderr == (
         "unlocked acme/alice (was locked, 2 failed attempts cleared)\n"
     )
-    assert (
-        cli(
-            "user",
-            "verify",
-            "--org",
-            "acme",
-            "--user",
-            "alice",
-            "--code",
-            phone_code(uri, clock.now),
-        ).exit_code
-        == 0
-    )
+    assert verify(cli, "alice", phone_code(uri, clock.now)).exit_code == 0
 
 
 def test_remember_list_and_revoke(acme: Mfactl, clock: FrozenClock, values_file: Path) -> None:
@@ -382,7 +343,7 @@ def test_swapped_ciphertext_is_exit_6_naming_the_user(
             )
         )
     engine.dispose()
-    result = acme("user", "verify", "--org", "acme", "--user", "bob", "--code", "123456")
+    result = verify(acme, "bob", "123456")
     assert result.exit_code == 6
     assert result.stderr == (
         "error: the MFA secret stored for acme/bob is bound to another user; it was refused\n"
@@ -431,3 +392,31 @@ def test_the_secret_never_shows_after_enrollment(
     for file in tmp_path.rglob("*"):
         if file.is_file() and file.suffix not in (".db", ".db-wal", ".db-shm"):
             assert secret not in file.read_text(errors="replace")
+
+
+def test_rolling_key_still_opens_and_an_unknown_key_is_exit_6(
+    acme: Mfactl, clock: FrozenClock, tmp_path: Path, sqlite_url: str, active_key: str
+) -> None:
+    from mfactl.crypto import generate_key
+
+    uri = enroll(acme, clock)
+    clock.advance(30)
+    new_key = generate_key()
+    rolled_values = tmp_path / "rolled.yaml"
+    rolled_values.write_text(
+        f'database: {{url: "{sqlite_url}"}}\n'
+        f'secretStore: {{activeKey: "{new_key}", rollingKey: "{active_key}"}}\n',
+        encoding="utf-8",
+    )
+    rolled_values.chmod(0o600)
+    rolled = Mfactl(rolled_values)
+    ok = verify(rolled, "alice", phone_code(uri, clock.now))
+    assert ok.exit_code == 0, ok.stderr
+    status = rolled.json("user", "status", "--org", "acme", "--user", "alice")
+    assert status["mfa_key_active"] is False
+    stranger = Mfactl(write_values(tmp_path / "stranger.yaml", sqlite_url, generate_key()))
+    refused = verify(stranger, "alice", "123456")
+    assert refused.exit_code == 6
+    assert refused.stderr == (
+        "error: the MFA secret of acme/alice cannot be decrypted with any configured key\n"
+    )

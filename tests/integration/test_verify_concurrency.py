@@ -91,3 +91,25 @@ def test_concurrent_wrong_codes_are_all_counted(busy: tuple[App, str]) -> None:
             select(MfaSecret.failed_attempts).where(MfaSecret.user_id == user_id)
         )
     assert failures == WRONG
+
+
+def test_during_a_back_off_racing_attempts_are_compared_one_at_a_time(
+    busy: tuple[App, str], clock: FrozenClock
+) -> None:
+    busy_app, uri = busy
+    login = busy_app.settings.user_login
+    throttle = Throttle(base_delay_seconds=1, max_delay_seconds=60, lock_after_failures=0)
+    busy_app.settings = replace(
+        busy_app.settings, user_login=replace(login, mfa=replace(login.mfa, throttle=throttle))
+    )
+    clock.advance(30)
+    right = phone_code(uri, clock.now)
+    wrong = "000000" if right != "000000" else "111111"
+    assert verification.verify(busy_app, "acme", "alice", wrong).result == "wrong"
+    clock.advance(1)  # the back-off of one failure is over: one more attempt may be compared
+    outcomes = _all_at_once(
+        THREADS, lambda: verification.verify(busy_app, "acme", "alice", wrong).result
+    )
+    assert outcomes == Counter({"wrong": 1, "throttled": THREADS - 1})
+    with busy_app.uow() as uow:
+        assert uow.session.scalar(select(MfaSecret.failed_attempts)) == 2

@@ -23,11 +23,4 @@ def secret_of(uri: str) -> str:
 
 def phone_code(uri: str, moment: datetime, offset_steps: int = 0) -> str:
     """What the user's authenticator shows for this URI at ``moment`` (± steps)."""
-    query = parse_qs(urlparse(uri).query)
-    params = totp.TotpParams(
-        query.get("algorithm", ["SHA1"])[0],
-        int(query.get("digits", ["6"])[0]),
-        int(query.get("period", ["30"])[0]),
-    )
-    step = totp.step_at(moment, params.period) + offset_steps
-    return totp.code_at_step(query["secret"][0], step, params)
+    return totp.code_for_uri(uri, moment, offset_steps)

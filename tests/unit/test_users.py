@@ -118,3 +118,54 @@ def test_import_header_is_checked(sqlite_app: App, tmp_path: Path) -> None:
     csv_file.write_text("")
     with pytest.raises(InvalidInput, match="empty"):
         users.import_users(sqlite_app, "acme", csv_file)
+
+
+def test_import_with_totp_secrets(app: App, tmp_path: Path) -> None:
+    from mfactl import totp
+    from mfactl.services import verification
+
+    orgs.add_org(app, "acme")
+    secret = totp.new_secret()
+    csv_file = tmp_path / "people.csv"
+    csv_file.write_text(
+        "handle,email,totp_secret,algorithm,digits,period\n"
+        f"alice,alice@example.com,{secret.lower()},sha256,8,60\n"
+        "bob,bob@example.com,,,,\n"
+        f"carol,carol@example.com,{secret},,,\n",
+        encoding="utf-8",
+    )
+    result = users.import_users(app, "acme", csv_file)
+    assert result.imported == 3
+    alice = users.user_status(app, "acme", "alice")
+    assert (alice.mfa, alice.mfa_key_active) == ("active", True)
+    assert (alice.algorithm, alice.digits, alice.period) == ("SHA256", 8, 60)
+    assert users.user_status(app, "acme", "bob").mfa == "none"
+    carol = users.user_status(app, "acme", "carol")
+    assert (carol.algorithm, carol.digits, carol.period) == ("SHA1", 6, 30)
+    code = totp.code_at(secret, app.now(), totp.TotpParams("SHA256", 8, 60))
+    assert verification.verify(app, "acme", "alice", code).ok
+    [event] = list(audit.list_events(app, action="user.import"))
+    assert event.details == {"file": "people.csv", "imported": 3, "enrolled": 2}
+    assert secret not in repr(event.details)
+
+
+def test_import_refuses_a_bad_secret_with_its_line(app: App, tmp_path: Path) -> None:
+    orgs.add_org(app, "acme")
+    csv_file = tmp_path / "people.csv"
+    csv_file.write_text(
+        "handle,email,totp_secret,digits\n"
+        "alice,alice@example.com,JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP,\n"
+        "bob,bob@example.com,JBSWY3DPEHPK3PXP,\n"
+        "carol,carol@example.com,,8\n"
+        "dave,dave@example.com,JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP,7\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(InvalidInput) as raised:
+        users.import_users(app, "acme", csv_file)
+    assert raised.value.problems == [
+        "line 3: totp_secret is not base32 of at least 112 bits",
+        "line 4: digits given without totp_secret",
+        "line 5: digits '7' must be 6 or 8",
+    ]
+    assert "JBSWY3DPEHPK3PXP" not in repr(raised.value.problems)
+    assert count(app, User) == 0
