@@ -85,7 +85,7 @@ def retry(
                 "sent": len(report.sent),
                 "queued": report.queued,
                 "waiting": report.waiting,
-                "error": report.stopped or next(iter(report.failed.values()), None),
+                "error": report.first_error,
             }
         )
     else:
@@ -93,5 +93,6 @@ def retry(
         if report.waiting and not report.queued:
             info("those are not due yet (see `mfactl mail list`); `--all` sends them now")
     if report.queued:
-        error = report.stopped or next(iter(report.failed.values()))
-        raise emails_queued(report.queued, error, "`mfactl mail list --status failed` shows each")
+        raise emails_queued(
+            report.queued, report.first_error, "`mfactl mail list --status failed` shows each"
+        )

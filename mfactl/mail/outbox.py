@@ -121,6 +121,13 @@ class Delivery:
     def queued(self) -> int:
         return len(self.failed) + len(self.not_tried)
 
+    @property
+    def first_error(self) -> str | None:
+        """The first failure of the run, or why it stopped: what to tell the administrator."""
+        if self.failed:
+            return next(iter(self.failed.values()))
+        return f"not sent: {self.stopped}" if self.stopped else None
+
     def error_for(self, message_id: int) -> str | None:
         if message_id in self.failed:
             return self.failed[message_id]

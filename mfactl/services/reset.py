@@ -227,23 +227,20 @@ def _outcome(message_id: int | None, delivery: outbox.Delivery | None) -> EmailO
 
 def _summary(
     targets: Sequence[Target],
-    queued: dict[int, int],
     delivery: outbox.Delivery,
     *,
     selected: int,
+    no_address: int,
     skipped: int = 0,
 ) -> BulkResult:
-    first_error = next(iter(delivery.failed.values()), None) or (
-        f"not sent: {delivery.stopped}" if delivery.stopped else None
-    )
     return BulkResult(
         selected=selected,
         changed=len(targets),
         skipped=skipped,
         sent=len(delivery.sent),
         queued=delivery.queued,
-        no_address=len(targets) - len(queued),
-        error=first_error,
+        no_address=no_address,
+        error=delivery.first_error,
     )
 
 
@@ -285,9 +282,8 @@ def reset_users(
         queued = _reset(uow.session, app, targets, why, send_email=send_email, bulk=True)
         uow.commit()
     delivery = outbox.deliver(app, list(queued.values()), progress=progress)
-    if not send_email:
-        queued = {t.user_id: 0 for t in targets}  # nothing was asked, so none lacks an address
-    return _summary(targets, queued, delivery, selected=len(targets))
+    no_address = len(targets) - len(queued) if send_email else 0
+    return _summary(targets, delivery, selected=len(targets), no_address=no_address)
 
 
 def send_reset_email(app: App, org: str, user: str) -> ResetResult:
@@ -333,5 +329,9 @@ def invite_users(app: App, flt: UserFilter, *, progress: Progress | None = None)
         uow.commit()
     delivery = outbox.deliver(app, list(queued.values()), progress=progress)
     return _summary(
-        targets, queued, delivery, selected=len(selected), skipped=len(selected) - len(targets)
+        targets,
+        delivery,
+        selected=len(selected),
+        no_address=len(targets) - len(queued),
+        skipped=len(selected) - len(targets),
     )

@@ -93,3 +93,33 @@ def test_users_enable_mails_everyone_without_mfa(crowd: Mfactl, values_file: Pat
     assert human.stderr == "made an enrollment link for acme/u04; the email was sent\n"
     both = crowd("user", "enable", "--org", "acme", "--user", "u03", "--send-email", "--code", "1")
     assert both.exit_code == 2
+
+
+def test_users_reset_with_the_server_down_queues_everything(crowd: Mfactl) -> None:
+    from tests.integration.smtp_server import free_port
+
+    env = {
+        "MFACTL_EMAIL_TRANSPORT": "smtp",
+        "MFACTL_EMAIL_SMTP_HOST": "127.0.0.1",
+        "MFACTL_EMAIL_SMTP_PORT": str(free_port()),
+        "MFACTL_EMAIL_SMTP_SECURITY": "none",
+    }
+    result = crowd(
+        "users", "reset", "--org", "acme", "--reason", "breach", "--yes", "--json", env=env
+    )
+    assert result.exit_code == 9
+    summary = json.loads(result.stdout)
+    assert (summary["changed"], summary["emails"]["sent"], summary["emails"]["queued"]) == (
+        12,
+        0,
+        12,
+    )
+    assert "is unavailable" in summary["emails"]["error"]
+    assert json.loads(result.stderr.splitlines()[-1])["error"]["message"].startswith(
+        "12 emails could not be sent and wait in the outbox: "
+    )
+    statuses = [m["status"] for m in crowd.json("mail", "list")]
+    assert sorted(statuses) == ["failed"] + ["pending"] * 11  # it stopped after the first
+    still_down = crowd("mail", "retry", env=env)
+    assert still_down.exit_code == 9
+    assert "sent 0 emails; 12 wait in the outbox" in still_down.stderr
