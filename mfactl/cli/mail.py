@@ -16,7 +16,9 @@ app = typer.Typer(
 def list_(
     ctx: typer.Context,
     status: str | None = typer.Option(
-        None, "--status", help="Only messages in this state: pending, sending, failed or sent."
+        None,
+        "--status",
+        help="Only messages in this state: pending, sending, failed, sent or cancelled.",
     ),
     json_: bool = JSON_OPTION,
 ) -> None:
@@ -84,12 +86,18 @@ def retry(
             {
                 "sent": len(report.sent),
                 "queued": report.queued,
+                "cancelled": len(report.cancelled),
                 "waiting": report.waiting,
                 "error": report.first_error,
             }
         )
     else:
         info(f"sent {len(report.sent)} emails; {report.waiting} wait in the outbox")
+        if report.cancelled:
+            info(
+                f"{len(report.cancelled)} not sent because their link had expired or been "
+                "replaced (see `mfactl mail list --status cancelled`)"
+            )
         if report.waiting and not report.queued:
             info("those are not due yet (see `mfactl mail list`); `--all` sends them now")
     if report.queued:

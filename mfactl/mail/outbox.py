@@ -24,12 +24,12 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from mfactl.bootstrap import App
 from mfactl.crypto import outbox_label
-from mfactl.db.models import Organization, OutboxMessage, User
+from mfactl.db.models import ActionToken, Organization, OutboxMessage, User
 from mfactl.errors import MfactlError
 from mfactl.mail.render import Envelope, build_message, check_header, new_envelope, render
 from mfactl.mail.transports import Connection, SendError
 
-STATUSES = ("pending", "sending", "failed", "sent")
+STATUSES = ("pending", "sending", "failed", "sent", "cancelled")
 LEASE = timedelta(minutes=15)
 FIRST_RETRY = timedelta(minutes=1)
 LONGEST_RETRY = timedelta(hours=6)
@@ -57,6 +57,7 @@ class NewMail:
     recipient: str
     kind: str  # a template name: reset | enroll
     context: dict[str, Any]
+    link_hash: str | None = None  # the link it carries: not sent once that link is dead
 
 
 def enqueue(session: Session, app: App, mails: Sequence[NewMail]) -> list[int]:
@@ -93,8 +94,8 @@ def enqueue(session: Session, app: App, mails: Sequence[NewMail]) -> list[int]:
         ids.extend(int(i) for i in result.scalars())
     store = app.secrets
     bodies = []
-    for message_id, r in zip(ids, rendered, strict=True):
-        envelope = new_envelope(settings.sender, r, now, idstring=f"mfactl.{message_id}")
+    for message_id, r, m in zip(ids, rendered, mails, strict=True):
+        envelope = new_envelope(settings.sender, r, now, f"mfactl.{message_id}", m.link_hash)
         sealed = store.seal_blob(outbox_label(message_id), envelope.to_json())
         bodies.append(
             {"id": message_id, "body_ciphertext": sealed.ciphertext, "key_id": sealed.key_id}
@@ -113,6 +114,7 @@ class Delivery:
 
     sent: list[int] = field(default_factory=list)
     failed: dict[int, str] = field(default_factory=dict)  # id -> error, tried and failed
+    cancelled: list[int] = field(default_factory=list)  # their link died before they went out
     not_tried: list[int] = field(default_factory=list)  # left queued after a connection failure
     stopped: str | None = None  # why the run stopped early (the server is unavailable)
     waiting: int = 0  # unsent messages left in the outbox after the run, due or not
@@ -182,7 +184,13 @@ def deliver(
                         report.not_tried.extend(r.id for r in rows[position:])
                         break
                     try:
-                        message = _message(app, row)
+                        envelope = _envelope(app, row)
+                        dead = _dead_link(db, app, envelope.link_hash)
+                        if dead:
+                            _cancelled(db, app, row.id, lease, dead)
+                            report.cancelled.append(row.id)
+                            continue
+                        message = build_message(envelope, row.recipient, row.subject)
                         if connection is None:
                             connection = app.mail_transport.connect()
                         connection.send(_envelope_from(app), row.recipient, message)
@@ -197,9 +205,10 @@ def deliver(
                     else:
                         _sent(db, app, row.id, lease)
                         report.sent.append(row.id)
-                    done += 1
-                    if progress is not None:
-                        progress(done, len(wanted))
+                    finally:
+                        done += 1
+                        if progress is not None:
+                            progress(done, len(wanted))
     finally:
         if connection is not None:
             connection.close()
@@ -210,7 +219,7 @@ def deliver(
 def waiting_count(app: App) -> int:
     """Messages not sent yet (pending, being sent, or failed and waiting for a retry)."""
     with app.uow() as uow:
-        query = select(func.count()).where(OutboxMessage.status != "sent")
+        query = select(func.count()).where(OutboxMessage.status.not_in(("sent", "cancelled")))
         return int(uow.session.scalar(query) or 0)
 
 
@@ -251,13 +260,32 @@ def _claim(db: Db, app: App, ids: Sequence[int], force: bool) -> tuple[datetime,
     return lease, rows
 
 
-def _message(app: App, row: _Row) -> Any:
+def _envelope(app: App, row: _Row) -> Envelope:
     if row.body_ciphertext is None:
         raise MfactlError(f"outbox message {row.id} has no body")
     opened = app.secrets.open_blob(
         outbox_label(row.id), row.body_ciphertext, f"the body of outbox message {row.id}"
     )
-    return build_message(Envelope.from_json(opened.plaintext), row.recipient, row.subject)
+    return Envelope.from_json(opened.plaintext)
+
+
+_LINK_STATE = select(ActionToken.used_at, ActionToken.expires_at).where(
+    ActionToken.token_hash == bindparam("token_hash")
+)
+
+
+def _dead_link(db: Db, app: App, link_hash: str | None) -> str | None:
+    """Why the email's link can no longer be used (so the email is not worth sending), or None."""
+    if link_hash is None:
+        return None
+    row = db.execute(_LINK_STATE, {"token_hash": link_hash}).first()
+    if row is None:
+        return "not sent: its link no longer exists"
+    if row.used_at is not None:
+        return "not sent: its link was used meanwhile"
+    if row.expires_at <= app.now():
+        return "not sent: its link expired or was replaced by a newer one before it could be sent"
+    return None
 
 
 def _envelope_from(app: App) -> str:
@@ -311,6 +339,24 @@ def _failed(db: Db, app: App, message_id: int, lease: datetime, reason: str) -> 
         "retry_at": app.now() + backoff(tries),
     }
     db.execute(_MARK_FAILED, params)
+    db.commit()
+
+
+_MARK_CANCELLED = (
+    update(OutboxMessage)
+    .where(_OURS)
+    .values(
+        status="cancelled",
+        body_ciphertext=None,
+        key_id=None,
+        last_error=bindparam("reason"),
+        next_attempt_at=None,
+    )
+)
+
+
+def _cancelled(db: Db, app: App, message_id: int, lease: datetime, reason: str) -> None:
+    db.execute(_MARK_CANCELLED, {"message_id": message_id, "lease": lease, "reason": reason})
     db.commit()
 
 

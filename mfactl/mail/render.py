@@ -99,6 +99,7 @@ class Envelope:
     date: str
     text: str
     html: str
+    link_hash: str | None = None  # the SHA-256 of the link's token: is it still worth sending?
 
     def to_json(self) -> bytes:
         return json.dumps(self.__dict__, ensure_ascii=False).encode("utf-8")
@@ -108,7 +109,9 @@ class Envelope:
         return cls(**json.loads(data))
 
 
-def new_envelope(sender: str, rendered: Rendered, now: datetime, idstring: str) -> Envelope:
+def new_envelope(
+    sender: str, rendered: Rendered, now: datetime, idstring: str, link_hash: str | None = None
+) -> Envelope:
     domain = parseaddr(sender)[1].rpartition("@")[2] or "mfactl.invalid"
     return Envelope(
         sender=check_header("sender", sender),
@@ -116,6 +119,7 @@ def new_envelope(sender: str, rendered: Rendered, now: datetime, idstring: str) 
         date=format_datetime(now),
         text=rendered.text,
         html=rendered.html,
+        link_hash=link_hash,
     )
 
 

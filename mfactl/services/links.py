@@ -46,6 +46,7 @@ class IssuedLink:
     user_id: int
     url: str
     expires_at: datetime
+    token_hash: str
 
 
 def end_unused_links(
@@ -76,11 +77,12 @@ def issue_links(
     rows = []
     for target in targets:
         token = secrets.token_urlsafe(32)
+        hashed = token_hash(token)
         rows.append(
             {
                 "user_id": target.user_id,
                 "purpose": purpose,
-                "token_hash": token_hash(token),
+                "token_hash": hashed,
                 "created_at": now,
                 "expires_at": expires_at,
                 "used_at": None,
@@ -91,7 +93,7 @@ def issue_links(
             user=quote(target.handle, safe=""),
             token=quote(token, safe=""),
         )
-        issued.append(IssuedLink(target.user_id, url, expires_at))
+        issued.append(IssuedLink(target.user_id, url, expires_at, hashed))
     for part in chunks(rows):
         session.execute(insert(ActionToken), list(part))
     return issued

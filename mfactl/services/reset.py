@@ -176,6 +176,7 @@ def _queue_links(
                 "ttl_hours": ttl,
                 "issuer": app.settings.user_login.mfa.issuer,
             },
+            link_hash=link.token_hash,
         )
         for t, link in zip(mailable, issued, strict=True)
     ]

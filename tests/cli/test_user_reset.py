@@ -151,11 +151,23 @@ def test_server_down_then_retry_delivers_once(
     try:
         early = acme("mail", "retry", "--json", env=env)  # not due yet: back-off
         assert early.exit_code == 0
-        assert json.loads(early.stdout) == {"sent": 0, "queued": 0, "waiting": 1, "error": None}
+        assert json.loads(early.stdout) == {
+            "sent": 0,
+            "queued": 0,
+            "cancelled": 0,
+            "waiting": 1,
+            "error": None,
+        }
         clock.advance(61)
         retried = acme("mail", "retry", "--json", env=env)
         assert retried.exit_code == 0, retried.output
-        assert json.loads(retried.stdout) == {"sent": 1, "queued": 0, "waiting": 0, "error": None}
+        assert json.loads(retried.stdout) == {
+            "sent": 1,
+            "queued": 0,
+            "cancelled": 0,
+            "waiting": 0,
+            "error": None,
+        }
         again = acme("mail", "retry", "--all", "--json", env=env)
         assert json.loads(again.stdout)["sent"] == 0
     finally:

@@ -249,3 +249,39 @@ def test_the_library_facade_serves_links(mail_app: App) -> None:
         mfa.open_link("acme", token)
     with pytest.raises(Conflict, match="MFA is already active for acme/carol"):
         reset.send_enroll_email(app, "acme", "carol")
+
+
+def test_an_email_whose_link_died_while_queued_is_cancelled_not_sent(
+    mail_app: App, clock: FrozenClock
+) -> None:
+    app = mail_app
+    people(app, "alice", "bob")
+    working = app.settings.email
+    app.settings = replace(app.settings, email=replace(working, file_dir="/proc/x"))  # "down"
+    assert reset.reset_user(app, "acme", "alice", "lost phone").email.status == "queued"
+    assert reset.send_reset_email(app, "acme", "alice").email.status == "queued"  # ends link 1
+    assert reset.reset_user(app, "acme", "bob", "lost phone").email.status == "queued"
+    app.settings = replace(app.settings, email=working)
+    app.__dict__.pop("mail_transport")  # the transport is built once per App
+
+    report = outbox.deliver(app, force=True)
+
+    first, second, third = (r.id for r in outbox.list_messages(app))
+    assert report.cancelled == [first] and report.sent == [second, third]
+    rows = {r.id: r for r in outbox.list_messages(app)}
+    assert rows[first].status == "cancelled"
+    assert (
+        rows[first].last_error is not None and "replaced by a newer one" in rows[first].last_error
+    )
+    assert [m["To"] for m in mails(app)] == ["alice@example.com", "bob@example.com"]
+    assert outbox.waiting_count(app) == 0
+
+    reset.reset_user(app, "acme", "bob", "again", send_email=True)
+    app.settings = replace(app.settings, email=replace(working, file_dir="/proc/x"))
+    app.__dict__.pop("mail_transport")
+    assert reset.send_reset_email(app, "acme", "bob").email.status == "queued"
+    app.settings = replace(app.settings, email=working)
+    app.__dict__.pop("mail_transport")
+    clock.advance(73 * 3600)  # the outage outlasted the link
+    late = outbox.deliver(app, force=True)
+    assert (late.sent, len(late.cancelled)) == ([], 1)
