@@ -178,14 +178,18 @@ def deliver(
                     continue
                 lease, rows = _claim(db, app, part, force)
                 done += len(part) - len(rows)  # claimed by someone else, or already sent
+                opened = {row.id: _envelope(app, row) for row in rows}
+                links = _link_states(db, opened.values())
                 for position, row in enumerate(rows):
                     if report.stopped:
                         _release(db, app, [r.id for r in rows[position:]], lease)
                         report.not_tried.extend(r.id for r in rows[position:])
                         break
                     try:
-                        envelope = _envelope(app, row)
-                        dead = _dead_link(db, app, envelope.link_hash)
+                        envelope = opened[row.id]
+                        if isinstance(envelope, MfactlError):
+                            raise envelope
+                        dead = _dead_link(app, envelope.link_hash, links)
                         if dead:
                             _cancelled(db, app, row.id, lease, dead)
                             report.cancelled.append(row.id)
@@ -260,30 +264,45 @@ def _claim(db: Db, app: App, ids: Sequence[int], force: bool) -> tuple[datetime,
     return lease, rows
 
 
-def _envelope(app: App, row: _Row) -> Envelope:
+def _envelope(app: App, row: _Row) -> Envelope | MfactlError:
+    """The sealed body, opened; or the error that fails only this message (no key opens it)."""
     if row.body_ciphertext is None:
-        raise MfactlError(f"outbox message {row.id} has no body")
-    opened = app.secrets.open_blob(
-        outbox_label(row.id), row.body_ciphertext, f"the body of outbox message {row.id}"
-    )
+        return MfactlError(f"outbox message {row.id} has no body")
+    try:
+        opened = app.secrets.open_blob(
+            outbox_label(row.id), row.body_ciphertext, f"the body of outbox message {row.id}"
+        )
+    except MfactlError as exc:
+        return exc
     return Envelope.from_json(opened.plaintext)
 
 
-_LINK_STATE = select(ActionToken.used_at, ActionToken.expires_at).where(
-    ActionToken.token_hash == bindparam("token_hash")
-)
+def _link_states(
+    db: Db, envelopes: Iterable[Envelope | MfactlError]
+) -> dict[str, tuple[datetime | None, datetime]]:
+    """token hash -> (used_at, expires_at) for the links in a batch: one query per batch."""
+    hashes = [e.link_hash for e in envelopes if isinstance(e, Envelope) and e.link_hash]
+    if not hashes:
+        return {}
+    query = select(ActionToken.token_hash, ActionToken.used_at, ActionToken.expires_at).where(
+        ActionToken.token_hash.in_(hashes)
+    )
+    return {h: (used, expires) for h, used, expires in db.execute(query)}
 
 
-def _dead_link(db: Db, app: App, link_hash: str | None) -> str | None:
+def _dead_link(
+    app: App, link_hash: str | None, links: dict[str, tuple[datetime | None, datetime]]
+) -> str | None:
     """Why the email's link can no longer be used (so the email is not worth sending), or None."""
     if link_hash is None:
         return None
-    row = db.execute(_LINK_STATE, {"token_hash": link_hash}).first()
+    row = links.get(link_hash)
     if row is None:
         return "not sent: its link no longer exists"
-    if row.used_at is not None:
+    used_at, expires_at = row
+    if used_at is not None:
         return "not sent: its link was used meanwhile"
-    if row.expires_at <= app.now():
+    if expires_at <= app.now():
         return "not sent: its link expired or was replaced by a newer one before it could be sent"
     return None
 

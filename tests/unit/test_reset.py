@@ -285,3 +285,23 @@ def test_an_email_whose_link_died_while_queued_is_cancelled_not_sent(
     clock.advance(73 * 3600)  # the outage outlasted the link
     late = outbox.deliver(app, force=True)
     assert (late.sent, len(late.cancelled)) == ([], 1)
+
+
+def test_a_body_no_key_opens_fails_that_message_only(mail_app: App) -> None:
+    from mfactl.crypto import SecretStore, generate_key
+
+    app = mail_app
+    people(app, "alice")
+    working = app.settings.email
+    app.settings = replace(app.settings, email=replace(working, file_dir="/proc/x"))
+    assert reset.reset_user(app, "acme", "alice", "lost phone").email.status == "queued"
+    app.settings = replace(app.settings, email=working)
+    app.__dict__.pop("mail_transport")
+    app.__dict__["secrets"] = SecretStore(generate_key())  # the key was lost
+    report = outbox.deliver(app, force=True)
+    [(message_id, error)] = report.failed.items()
+    assert (
+        error
+        == f"the body of outbox message {message_id} cannot be decrypted with any configured key"
+    )
+    assert mails(app) == []
