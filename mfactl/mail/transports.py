@@ -113,7 +113,7 @@ class SmtpTransport:
             ) from None
         except smtplib.SMTPNotSupportedError as exc:
             _quietly_close(client)
-            raise SendError(f"{where} does not support {exc}", connection=True) from None
+            raise SendError(f"{where}: {exc}", connection=True) from None
         except smtplib.SMTPResponseException as exc:
             _quietly_close(client)
             raise SendError(f"{where} answered {_reply(exc)}", connection=True) from None

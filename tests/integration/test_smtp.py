@@ -181,3 +181,20 @@ def test_a_server_that_never_answers_times_out(
     assert result.email.status == "queued"
     assert result.email.error is not None and result.email.error.endswith("timed out")
     assert users.user_status(app, "acme", "alice").open_links == 1  # the reset and link stand
+
+
+def test_starttls_required_but_not_offered(
+    tmp_path: Path, sqlite_url: str, clock: FrozenClock, active_key: str
+) -> None:
+    server = SmtpServer(tmp_path).start()  # plain: no STARTTLS
+    try:
+        app = smtp_app(sqlite_url, clock, active_key, server, security="starttls")
+        people(app, "alice")
+        result = reset.reset_user(app, "acme", "alice", "lost phone")
+    finally:
+        server.stop()
+    assert result.email == reset.EmailOutcome(
+        "queued",
+        f"the SMTP server 127.0.0.1:{server.port}: STARTTLS extension not supported by server.",
+    )
+    assert server.received == []  # never in clear text when TLS was asked for
