@@ -126,6 +126,12 @@ def connect(
 ) -> Mfa:
     """Load values.yaml (same search order as the CLI) and return an ``Mfa``.
 
-    ``actor`` names the caller in audit events; ``clock`` is for tests.
+    ``actor`` names the caller in audit events; ``clock`` is for tests. The engine, the secret
+    store and the schema check are done here, once: a bad key or database fails at start-up,
+    and the threads sharing the ``Mfa`` never race to build them.
     """
-    return Mfa(bootstrap(values, actor=actor, clock=clock))
+    app = bootstrap(values, actor=actor, clock=clock)
+    app.secrets  # noqa: B018 - build the cached secret store now
+    with app.uow():
+        pass
+    return Mfa(app)

@@ -12,9 +12,8 @@ if TYPE_CHECKING:
     from mfactl.services.reset import BulkResult
     from mfactl.services.selection import UserFilter
 
-app = typer.Typer(
-    help="Many users at once: list, bulk reset, bulk enrollment invitations.", no_args_is_help=True
-)
+app = typer.Typer(help="Many users at once: list, bulk reset, bulk enrollment invitations.",
+                  no_args_is_help=True)
 
 
 # --- users list (issue 5) ------------------------------------------------------------------------

@@ -80,15 +80,19 @@ def issue(app: App, org: str, user_ref: str) -> IssuedToken:
 
 
 def is_remembered(session: Session, app: App, user: User, token: str) -> bool:
-    """True when ``token`` is a live remember-me token of ``user`` and the policy allows it."""
+    """True when ``token`` is a live remember-me token of ``user``, whose MFA is active, and the
+    policy allows it."""
     if not token or refusal(app, user):
         return False
     found = session.scalar(
-        select(RememberToken.id).where(
+        select(RememberToken.id)
+        .join(MfaSecret, MfaSecret.user_id == RememberToken.user_id)
+        .where(
             RememberToken.token_hash == token_hash(token),
             RememberToken.user_id == user.id,
             RememberToken.revoked_at.is_(None),
             RememberToken.expires_at > app.now(),
+            MfaSecret.state == "active",  # nothing to skip without active MFA
         )
     )
     return found is not None

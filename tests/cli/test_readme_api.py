@@ -50,3 +50,20 @@ def test_demo_then_the_readme_api_example(tmp_path: Path, monkeypatch: pytest.Mo
     with contextlib.redirect_stdout(printed):
         exec(compile(example, "README.md", "exec"), {})
     assert printed.getvalue().split() == ["allow", "code", "replayed", "wrong", "allow"]
+
+
+def test_connect_fails_at_start_up_on_a_bad_setup(tmp_path: Path, sqlite_url: str) -> None:
+    import mfactl.api
+    from mfactl.crypto import generate_key
+    from mfactl.errors import ConfigError
+    from tests.cli.conftest import write_values
+
+    no_key = write_values(tmp_path / "v.yaml", sqlite_url, "")
+    with pytest.raises(ConfigError, match=r"secretStore\.activeKey is not set"):
+        mfactl.api.connect(values=no_key)
+
+    no_schema = write_values(
+        tmp_path / "w.yaml", f"sqlite:///{tmp_path / 'new.db'}", generate_key()
+    )
+    with pytest.raises(ConfigError, match="has no mfactl schema"):
+        mfactl.api.connect(values=no_schema)

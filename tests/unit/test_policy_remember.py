@@ -92,3 +92,17 @@ def test_remember_me_refusals(app: App) -> None:
     set_login(app, enabled=True, mfa={"enabled": False})
     with pytest.raises(Conflict, match=r"MFA is disabled by policy"):
         remember.issue(app, "acme", "alice")
+
+
+def test_a_remembered_device_needs_active_mfa(app: App) -> None:
+    from sqlalchemy import delete
+
+    from mfactl.db.models import MfaSecret
+
+    people(app, "alice")
+    enrolled(app, "alice")
+    issued = remember.issue(app, "acme", "alice")
+    with app.uow() as uow:  # as a reset does
+        uow.session.execute(delete(MfaSecret))
+        uow.commit()
+    assert not remember.check(app, "acme", "alice", issued.token)
