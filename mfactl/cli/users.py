@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import typer
@@ -16,40 +17,63 @@ app = typer.Typer(help="Many users at once: list, bulk reset, bulk enrollment in
                   no_args_is_help=True)
 
 
+# --- the selection options, shared by users list / reset / enable ---------------------------------
+# A command declares them as parameters with these defaults and passes them to user_filter():
+#     org: str | None = FILTER_ORG_OPTION, mfa: MfaState | None = FILTER_MFA_OPTION, ...
+#     flt = user_filter(org, mfa, admins, stale_key, noncompliant, locked, search)
+# (a command where --org is required declares its own --org and passes it the same way).
+
+
+class MfaState(StrEnum):
+    active = "active"
+    pending = "pending"
+    none = "none"
+
+
+FILTER_ORG_OPTION = typer.Option(None, "--org", help="Only this organization (slug).")
+FILTER_MFA_OPTION = typer.Option(
+    None, "--mfa", help="Only users whose MFA is active, pending (not confirmed) or none."
+)
+FILTER_ADMINS_OPTION = typer.Option(False, "--admins", help="Only sysadmins.")
+FILTER_STALE_KEY_OPTION = typer.Option(
+    False, "--stale-key", help="Only users whose secret is not encrypted with the active key."
+)
+FILTER_NONCOMPLIANT_OPTION = typer.Option(
+    False, "--noncompliant", help="Only users the policy requires MFA from who lack it."
+)
+FILTER_LOCKED_OPTION = typer.Option(False, "--locked", help="Only users locked out by failures.")
+FILTER_SEARCH_OPTION = typer.Option(
+    None, "--search", metavar="TEXT", help="Only users whose handle, email or name contains TEXT."
+)
+
+
+def user_filter(
+    org: str | None = None,
+    mfa: MfaState | str | None = None,
+    admins: bool = False,
+    stale_key: bool = False,
+    noncompliant: bool = False,
+    locked: bool = False,
+    search: str | None = None,
+) -> UserFilter:
+    """The UserFilter of the shared selection options."""
+    from mfactl.services.selection import UserFilter
+
+    return UserFilter(
+        org=org,
+        mfa=mfa.value if isinstance(mfa, MfaState) else mfa,
+        admins=admins,
+        stale_key=stale_key,
+        noncompliant=noncompliant,
+        locked=locked,
+        search=search or None,
+    )
+
+
 # --- users list (issue 5) ------------------------------------------------------------------------
 
 
 # --- users reset, users enable (issue 4) ---------------------------------------------------------
-
-FILTER_ORG = typer.Option(None, "--org", help="Only this organization.")
-FILTER_MFA = typer.Option(None, "--mfa", help="Only users whose MFA is active, pending or none.")
-FILTER_ADMINS = typer.Option(False, "--admins", help="Only sysadmins.")
-FILTER_STALE_KEY = typer.Option(
-    False, "--stale-key", help="Only secrets not encrypted with the active key."
-)
-FILTER_NONCOMPLIANT = typer.Option(
-    False, "--noncompliant", help="Only users the policy requires MFA from who lack active MFA."
-)
-FILTER_LOCKED = typer.Option(False, "--locked", help="Only users locked after failures.")
-FILTER_SEARCH = typer.Option(None, "--search", help="Handle, email or name contains this text.")
-
-
-def _bulk_filter(
-    org: str | None,
-    mfa: str | None,
-    admins: bool,
-    stale_key: bool,
-    noncompliant: bool,
-    locked: bool,
-    search: str | None,
-) -> UserFilter:
-    from mfactl.errors import InvalidInput
-    from mfactl.services.selection import MFA_STATES, UserFilter
-
-    if mfa is not None and mfa not in MFA_STATES:
-        raise InvalidInput(f"--mfa must be one of {', '.join(MFA_STATES)}, not {mfa!r}")
-    return UserFilter(org, mfa, admins, stale_key, noncompliant, locked, search)
-
 
 def _bulk_outcome(result: BulkResult, json_: bool, done: str) -> None:
     """The summary; exit 9 (EmailQueued) when some emails wait in the outbox."""
@@ -81,13 +105,13 @@ def _bulk_outcome(result: BulkResult, json_: bool, done: str) -> None:
 @app.command("reset")
 def reset(
     ctx: typer.Context,
-    org: str | None = FILTER_ORG,
-    mfa: str | None = FILTER_MFA,
-    admins: bool = FILTER_ADMINS,
-    stale_key: bool = FILTER_STALE_KEY,
-    noncompliant: bool = FILTER_NONCOMPLIANT,
-    locked: bool = FILTER_LOCKED,
-    search: str | None = FILTER_SEARCH,
+    org: str | None = FILTER_ORG_OPTION,
+    mfa: MfaState | None = FILTER_MFA_OPTION,
+    admins: bool = FILTER_ADMINS_OPTION,
+    stale_key: bool = FILTER_STALE_KEY_OPTION,
+    noncompliant: bool = FILTER_NONCOMPLIANT_OPTION,
+    locked: bool = FILTER_LOCKED_OPTION,
+    search: str | None = FILTER_SEARCH_OPTION,
     reason: str = typer.Option(..., "--reason", help="Why (required; kept in the audit log)."),
     no_email: bool = typer.Option(False, "--no-email", help="Do not mail setup links."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
@@ -99,7 +123,7 @@ def reset(
 
     app_ = get_app(ctx)
     reset_service.reason_text(reason)
-    flt = _bulk_filter(org, mfa, admins, stale_key, noncompliant, locked, search)
+    flt = user_filter(org, mfa, admins, stale_key, noncompliant, locked, search)
     if not yes:
         selected = reset_service.select_users(app_, flt)
         sysadmins = [f"{t.org}/{t.user}" for t in selected if t.admin]
@@ -127,13 +151,13 @@ def reset(
 @app.command("enable")
 def enable(
     ctx: typer.Context,
-    org: str | None = FILTER_ORG,
-    mfa: str | None = FILTER_MFA,
-    admins: bool = FILTER_ADMINS,
-    stale_key: bool = FILTER_STALE_KEY,
-    noncompliant: bool = FILTER_NONCOMPLIANT,
-    locked: bool = FILTER_LOCKED,
-    search: str | None = FILTER_SEARCH,
+    org: str | None = FILTER_ORG_OPTION,
+    mfa: MfaState | None = FILTER_MFA_OPTION,
+    admins: bool = FILTER_ADMINS_OPTION,
+    stale_key: bool = FILTER_STALE_KEY_OPTION,
+    noncompliant: bool = FILTER_NONCOMPLIANT_OPTION,
+    locked: bool = FILTER_LOCKED_OPTION,
+    search: str | None = FILTER_SEARCH_OPTION,
     send_email: bool = typer.Option(
         False, "--send-email", help="Mail an enrollment link to each selected user without MFA."
     ),
@@ -149,7 +173,7 @@ def enable(
             "users enable only mails enrollment links (secrets are never printed in bulk); "
             "add --send-email"
         )
-    flt = _bulk_filter(org, mfa, admins, stale_key, noncompliant, locked, search)
+    flt = user_filter(org, mfa, admins, stale_key, noncompliant, locked, search)
     with progress_bar("sending enrollment links") as progress:
         result = reset_service.invite_users(get_app(ctx), flt, progress=progress)
     _bulk_outcome(
