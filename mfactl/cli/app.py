@@ -49,9 +49,9 @@ app.command("demo")(demo.demo)
 app.add_typer(config.app, name="config")
 app.add_typer(org.app, name="org")
 app.add_typer(user.app, name="user")
+app.add_typer(users.app, name="users")
 app.add_typer(audit.app, name="audit")
 app.add_typer(policy.app, name="policy")
-app.add_typer(users.app, name="users")
 app.add_typer(mail.app, name="mail")
 
 # The five flat names of the original brief, as aliases of the grouped commands (DESIGN.md).
