@@ -20,11 +20,6 @@ _SECRET_PREFIX = b"mfactl-totp:1:"
 _BLOB_PREFIX = b"mfactl-blob:1:"
 
 
-def outbox_label(message_id: int) -> str:
-    """The label an outbox body is sealed under: it cannot be opened as another message's."""
-    return f"outbox:{message_id}"
-
-
 def generate_key() -> str:
     """A new Fernet key, as text."""
     return Fernet.generate_key().decode("ascii")
@@ -111,6 +106,11 @@ class SecretStore:
             except InvalidToken:
                 continue
         raise SecretStoreError(f"{what} cannot be decrypted with any configured key")
+
+
+def outbox_label(message_id: int) -> str:
+    """The label an outbox body is sealed with (``seal_blob``): binds it to its outbox row."""
+    return f"outbox:{message_id}"
 
 
 def _b64(label: str) -> bytes:
