@@ -26,6 +26,7 @@ from mfactl.services import audit
 from mfactl.services.enrollment import begin_enrollment, confirm_enrollment
 
 PURPOSES = ("reset", "enroll")
+USED = "this link has already been used; ask your administrator for a new one"
 
 
 def token_hash(token: str) -> str:
@@ -135,7 +136,7 @@ def _checked_token(
         raise NotFound(f"this link is not valid for organization {org.strip().lower()}")
     link, organization, user = row
     if link.used_at is not None:
-        raise Conflict("this link has already been used; ask your administrator for a new one")
+        raise Conflict(USED)
     if link.expires_at <= app.now():
         raise Conflict(
             "this link has expired or was replaced by a newer one; "
@@ -149,6 +150,13 @@ def _checked_token(
     return link, organization, user
 
 
+def _audit(
+    session: Session, app: App, action: str, link: ActionToken, org: Organization, user: User
+) -> None:
+    details = {"purpose": link.purpose}  # never the token
+    audit.record(session, app, action, org=org.slug, user=user.handle, details=details)
+
+
 def open_link(app: App, org: str, token: str) -> OpenedLink:
     """Start (or restart) enrollment from a link: a new pending secret and its otpauth URI.
 
@@ -158,14 +166,7 @@ def open_link(app: App, org: str, token: str) -> OpenedLink:
     with app.uow() as uow:
         link, organization, user = _checked_token(uow.session, app, org, token)
         uri = begin_enrollment(uow.session, app, organization, user)
-        audit.record(
-            uow.session,
-            app,
-            "link.open",
-            org=organization.slug,
-            user=user.handle,
-            details={"purpose": link.purpose},
-        )
+        _audit(uow.session, app, "link.open", link, organization, user)
         uow.commit()
         return OpenedLink(organization.slug, user.handle, link.purpose, uri, link.expires_at)
 
@@ -182,14 +183,7 @@ def confirm_link(app: App, org: str, token: str, code: str) -> ConfirmedLink:
             .execution_options(synchronize_session=False)
         )
         if used.rowcount != 1:  # type: ignore[attr-defined]
-            raise Conflict("this link has already been used; ask your administrator for a new one")
-        audit.record(
-            uow.session,
-            app,
-            "link.confirm",
-            org=organization.slug,
-            user=user.handle,
-            details={"purpose": link.purpose},
-        )
+            raise Conflict(USED)
+        _audit(uow.session, app, "link.confirm", link, organization, user)
         uow.commit()
         return ConfirmedLink(organization.slug, user.handle, link.purpose)
