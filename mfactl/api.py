@@ -6,6 +6,10 @@
     need = mfa.requirement(org, user, remember_token=cookie)   # allow | enroll | code
     result = mfa.verify(org, user, code)                        # result.ok, result.result
 
+    # the page an emailed reset/enrollment link points to (email.links.resetUrl):
+    opened = mfa.open_link(org, token)          # opened.otpauth_uri: show it as a QR code
+    mfa.confirm_link(org, token, code)          # activates MFA and uses the link up
+
 It reads the same values.yaml as the ``mfactl`` command and works on the same database, with
 the same rules (replay refusal, throttling, sealed secrets, audit events for every change).
 Ordinary outcomes are results, not exceptions: a wrong, replayed or throttled code is a
@@ -31,18 +35,21 @@ from mfactl.errors import (
     SecretStoreError,
     Unavailable,
 )
-from mfactl.services import enrollment, policy, remember, verification
+from mfactl.services import enrollment, links, policy, remember, verification
+from mfactl.services.links import ConfirmedLink, OpenedLink
 from mfactl.services.policy import LoginRequirement
 from mfactl.services.remember import IssuedToken
 from mfactl.services.verification import VerifyResult
 
 __all__ = [
+    "ConfirmedLink",
     "Conflict",
     "IssuedToken",
     "LoginRequirement",
     "Mfa",
     "MfactlError",
     "NotFound",
+    "OpenedLink",
     "SecretStoreError",
     "Unavailable",
     "VerifyResult",
@@ -86,6 +93,15 @@ class Mfa:
     def forget(self, org: str, user: str, token_id: int | None = None) -> int:
         """Revoke one remember-me token by id, or all of the user's; returns how many."""
         return remember.revoke(self.app, org, user, token_id)
+
+    def open_link(self, org: str, token: str) -> OpenedLink:
+        """Open an emailed link: a new pending secret and its otpauth URI (the link stays
+        usable until confirmed). Unknown token: NotFound; used or expired: Conflict."""
+        return links.open_link(self.app, org, token)
+
+    def confirm_link(self, org: str, token: str, code: str) -> ConfirmedLink:
+        """Activate the pending secret with the first code and use the link up."""
+        return links.confirm_link(self.app, org, token, code)
 
     def close(self) -> None:
         self.app.close()

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from mfactl.crypto import SecretStore
     from mfactl.db.uow import UnitOfWork
+    from mfactl.mail.transports import Transport
 
 Clock = Callable[[], datetime]
 
@@ -70,6 +71,13 @@ class App:
         from mfactl.crypto import SecretStore
 
         return SecretStore.from_settings(self.settings.secret_store)
+
+    @cached_property
+    def mail_transport(self) -> Transport:
+        """SMTP or files, from email.transport; connections are opened per delivery run."""
+        from mfactl.mail.transports import make_transport
+
+        return make_transport(self.settings.email)
 
     def uow(self) -> UnitOfWork:
         """A unit of work on a database whose schema is known to be current."""

@@ -72,6 +72,7 @@ class Smtp:
     username: str = ""
     password: str = ""
     timeout_seconds: float = 10.0
+    ca_file: str | None = None  # a PEM bundle to trust instead of the system CAs
 
 
 @dataclass(frozen=True)
@@ -242,6 +243,7 @@ SCHEMA: dict[str, Any] = {
             "username": _str(),
             "password": _str(),
             "timeoutSeconds": _number(0.1),
+            "caFile": _optional_str,
         },
         "links": {
             "resetUrl": _link_template,

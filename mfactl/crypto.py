@@ -108,5 +108,10 @@ class SecretStore:
         raise SecretStoreError(f"{what} cannot be decrypted with any configured key")
 
 
+def outbox_label(message_id: int) -> str:
+    """The label an outbox body is sealed with (``seal_blob``): binds it to its outbox row."""
+    return f"outbox:{message_id}"
+
+
 def _b64(label: str) -> bytes:
     return base64.urlsafe_b64encode(label.encode("utf-8"))

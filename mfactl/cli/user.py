@@ -24,6 +24,9 @@ from mfactl.errors import Conflict, MfactlError, UsageError
 if TYPE_CHECKING:
     from mfactl.bootstrap import App
 
+if TYPE_CHECKING:
+    from mfactl.services.reset import ResetResult
+
 app = typer.Typer(
     help="One user: add, import, status, MFA enrollment, verification and reset.",
     no_args_is_help=True,
@@ -168,6 +171,9 @@ def enable(
         False, "--no-confirm", help="Leave the secret pending, for `user confirm` later."
     ),
     qr: str = typer.Option("terminal", "--qr", metavar="TARGET", help=QR_HELP),
+    send_email: bool = typer.Option(
+        False, "--send-email", help="Mail the user an enrollment link instead (prints no URI)."
+    ),
     json_: bool = JSON_OPTION,
 ) -> None:
     """Enroll a user in MFA: print the otpauth URI and QR code, then confirm with a code.
@@ -180,6 +186,9 @@ def enable(
 
     if code is not None and no_confirm:
         raise UsageError("--code and --no-confirm cannot be used together")
+    if send_email:
+        _enable_by_email(ctx, org, user, code is not None or no_confirm, json_)
+        return
     target = qrcode.parse_target(qr)
     mfa_app = get_app(ctx)
     started = enrollment.enable_user(mfa_app, org, user, keep_pending=code is not None)
@@ -367,3 +376,91 @@ def remember_revoke(
 
 
 # --- reset and reset emails (issue 4) ----------------------------------------------------------
+
+
+def _email_outcome(
+    result: ResetResult, json_: bool, done: str, fields: dict[str, object] | None = None
+) -> None:
+    """Print the result ({"org", "user", **fields, "email"}); exit 9 when the email is queued."""
+    from mfactl.cli.interact import RETRY_HINT
+    from mfactl.errors import EmailQueued
+
+    email = {"status": result.email.status, "error": result.email.error}
+    if json_:
+        print_json({"org": result.org, "user": result.user, **(fields or {}), "email": email})
+    else:
+        status = result.email.status
+        tail = {
+            "sent": "; the email was sent",
+            "queued": "",
+            "not_requested": "; no email was sent (--no-email)",
+            "no_address": "; the user has no email address, so no email was sent",
+        }[status]
+        info(f"{done}{tail}")
+    if result.email.status == "queued":
+        raise EmailQueued(
+            f"the email to {result.org}/{result.user} could not be sent and waits in the outbox: "
+            f"{result.email.error}",
+            hint=RETRY_HINT,
+        )
+
+
+@app.command("reset")
+def reset(
+    ctx: typer.Context,
+    org: str = ORG_OPTION,
+    user: str = USER_OPTION,
+    reason: str = typer.Option(..., "--reason", help="Why (required; kept in the audit log)."),
+    no_email: bool = typer.Option(False, "--no-email", help="Do not mail a setup link."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    json_: bool = JSON_OPTION,
+) -> None:
+    """Remove a user's MFA setup and mail them a link to set it up again (the user stays)."""
+    from mfactl.cli.interact import confirm
+    from mfactl.services import reset as reset_service
+
+    app_ = get_app(ctx)
+    reset_service.reason_text(reason)
+    target = reset_service.describe_user(app_, org, user)
+    who = f"{target.org}/{target.user} <{target.email}> (MFA: {target.mfa})"
+    warning = (
+        f"{target.org}/{target.user} is a SYSADMIN: after this reset they log in without MFA "
+        "until they set it up again."
+        if target.admin
+        else None
+    )
+    confirm(f"Reset the MFA of {who}?", yes=yes, what="user reset", warning=warning)
+    result = reset_service.reset_user(app_, org, user, reason, send_email=not no_email)
+    _email_outcome(result, json_, f"reset the MFA of {result.org}/{result.user}", {"reset": True})
+
+
+@app.command("send-reset-email")
+def send_reset_email(
+    ctx: typer.Context, org: str = ORG_OPTION, user: str = USER_OPTION, json_: bool = JSON_OPTION
+) -> None:
+    """Mail a fresh MFA setup link after a reset; the previous link stops working."""
+    from mfactl.services import reset as reset_service
+
+    result = reset_service.send_reset_email(get_app(ctx), org, user)
+    _email_outcome(
+        result,
+        json_,
+        f"made a new reset link for {result.org}/{result.user} (the previous one no longer works)",
+    )
+
+
+def _enable_by_email(
+    ctx: typer.Context, org: str, user: str, confirming: bool, json_: bool
+) -> None:
+    """`user enable --send-email`: the link does the enrollment, so no URI is printed here."""
+    from mfactl.services import reset as reset_service
+
+    if confirming:
+        raise UsageError("--send-email cannot be used with --code or --no-confirm")
+    result = reset_service.send_enroll_email(get_app(ctx), org, user)
+    _email_outcome(
+        result,
+        json_,
+        f"made an enrollment link for {result.org}/{result.user}",
+        {"state": result.had_mfa, "otpauth_uri": None},
+    )

@@ -9,11 +9,12 @@ from typing import IO, TYPE_CHECKING, Any
 
 import typer
 
-from mfactl.cli.common import get_app
+from mfactl.cli.common import JSON_OPTION, get_app, info, print_json
 from mfactl.errors import UsageError
 
 if TYPE_CHECKING:
     from mfactl.services.listing import ListedUser
+    from mfactl.services.reset import BulkResult
     from mfactl.services.selection import UserFilter
 
 app = typer.Typer(help="Many users at once: list, bulk reset, bulk enrollment invitations.",
@@ -272,3 +273,110 @@ def write_table(rows: Iterable[ListedUser]) -> None:
 
 
 # --- users reset, users enable (issue 4) ---------------------------------------------------------
+
+def _bulk_outcome(result: BulkResult, json_: bool, done: str) -> None:
+    """The summary; exit 9 (EmailQueued) when some emails wait in the outbox."""
+    from mfactl.cli.interact import emails_queued
+
+    if json_:
+        print_json(
+            {
+                "selected": result.selected,
+                "changed": result.changed,
+                "skipped": result.skipped,
+                "emails": {
+                    "sent": result.sent,
+                    "queued": result.queued,
+                    "no_address": result.no_address,
+                    "error": result.error,
+                },
+            }
+        )
+    else:
+        info(
+            f"{done}; emails: {result.sent} sent, {result.queued} queued, "
+            f"{result.no_address} without an address"
+        )
+    if result.queued:
+        raise emails_queued(result.queued, result.error)
+
+
+@app.command("reset")
+def reset(
+    ctx: typer.Context,
+    org: str | None = FILTER_ORG_OPTION,
+    mfa: MfaState | None = FILTER_MFA_OPTION,
+    admins: bool = FILTER_ADMINS_OPTION,
+    stale_key: bool = FILTER_STALE_KEY_OPTION,
+    noncompliant: bool = FILTER_NONCOMPLIANT_OPTION,
+    locked: bool = FILTER_LOCKED_OPTION,
+    search: str | None = FILTER_SEARCH_OPTION,
+    reason: str = typer.Option(..., "--reason", help="Why (required; kept in the audit log)."),
+    no_email: bool = typer.Option(False, "--no-email", help="Do not mail setup links."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    json_: bool = JSON_OPTION,
+) -> None:
+    """Reset the MFA of every user the filters select, and mail each a setup link."""
+    from mfactl.cli.interact import confirm, progress_bar
+    from mfactl.services import reset as reset_service
+
+    app_ = get_app(ctx)
+    reset_service.reason_text(reason)
+    flt = user_filter(org, mfa, admins, stale_key, noncompliant, locked, search)
+    if not yes:
+        selected = reset_service.select_users(app_, flt)
+        sysadmins = [f"{t.org}/{t.user}" for t in selected if t.admin]
+        where = f"in {flt.org}" if flt.org else "in ALL organizations"
+        warning = (
+            f"{len(sysadmins)} of them are SYSADMINS: "
+            + ", ".join(sysadmins[:10])
+            + (" …" if len(sysadmins) > 10 else "")
+            if sysadmins
+            else None
+        )
+        confirm(
+            f"Reset the MFA of {len(selected)} users {where}?",
+            yes=yes,
+            what="users reset",
+            warning=warning,
+        )
+    with progress_bar("sending setup links") as progress:
+        result = reset_service.reset_users(
+            app_, flt, reason, send_email=not no_email, progress=progress
+        )
+    _bulk_outcome(result, json_, f"reset the MFA of {result.changed} users")
+
+
+@app.command("enable")
+def enable(
+    ctx: typer.Context,
+    org: str | None = FILTER_ORG_OPTION,
+    mfa: MfaState | None = FILTER_MFA_OPTION,
+    admins: bool = FILTER_ADMINS_OPTION,
+    stale_key: bool = FILTER_STALE_KEY_OPTION,
+    noncompliant: bool = FILTER_NONCOMPLIANT_OPTION,
+    locked: bool = FILTER_LOCKED_OPTION,
+    search: str | None = FILTER_SEARCH_OPTION,
+    send_email: bool = typer.Option(
+        False, "--send-email", help="Mail an enrollment link to each selected user without MFA."
+    ),
+    json_: bool = JSON_OPTION,
+) -> None:
+    """Invite every selected user without active MFA to set it up (mails enrollment links)."""
+    from mfactl.cli.interact import progress_bar
+    from mfactl.errors import UsageError
+    from mfactl.services import reset as reset_service
+
+    if not send_email:
+        raise UsageError(
+            "users enable only mails enrollment links (secrets are never printed in bulk); "
+            "add --send-email"
+        )
+    flt = user_filter(org, mfa, admins, stale_key, noncompliant, locked, search)
+    with progress_bar("sending enrollment links") as progress:
+        result = reset_service.invite_users(get_app(ctx), flt, progress=progress)
+    _bulk_outcome(
+        result,
+        json_,
+        f"invited {result.changed} users ({result.skipped} already have MFA active)",
+    )

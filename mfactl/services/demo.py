@@ -145,8 +145,29 @@ def _verify(ctx: DemoContext) -> Step:
     return step
 
 
+def _reset(ctx: DemoContext) -> Step:
+    """Bob lost his phone: reset his MFA; the email "arrives" as a file."""
+    from mfactl.services import reset
+
+    result = reset.reset_user(ctx.app, DEMO_ORG, "bob", "lost phone")
+    step = Step(
+        "Reset a lost phone; the setup link is emailed (written as a file here)",
+        [
+            f'user reset --org {DEMO_ORG} --user bob --reason "lost phone" --yes',
+            f"email: {result.email.status}"
+            + (f" ({result.email.error})" if result.email.error else ""),
+        ],
+    )
+    folder = Path(ctx.app.settings.email.file_dir)
+    written = sorted(folder.glob("*.eml"), key=lambda p: p.stat().st_mtime_ns)
+    if written:
+        step.lines.append(f"the email is in {written[-1]}")
+    step.lines.append("the queue without bodies: mfactl mail list")
+    return step
+
+
 # The tour, in order; later features add their steps here.
-STEPS: list[Callable[[DemoContext], Step]] = [_setup, _people, _enroll, _verify]
+STEPS: list[Callable[[DemoContext], Step]] = [_setup, _people, _enroll, _verify, _reset]
 
 
 def run_demo(folder: Path, *, clock: Clock | None = None) -> Iterator[Step]:

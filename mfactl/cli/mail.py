@@ -1,0 +1,106 @@
+"""mfactl mail: the outbox of emails (reset and enrollment links), listed and retried."""
+
+from __future__ import annotations
+
+import typer
+
+from mfactl.cli.common import JSON_OPTION, get_app, info, print_json, print_table
+
+app = typer.Typer(
+    help="The outbox: list queued and sent emails, retry the ones that failed.",
+    no_args_is_help=True,
+)
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    status: str | None = typer.Option(
+        None,
+        "--status",
+        help="Only messages in this state: pending, sending, failed, sent or cancelled.",
+    ),
+    json_: bool = JSON_OPTION,
+) -> None:
+    """Show the outbox, oldest first, without the bodies (they hold live links)."""
+    from mfactl.errors import InvalidInput
+    from mfactl.mail import outbox
+
+    if status is not None and status not in outbox.STATUSES:
+        raise InvalidInput(f"--status must be one of {', '.join(outbox.STATUSES)}, not {status!r}")
+    rows = outbox.list_messages(get_app(ctx), status)
+    if json_:
+        print_json(
+            [
+                {
+                    "id": r.id,
+                    "org": r.org,
+                    "user": r.user,
+                    "recipient": r.recipient,
+                    "subject": r.subject,
+                    "status": r.status,
+                    "attempts": r.attempts,
+                    "last_error": r.last_error,
+                    "next_attempt_at": r.next_attempt_at,
+                    "created_at": r.created_at,
+                    "sent_at": r.sent_at,
+                }
+                for r in rows
+            ]
+        )
+        return
+    print_table(
+        ["id", "user", "recipient", "subject", "status", "attempts", "next attempt", "error"],
+        (
+            [
+                r.id,
+                f"{r.org}/{r.user}" if r.user else None,
+                r.recipient,
+                r.subject,
+                r.status,
+                r.attempts,
+                r.next_attempt_at,
+                r.last_error,
+            ]
+            for r in rows
+        ),
+    )
+
+
+@app.command("retry")
+def retry(
+    ctx: typer.Context,
+    all_: bool = typer.Option(
+        False, "--all", help="Also send the failed ones whose next attempt is not due yet."
+    ),
+    json_: bool = JSON_OPTION,
+) -> None:
+    """Send the queued emails that are due (all unsent ones with --all); exit 9 if some fail."""
+    from mfactl.cli.interact import emails_queued, progress_bar
+    from mfactl.mail import outbox
+
+    with progress_bar("sending queued emails") as progress:
+        report = outbox.deliver(get_app(ctx), force=all_, progress=progress)
+    if json_:
+        print_json(
+            {
+                "sent": len(report.sent),
+                "queued": report.queued,
+                "cancelled": len(report.cancelled),
+                "waiting": report.waiting,
+                "error": report.first_error,
+            }
+        )
+    else:
+        info(f"sent {len(report.sent)} emails; {report.waiting} wait in the outbox")
+        if report.cancelled:
+            info(
+                f"{len(report.cancelled)} not sent because their link had expired or been "
+                "replaced (see `mfactl mail list --status cancelled`)"
+            )
+        if report.waiting and not report.queued:
+            info("those are not due yet (see `mfactl mail list`); `--all` sends them now")
+    if report.queued:
+        raise emails_queued(
+            report.queued, report.first_error, "`mfactl mail list --status failed` shows each"
+        )

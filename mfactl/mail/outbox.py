@@ -1,0 +1,440 @@
+"""The outbox: emails written in the same transaction as the change that causes them, sent after.
+
+A row is ``pending`` (never tried), ``sending`` (claimed by one sender until its lease, kept in
+``next_attempt_at``, runs out), ``failed`` (tried; retried from ``next_attempt_at``) or ``sent``.
+Bodies hold live links, so they are sealed with the secret store under ``outbox:<id>`` and
+purged (set to NULL) once sent. A sender claims rows with one conditional UPDATE and commits the
+outcome of each message right after sending it, so two senders never send the same row and a
+crash can at worst resend the one message that was in flight.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.utils import parseaddr
+from typing import Any
+
+from sqlalchemy import and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy.engine import Connection as Db
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from mfactl.bootstrap import App
+from mfactl.crypto import outbox_label
+from mfactl.db.models import ActionToken, Organization, OutboxMessage, User
+from mfactl.errors import MfactlError
+from mfactl.mail.render import Envelope, build_message, check_header, new_envelope, render
+from mfactl.mail.transports import Connection, SendError
+
+STATUSES = ("pending", "sending", "failed", "sent", "cancelled")
+LEASE = timedelta(minutes=15)
+FIRST_RETRY = timedelta(minutes=1)
+LONGEST_RETRY = timedelta(hours=6)
+CHUNK = 500
+
+Progress = Callable[[int, int], None]
+
+
+def backoff(attempts: int) -> timedelta:
+    """1 min, 2 min, 4 min … up to 6 hours after the n-th failed attempt."""
+    return min(FIRST_RETRY * 2 ** max(attempts - 1, 0), LONGEST_RETRY)
+
+
+def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# --- writing: in the caller's transaction --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewMail:
+    user_id: int | None
+    recipient: str
+    kind: str  # a template name: reset | enroll
+    context: dict[str, Any]
+    link_hash: str | None = None  # the link it carries: not sent once that link is dead
+
+
+def enqueue(session: Session, app: App, mails: Sequence[NewMail]) -> list[int]:
+    """Add the emails to the outbox (sealed), in the caller's transaction; their ids, in order.
+
+    Bulk statements: one multi-row INSERT … RETURNING for the rows, then one executemany
+    UPDATE for the sealed bodies (their label needs the id).
+    """
+    if not mails:
+        return []
+    settings = app.settings.email
+    now = app.now()
+    rendered = [render(m.kind, m.context, settings.templates_dir) for m in mails]
+    rows = [
+        {
+            "user_id": m.user_id,
+            "recipient": check_header("recipient", m.recipient),
+            "subject": r.subject[:300],
+            "body_ciphertext": None,
+            "key_id": None,
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for m, r in zip(mails, rendered, strict=True)
+    ]
+    ids: list[int] = []
+    for part in chunks(rows):
+        result = session.execute(
+            insert(OutboxMessage).returning(OutboxMessage.id, sort_by_parameter_order=True),
+            list(part),
+        )
+        ids.extend(int(i) for i in result.scalars())
+    store = app.secrets
+    bodies = []
+    for message_id, r, m in zip(ids, rendered, mails, strict=True):
+        envelope = new_envelope(settings.sender, r, now, f"mfactl.{message_id}", m.link_hash)
+        sealed = store.seal_blob(outbox_label(message_id), envelope.to_json())
+        bodies.append(
+            {"id": message_id, "body_ciphertext": sealed.ciphertext, "key_id": sealed.key_id}
+        )
+    for part in chunks(bodies):
+        session.execute(update(OutboxMessage), list(part))
+    return ids
+
+
+# --- sending: after the commit -------------------------------------------------------------------
+
+
+@dataclass
+class Delivery:
+    """What one delivery run did."""
+
+    sent: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)  # id -> error, tried and failed
+    cancelled: list[int] = field(default_factory=list)  # their link died before they went out
+    not_tried: list[int] = field(default_factory=list)  # left queued after a connection failure
+    stopped: str | None = None  # why the run stopped early (the server is unavailable)
+    waiting: int = 0  # unsent messages left in the outbox after the run, due or not
+
+    @property
+    def queued(self) -> int:
+        return len(self.failed) + len(self.not_tried)
+
+    @property
+    def first_error(self) -> str | None:
+        """The first failure of the run, or why it stopped: what to tell the administrator."""
+        if self.failed:
+            return next(iter(self.failed.values()))
+        return f"not sent: {self.stopped}" if self.stopped else None
+
+    def error_for(self, message_id: int) -> str | None:
+        if message_id in self.failed:
+            return self.failed[message_id]
+        if message_id in self.not_tried:
+            return f"not sent: {self.stopped}"
+        return None
+
+
+def _claimable(now: datetime, force: bool) -> ColumnElement[bool]:
+    waiting: ColumnElement[bool] = OutboxMessage.status.in_(("pending", "failed"))
+    if not force:
+        waiting = and_(waiting, OutboxMessage.next_attempt_at <= now)
+    lease_over = and_(OutboxMessage.status == "sending", OutboxMessage.next_attempt_at <= now)
+    return or_(waiting, lease_over)
+
+
+def due_ids(app: App, *, force: bool = False) -> list[int]:
+    """Ids of the messages a retry would send now (all unsent ones with ``force``)."""
+    with app.uow() as uow:
+        query = select(OutboxMessage.id).where(_claimable(app.now(), force))
+        return list(uow.session.scalars(query.order_by(OutboxMessage.id)))
+
+
+def deliver(
+    app: App,
+    ids: Iterable[int] | None = None,
+    *,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> Delivery:
+    """Send the given messages (default: those due); each outcome is committed as it happens."""
+    wanted = list(ids) if ids is not None else due_ids(app, force=force)
+    report = Delivery()
+    if not wanted:
+        report.waiting = waiting_count(app)
+        return report
+    connection: Connection | None = None
+    done = 0
+    try:
+        # plain Core statements on one connection, committed as they go: the ORM session's
+        # per-statement overhead would dominate when ten thousand messages go out
+        with app.engine.connect() as db:
+            for part in chunks(wanted, 200):
+                if report.stopped:
+                    report.not_tried.extend(part)
+                    continue
+                lease, rows = _claim(db, app, part, force)
+                done += len(part) - len(rows)  # claimed by someone else, or already sent
+                opened = {row.id: _envelope(app, row) for row in rows}
+                links = _link_states(db, opened.values())
+                for position, row in enumerate(rows):
+                    if report.stopped:
+                        _release(db, app, [r.id for r in rows[position:]], lease)
+                        report.not_tried.extend(r.id for r in rows[position:])
+                        break
+                    try:
+                        envelope = opened[row.id]
+                        if isinstance(envelope, MfactlError):
+                            raise envelope
+                        dead = _dead_link(app, envelope.link_hash, links)
+                        if dead:
+                            _cancelled(db, app, row.id, lease, dead)
+                            report.cancelled.append(row.id)
+                            continue
+                        message = build_message(envelope, row.recipient, row.subject)
+                        if connection is None:
+                            connection = app.mail_transport.connect()
+                        connection.send(_envelope_from(app), row.recipient, message)
+                    except SendError as exc:
+                        _failed(db, app, row.id, lease, exc.reason)
+                        report.failed[row.id] = exc.reason
+                        if exc.connection:
+                            report.stopped = exc.reason
+                    except MfactlError as exc:  # a body no key opens: only this one fails
+                        _failed(db, app, row.id, lease, exc.message)
+                        report.failed[row.id] = exc.message
+                    else:
+                        _sent(db, app, row.id, lease)
+                        report.sent.append(row.id)
+                    finally:
+                        done += 1
+                        if progress is not None:
+                            progress(done, len(wanted))
+    finally:
+        if connection is not None:
+            connection.close()
+    report.waiting = waiting_count(app)
+    return report
+
+
+def waiting_count(app: App) -> int:
+    """Messages not sent yet (pending, being sent, or failed and waiting for a retry)."""
+    with app.uow() as uow:
+        query = select(func.count()).where(OutboxMessage.status.not_in(("sent", "cancelled")))
+        return int(uow.session.scalar(query) or 0)
+
+
+@dataclass(frozen=True)
+class _Row:
+    id: int
+    recipient: str
+    subject: str
+    body_ciphertext: str | None
+
+
+def _claim(db: Db, app: App, ids: Sequence[int], force: bool) -> tuple[datetime, list[_Row]]:
+    """Claim what nobody else holds with one conditional UPDATE; the unique lease marks ours."""
+    now = app.now()
+    lease = now + LEASE + timedelta(microseconds=secrets.randbelow(1_000_000))
+    db.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(ids), _claimable(now, force))
+        .values(status="sending", next_attempt_at=lease)
+    )
+    db.commit()
+    query = (
+        select(
+            OutboxMessage.id,
+            OutboxMessage.recipient,
+            OutboxMessage.subject,
+            OutboxMessage.body_ciphertext,
+        )
+        .where(
+            OutboxMessage.id.in_(ids),
+            OutboxMessage.status == "sending",
+            OutboxMessage.next_attempt_at == lease,
+        )
+        .order_by(OutboxMessage.id)
+    )
+    rows = [_Row(*r) for r in db.execute(query)]
+    db.commit()
+    return lease, rows
+
+
+def _envelope(app: App, row: _Row) -> Envelope | MfactlError:
+    """The sealed body, opened; or the error that fails only this message (no key opens it)."""
+    if row.body_ciphertext is None:
+        return MfactlError(f"outbox message {row.id} has no body")
+    try:
+        opened = app.secrets.open_blob(
+            outbox_label(row.id), row.body_ciphertext, f"the body of outbox message {row.id}"
+        )
+    except MfactlError as exc:
+        return exc
+    return Envelope.from_json(opened.plaintext)
+
+
+def _link_states(
+    db: Db, envelopes: Iterable[Envelope | MfactlError]
+) -> dict[str, tuple[datetime | None, datetime]]:
+    """token hash -> (used_at, expires_at) for the links in a batch: one query per batch."""
+    hashes = [e.link_hash for e in envelopes if isinstance(e, Envelope) and e.link_hash]
+    if not hashes:
+        return {}
+    query = select(ActionToken.token_hash, ActionToken.used_at, ActionToken.expires_at).where(
+        ActionToken.token_hash.in_(hashes)
+    )
+    return {h: (used, expires) for h, used, expires in db.execute(query)}
+
+
+def _dead_link(
+    app: App, link_hash: str | None, links: dict[str, tuple[datetime | None, datetime]]
+) -> str | None:
+    """Why the email's link can no longer be used (so the email is not worth sending), or None."""
+    if link_hash is None:
+        return None
+    row = links.get(link_hash)
+    if row is None:
+        return "not sent: its link no longer exists"
+    used_at, expires_at = row
+    if used_at is not None:
+        return "not sent: its link was used meanwhile"
+    if expires_at <= app.now():
+        return "not sent: its link expired or was replaced by a newer one before it could be sent"
+    return None
+
+
+def _envelope_from(app: App) -> str:
+    return parseaddr(app.settings.email.sender)[1] or app.settings.email.sender
+
+
+# Built once: statement construction would otherwise cost more than the UPDATE itself.
+_OURS = and_(
+    OutboxMessage.id == bindparam("message_id"),
+    OutboxMessage.status == "sending",
+    OutboxMessage.next_attempt_at == bindparam("lease", type_=OutboxMessage.next_attempt_at.type),
+)
+_MARK_SENT = (
+    update(OutboxMessage)
+    .where(_OURS)
+    .values(
+        status="sent",
+        sent_at=bindparam("now", type_=OutboxMessage.sent_at.type),
+        attempts=OutboxMessage.attempts + 1,
+        body_ciphertext=None,  # the link inside is live: keep it no longer than needed
+        key_id=None,
+        last_error=None,
+        next_attempt_at=None,
+    )
+)
+_MARK_FAILED = (
+    update(OutboxMessage)
+    .where(_OURS)
+    .values(
+        status="failed",
+        attempts=bindparam("tries"),
+        last_error=bindparam("reason"),
+        next_attempt_at=bindparam("retry_at", type_=OutboxMessage.next_attempt_at.type),
+    )
+)
+
+
+def _sent(db: Db, app: App, message_id: int, lease: datetime) -> None:
+    db.execute(_MARK_SENT, {"message_id": message_id, "lease": lease, "now": app.now()})
+    db.commit()
+
+
+def _failed(db: Db, app: App, message_id: int, lease: datetime, reason: str) -> None:
+    attempts = db.scalar(select(OutboxMessage.attempts).where(OutboxMessage.id == message_id))
+    tries = (attempts or 0) + 1
+    params = {
+        "message_id": message_id,
+        "lease": lease,
+        "tries": tries,
+        "reason": reason[:1000],
+        "retry_at": app.now() + backoff(tries),
+    }
+    db.execute(_MARK_FAILED, params)
+    db.commit()
+
+
+_MARK_CANCELLED = (
+    update(OutboxMessage)
+    .where(_OURS)
+    .values(
+        status="cancelled",
+        body_ciphertext=None,
+        key_id=None,
+        last_error=bindparam("reason"),
+        next_attempt_at=None,
+    )
+)
+
+
+def _cancelled(db: Db, app: App, message_id: int, lease: datetime, reason: str) -> None:
+    db.execute(_MARK_CANCELLED, {"message_id": message_id, "lease": lease, "reason": reason})
+    db.commit()
+
+
+def _release(db: Db, app: App, ids: Sequence[int], lease: datetime) -> None:
+    """Give back claimed rows that were not tried: due again at once, as they were."""
+    db.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.id.in_(ids),
+            OutboxMessage.status == "sending",
+            OutboxMessage.next_attempt_at == lease,
+        )
+        .values(
+            status=case((OutboxMessage.attempts == 0, "pending"), else_="failed"),
+            next_attempt_at=app.now(),
+        )
+    )
+    db.commit()
+
+
+# --- listing -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    org: str | None
+    user: str | None
+    recipient: str
+    subject: str
+    status: str
+    attempts: int
+    last_error: str | None
+    next_attempt_at: datetime | None
+    created_at: datetime
+    sent_at: datetime | None
+
+
+def list_messages(app: App, status: str | None = None) -> list[OutboxRow]:
+    """The queue without bodies, oldest first."""
+    query = (
+        select(
+            OutboxMessage.id,
+            Organization.slug,
+            User.handle,
+            OutboxMessage.recipient,
+            OutboxMessage.subject,
+            OutboxMessage.status,
+            OutboxMessage.attempts,
+            OutboxMessage.last_error,
+            OutboxMessage.next_attempt_at,
+            OutboxMessage.created_at,
+            OutboxMessage.sent_at,
+        )
+        .outerjoin(User, User.id == OutboxMessage.user_id)
+        .outerjoin(Organization, Organization.id == User.organization_id)
+        .order_by(OutboxMessage.id)
+    )
+    if status:
+        query = query.where(OutboxMessage.status == status)
+    with app.uow() as uow:
+        return [OutboxRow(*row) for row in uow.session.execute(query)]

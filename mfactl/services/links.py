@@ -1,0 +1,189 @@
+"""Emailed links (reset | enroll): issued in bulk, stored as SHA-256 only, single use, expiring.
+
+A link carries ``secrets.token_urlsafe(32)``; only its SHA-256 is stored. A new link of a purpose
+ends the user's older unused links of that purpose (their ``expires_at`` is set to now).
+Whatever serves the link (the platform's web app) calls ``open_link`` (a new pending secret and
+its otpauth URI) and then ``confirm_link`` with a code (activates the secret, uses up the link).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import quote
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from mfactl.bootstrap import App
+from mfactl.db.models import ActionToken, MfaSecret, Organization, User
+from mfactl.errors import Conflict, InvalidInput, NotFound
+from mfactl.mail.outbox import chunks
+from mfactl.services import audit
+from mfactl.services.enrollment import begin_enrollment, confirm_enrollment
+
+PURPOSES = ("reset", "enroll")
+USED = "this link has already been used; ask your administrator for a new one"
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class LinkTarget:
+    """The user a link is for, as the link URL and the email need them."""
+
+    user_id: int
+    org: str
+    handle: str
+
+
+@dataclass(frozen=True)
+class IssuedLink:
+    user_id: int
+    url: str
+    expires_at: datetime
+    token_hash: str
+
+
+def end_unused_links(
+    session: Session, now: datetime, user_ids: Sequence[int], purpose: str | None = None
+) -> None:
+    """Make the users' unused, unexpired links (of one purpose, or all) expire now."""
+    for part in chunks(user_ids):
+        query = update(ActionToken).where(
+            ActionToken.user_id.in_(part),
+            ActionToken.used_at.is_(None),
+            ActionToken.expires_at > now,
+        )
+        if purpose is not None:
+            query = query.where(ActionToken.purpose == purpose)
+        session.execute(query.values(expires_at=now).execution_options(synchronize_session=False))
+
+
+def issue_links(
+    session: Session, app: App, targets: Sequence[LinkTarget], purpose: str
+) -> list[IssuedLink]:
+    """New links for the targets, in the caller's transaction; older ones of the purpose end."""
+    now = app.now()
+    links = app.settings.email.links
+    expires_at = now + timedelta(hours=links.ttl_hours)
+    template = links.reset_url if purpose == "reset" else links.enroll_url
+    end_unused_links(session, now, [t.user_id for t in targets], purpose)
+    issued: list[IssuedLink] = []
+    rows = []
+    for target in targets:
+        token = secrets.token_urlsafe(32)
+        hashed = token_hash(token)
+        rows.append(
+            {
+                "user_id": target.user_id,
+                "purpose": purpose,
+                "token_hash": hashed,
+                "created_at": now,
+                "expires_at": expires_at,
+                "used_at": None,
+            }
+        )
+        url = template.format(
+            org=quote(target.org, safe=""),
+            user=quote(target.handle, safe=""),
+            token=quote(token, safe=""),
+        )
+        issued.append(IssuedLink(target.user_id, url, expires_at, hashed))
+    for part in chunks(rows):
+        session.execute(insert(ActionToken), list(part))
+    return issued
+
+
+# --- serving a link ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OpenedLink:
+    org: str
+    user: str
+    purpose: str
+    otpauth_uri: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class ConfirmedLink:
+    org: str
+    user: str
+    purpose: str
+
+
+def _checked_token(
+    session: Session, app: App, org: str, token: str
+) -> tuple[ActionToken, Organization, User]:
+    """The link's row, or one clear sentence: unknown (exit 3), used or expired (exit 4)."""
+    cleaned = token.strip()
+    if not cleaned or len(cleaned) > 200:
+        raise InvalidInput("the link token is empty or too long")
+    row = session.execute(
+        select(ActionToken, Organization, User)
+        .join(User, User.id == ActionToken.user_id)
+        .join(Organization, Organization.id == User.organization_id)
+        .where(ActionToken.token_hash == token_hash(cleaned))
+    ).first()
+    if row is None or row[1].slug != org.strip().lower():
+        raise NotFound(f"this link is not valid for organization {org.strip().lower()}")
+    link, organization, user = row
+    if link.used_at is not None:
+        raise Conflict(USED)
+    if link.expires_at <= app.now():
+        raise Conflict(
+            "this link has expired or was replaced by a newer one; "
+            "ask your administrator for a new one"
+        )
+    state = session.scalar(select(MfaSecret.state).where(MfaSecret.user_id == user.id))
+    if state == "active":
+        raise Conflict(
+            f"MFA is already active for {organization.slug}/{user.handle}; the link cannot be used"
+        )
+    return link, organization, user
+
+
+def _audit(
+    session: Session, app: App, action: str, link: ActionToken, org: Organization, user: User
+) -> None:
+    details = {"purpose": link.purpose}  # never the token
+    audit.record(session, app, action, org=org.slug, user=user.handle, details=details)
+
+
+def open_link(app: App, org: str, token: str) -> OpenedLink:
+    """Start (or restart) enrollment from a link: a new pending secret and its otpauth URI.
+
+    The link stays usable until it is confirmed or expires, so reloading the page that serves
+    it works; each opening replaces the pending secret, so only the latest QR code counts.
+    """
+    with app.uow() as uow:
+        link, organization, user = _checked_token(uow.session, app, org, token)
+        uri = begin_enrollment(uow.session, app, organization, user)
+        _audit(uow.session, app, "link.open", link, organization, user)
+        uow.commit()
+        return OpenedLink(organization.slug, user.handle, link.purpose, uri, link.expires_at)
+
+
+def confirm_link(app: App, org: str, token: str, code: str) -> ConfirmedLink:
+    """Activate the pending secret with a code and use up the link (exactly once)."""
+    with app.uow() as uow:
+        link, organization, user = _checked_token(uow.session, app, org, token)
+        confirm_enrollment(uow.session, app, organization, user, code)
+        used = uow.session.execute(
+            update(ActionToken)
+            .where(ActionToken.id == link.id, ActionToken.used_at.is_(None))
+            .values(used_at=app.now())
+            .execution_options(synchronize_session=False)
+        )
+        if used.rowcount != 1:  # type: ignore[attr-defined]
+            raise Conflict(USED)
+        _audit(uow.session, app, "link.confirm", link, organization, user)
+        uow.commit()
+        return ConfirmedLink(organization.slug, user.handle, link.purpose)

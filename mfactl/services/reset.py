@@ -1,0 +1,338 @@
+"""Reset MFA (one user or every user a filter selects) and mail links: reset and enrollment.
+
+Each change is one transaction with bulk statements: the secrets go, the throttle with them
+(it lives on the secret's row), remember-me tokens are revoked, unused links end, an audit event
+per user is written, and the links and their emails are queued in the outbox. The emails are
+sent after the commit; if sending fails the change stands and the email waits for `mail retry`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from mfactl.bootstrap import App
+from mfactl.db.models import AuditEvent, MfaSecret, Organization, RememberToken, User
+from mfactl.errors import Conflict, InvalidInput
+from mfactl.mail import outbox
+from mfactl.mail.outbox import NewMail, Progress, chunks
+from mfactl.services import lookup
+from mfactl.services.links import LinkTarget, end_unused_links, issue_links
+from mfactl.services.selection import UserFilter, apply_filter
+
+MAX_REASON = 500
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class Target:
+    user_id: int
+    org: str
+    org_name: str
+    user: str
+    email: str
+    name: str
+    admin: bool
+    mfa: str  # active | pending | none
+
+
+@dataclass(frozen=True)
+class EmailOutcome:
+    status: str  # sent | queued | not_requested | no_address
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ResetResult:
+    org: str
+    user: str
+    had_mfa: str
+    email: EmailOutcome
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    """A bulk reset or a round of invitations: how many, and what became of their emails."""
+
+    selected: int
+    changed: int
+    skipped: int  # enrollment invitations: users who already have MFA active
+    sent: int
+    queued: int
+    no_address: int
+    error: str | None  # the first sending error, when some emails wait in the outbox
+
+
+def reason_text(reason: str | None) -> str:
+    cleaned = (reason or "").strip()
+    if not cleaned:
+        raise InvalidInput("a reason is required (--reason), for the audit log")
+    if _CONTROL.search(cleaned):
+        raise InvalidInput("the reason must be one line without control characters")
+    if len(cleaned) > MAX_REASON:
+        raise InvalidInput(f"the reason is longer than {MAX_REASON} characters")
+    return cleaned
+
+
+def _targets_query() -> Any:
+    return (
+        select(
+            User.id,
+            Organization.slug,
+            Organization.name,
+            User.handle,
+            User.email,
+            User.display_name,
+            User.is_admin,
+            MfaSecret.state,
+        )
+        .join(Organization, Organization.id == User.organization_id)
+        .outerjoin(MfaSecret, MfaSecret.user_id == User.id)
+        .order_by(Organization.slug, User.handle)
+    )
+
+
+def _targets(session: Session, query: Any) -> list[Target]:
+    return [
+        Target(uid, slug, org_name, handle, email, name, bool(admin), state or "none")
+        for uid, slug, org_name, handle, email, name, admin, state in session.execute(query)
+    ]
+
+
+def _one(session: Session, org: str, user: str) -> Target:
+    _, found = lookup.get_org_user(session, org, user)
+    [target] = _targets(session, _targets_query().where(User.id == found.id))
+    return target
+
+
+def _selected(session: Session, app: App, flt: UserFilter) -> list[Target]:
+    if flt.org:
+        lookup.get_org(session, flt.org)  # an unknown organization is exit 3, not "0 users"
+    return _targets(session, apply_filter(_targets_query(), app.settings, flt))
+
+
+def describe_user(app: App, org: str, user: str) -> Target:
+    """Who a reset would hit: shown before asking for confirmation."""
+    with app.uow() as uow:
+        return _one(uow.session, org, user)
+
+
+def select_users(app: App, flt: UserFilter) -> list[Target]:
+    """Everyone a filter selects, for the confirmation of a bulk action."""
+    with app.uow() as uow:
+        return _selected(uow.session, app, flt)
+
+
+# --- the shared core: bulk statements in the caller's transaction --------------------------------
+
+
+def _audit(
+    session: Session, app: App, action: str, targets: Sequence[Target], details: dict[str, Any]
+) -> None:
+    """One audit event per user, inserted in bulk (never a token or a secret in details)."""
+    now = app.now()
+    rows = [
+        {
+            "at": now,
+            "actor": app.actor[:200],
+            "action": action,
+            "organization": t.org,
+            "user_handle": t.user,
+            "outcome": "ok",
+            "details": {**details, "had_mfa": t.mfa} if action == "user.reset" else details,
+        }
+        for t in targets
+    ]
+    for part in chunks(rows):
+        session.execute(insert(AuditEvent), list(part))
+
+
+def _queue_links(
+    session: Session, app: App, targets: Sequence[Target], purpose: str
+) -> dict[int, int]:
+    """Links and their emails for the targets that have an address; user id -> outbox id."""
+    mailable = [t for t in targets if t.email]
+    issued = issue_links(
+        session, app, [LinkTarget(t.user_id, t.org, t.user) for t in mailable], purpose
+    )
+    ttl = app.settings.email.links.ttl_hours
+    mails = [
+        NewMail(
+            user_id=t.user_id,
+            recipient=t.email,
+            kind=purpose,
+            context={
+                "org": t.org,
+                "org_name": t.org_name,
+                "user": t.user,
+                "name": t.name or t.user,
+                "link": link.url,
+                "expires_at": link.expires_at.strftime("%Y-%m-%d %H:%M UTC"),
+                "ttl_hours": ttl,
+                "issuer": app.settings.user_login.mfa.issuer,
+            },
+            link_hash=link.token_hash,
+        )
+        for t, link in zip(mailable, issued, strict=True)
+    ]
+    ids = outbox.enqueue(session, app, mails)
+    return {t.user_id: message_id for t, message_id in zip(mailable, ids, strict=True)}
+
+
+def _reset(
+    session: Session,
+    app: App,
+    targets: Sequence[Target],
+    reason: str,
+    *,
+    send_email: bool,
+    bulk: bool,
+) -> dict[int, int]:
+    now = app.now()
+    user_ids = [t.user_id for t in targets]
+    for part in chunks(user_ids):
+        session.execute(delete(MfaSecret).where(MfaSecret.user_id.in_(part)))
+        session.execute(
+            update(RememberToken)
+            .where(RememberToken.user_id.in_(part), RememberToken.revoked_at.is_(None))
+            .values(revoked_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    end_unused_links(session, now, user_ids)
+    queued = _queue_links(session, app, targets, "reset") if send_email else {}
+    details: dict[str, Any] = {"reason": reason, "email": send_email}
+    if bulk:
+        details["bulk"] = True
+    _audit(session, app, "user.reset", targets, details)
+    return queued
+
+
+def _check_mfa_enabled(app: App) -> None:
+    if not app.settings.user_login.mfa.enabled:
+        raise Conflict(
+            "MFA is disabled by policy (userLogin.mfa.enabled: false); no setup link is sent"
+        )
+
+
+def _outcome(message_id: int | None, delivery: outbox.Delivery | None) -> EmailOutcome:
+    if message_id is None or delivery is None:
+        return EmailOutcome("no_address")
+    error = delivery.error_for(message_id)
+    return EmailOutcome("queued", error) if error else EmailOutcome("sent")
+
+
+def _summary(
+    targets: Sequence[Target],
+    delivery: outbox.Delivery,
+    *,
+    selected: int,
+    no_address: int,
+    skipped: int = 0,
+) -> BulkResult:
+    return BulkResult(
+        selected=selected,
+        changed=len(targets),
+        skipped=skipped,
+        sent=len(delivery.sent),
+        queued=delivery.queued,
+        no_address=no_address,
+        error=delivery.first_error,
+    )
+
+
+# --- the use cases -------------------------------------------------------------------------------
+
+
+def reset_user(
+    app: App, org: str, user: str, reason: str | None, *, send_email: bool = True
+) -> ResetResult:
+    """Remove a user's MFA setup (the user and their data stay) and mail them a setup link."""
+    why = reason_text(reason)
+    with app.uow() as uow:
+        target = _one(uow.session, org, user)
+        if send_email:
+            _check_mfa_enabled(app)
+        queued = _reset(uow.session, app, [target], why, send_email=send_email, bulk=False)
+        uow.commit()
+    if not send_email:
+        return ResetResult(target.org, target.user, target.mfa, EmailOutcome("not_requested"))
+    message_id = queued.get(target.user_id)
+    delivery = outbox.deliver(app, [message_id]) if message_id is not None else None
+    return ResetResult(target.org, target.user, target.mfa, _outcome(message_id, delivery))
+
+
+def reset_users(
+    app: App,
+    flt: UserFilter,
+    reason: str | None,
+    *,
+    send_email: bool = True,
+    progress: Progress | None = None,
+) -> BulkResult:
+    """Reset everyone the filter selects in one transaction, then send their emails."""
+    why = reason_text(reason)
+    if send_email:
+        _check_mfa_enabled(app)
+    with app.uow() as uow:
+        targets = _selected(uow.session, app, flt)
+        queued = _reset(uow.session, app, targets, why, send_email=send_email, bulk=True)
+        uow.commit()
+    delivery = outbox.deliver(app, list(queued.values()), progress=progress)
+    no_address = len(targets) - len(queued) if send_email else 0
+    return _summary(targets, delivery, selected=len(targets), no_address=no_address)
+
+
+def send_reset_email(app: App, org: str, user: str) -> ResetResult:
+    """A fresh reset link for a user whose MFA is not active; the previous link stops working."""
+    return _send_link(app, org, user, "reset")
+
+
+def send_enroll_email(app: App, org: str, user: str) -> ResetResult:
+    """Mail one user an enrollment link (refused when MFA is already active)."""
+    return _send_link(app, org, user, "enroll")
+
+
+def _send_link(app: App, org: str, user: str, purpose: str) -> ResetResult:
+    _check_mfa_enabled(app)
+    with app.uow() as uow:
+        target = _one(uow.session, org, user)
+        if target.mfa == "active":
+            hint = (
+                f"; a reset link is only sent after a reset (mfactl user reset --org {target.org} "
+                f"--user {target.user} --reason …)"
+                if purpose == "reset"
+                else ""
+            )
+            raise Conflict(f"MFA is already active for {target.org}/{target.user}{hint}")
+        if not target.email:
+            return ResetResult(target.org, target.user, target.mfa, EmailOutcome("no_address"))
+        queued = _queue_links(uow.session, app, [target], purpose)
+        _audit(uow.session, app, f"user.{purpose}_email", [target], {"purpose": purpose})
+        uow.commit()
+    message_id = queued[target.user_id]
+    delivery = outbox.deliver(app, [message_id])
+    return ResetResult(target.org, target.user, target.mfa, _outcome(message_id, delivery))
+
+
+def invite_users(app: App, flt: UserFilter, *, progress: Progress | None = None) -> BulkResult:
+    """Mail enrollment links to everyone selected who has no active MFA (a mandatory rollout)."""
+    _check_mfa_enabled(app)
+    with app.uow() as uow:
+        selected = _selected(uow.session, app, flt)
+        targets = [t for t in selected if t.mfa != "active"]
+        queued = _queue_links(uow.session, app, targets, "enroll")
+        _audit(uow.session, app, "user.enroll_email", targets, {"purpose": "enroll", "bulk": True})
+        uow.commit()
+    delivery = outbox.deliver(app, list(queued.values()), progress=progress)
+    return _summary(
+        targets,
+        delivery,
+        selected=len(selected),
+        no_address=len(targets) - len(queued),
+        skipped=len(selected) - len(targets),
+    )

@@ -1,0 +1,1 @@
+"""The packaged email templates (templates/email at the repository top)."""

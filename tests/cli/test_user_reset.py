@@ -1,0 +1,208 @@
+"""`user reset`, `user send-reset-email`, their aliases, and `mail list/retry` around an outage."""
+
+from __future__ import annotations
+
+import email
+import json
+import re
+from email import policy
+from pathlib import Path
+
+import pytest
+
+from tests.cli.conftest import Mfactl
+from tests.conftest import FrozenClock
+from tests.integration.smtp_server import SmtpServer, free_port
+
+
+@pytest.fixture
+def acme(mfactl: Mfactl) -> Mfactl:
+    assert mfactl("org", "add", "acme").exit_code == 0
+    for handle, admin in (("alice", ["--admin"]), ("bob", [])):
+        added = mfactl(
+            "user",
+            "add",
+            "--org",
+            "acme",
+            "--user",
+            handle,
+            "--email",
+            f"{handle}@example.com",
+            *admin,
+        )
+        assert added.exit_code == 0
+    return mfactl
+
+
+def eml_files(values_file: Path) -> list[Path]:
+    return sorted((values_file.parent / "mail").glob("*.eml"))
+
+
+def test_reset_needs_yes_without_a_terminal(acme: Mfactl, values_file: Path) -> None:
+    result = acme("user", "reset", "--org", "acme", "--user", "bob", "--reason", "lost phone")
+    assert result.exit_code == 2
+    assert (
+        result.stderr == "error: user reset needs confirmation: add --yes (no terminal to ask on)\n"
+    )
+    assert eml_files(values_file) == []
+    assert [e["action"] for e in acme.json("audit", "list")] == ["org.add", "user.add", "user.add"]
+
+
+def test_reset_json_and_the_email_file(acme: Mfactl, values_file: Path) -> None:
+    document = acme.json(
+        "user", "reset", "--org", "acme", "--user", "bob", "--reason", "lost phone", "--yes"
+    )
+    assert document == {
+        "org": "acme",
+        "user": "bob",
+        "reset": True,
+        "email": {"status": "sent", "error": None},
+    }
+    [path] = eml_files(values_file)
+    message = email.message_from_bytes(path.read_bytes(), policy=policy.default)
+    assert message["Subject"] == "Your MFA has been reset for acme"
+    assert acme.json("user", "status", "--org", "acme", "--user", "bob")["open_links"] == 1
+    no_mail = acme.json(
+        "user",
+        "reset",
+        "--org",
+        "acme",
+        "--user",
+        "bob",
+        "--reason",
+        "again",
+        "--yes",
+        "--no-email",
+    )
+    assert no_mail["email"] == {"status": "not_requested", "error": None}
+    assert acme.json("user", "status", "--org", "acme", "--user", "bob")["open_links"] == 0
+
+
+def test_reset_asks_on_a_terminal_and_warns_about_sysadmins(
+    acme: Mfactl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("mfactl.cli.interact.interactive", lambda: True)
+    args = ("user", "reset", "--org", "acme", "--user", "alice", "--reason", "lost phone")
+    declined = acme(*args, input="n\n")
+    assert declined.exit_code == 1
+    assert "acme/alice is a SYSADMIN" in declined.stderr
+    assert "Reset the MFA of acme/alice <alice@example.com> (MFA: none)?" in declined.stderr
+    assert "aborted: nothing was changed" in declined.stderr
+    assert "user.reset" not in [e["action"] for e in acme.json("audit", "list")]
+    accepted = acme(*args, input="y\n")
+    assert accepted.exit_code == 0, accepted.output
+    assert "reset the MFA of acme/alice; the email was sent" in accepted.stderr
+    assert acme("user", "reset", "--org", "acme", "--user", "bob", "--reason", " ").exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("alias", "grouped"),
+    [(["reset"], ["user", "reset"]), (["send-reset-email"], ["user", "send-reset-email"])],
+)
+def test_aliases_behave_like_the_grouped_commands(
+    acme: Mfactl, alias: list[str], grouped: list[str]
+) -> None:
+    extra = ["--reason", "lost phone", "--yes"] if alias == ["reset"] else []
+    outputs = []
+    for command in (alias, grouped):
+        if alias == ["send-reset-email"]:
+            acme("user", "reset", "--org", "acme", "--user", "bob", "--reason", "x", "--yes")
+        result = acme(*command, "--org", "acme", "--user", "bob", *extra, "--json")
+        outputs.append((result.exit_code, result.stdout, result.stderr))
+    assert outputs[0] == outputs[1]
+    assert outputs[0][0] == 0
+    missing = [acme(*c, "--org", "acme", "--user", "zed", *extra) for c in (alias, grouped)]
+    assert [(r.exit_code, r.stderr) for r in missing] == [
+        (3, "error: user 'zed' does not exist in organization acme\n")
+    ] * 2
+
+
+def test_server_down_then_retry_delivers_once(
+    acme: Mfactl, clock: FrozenClock, tmp_path: Path, sqlite_url: str
+) -> None:
+    port = free_port()
+    env = {
+        "MFACTL_EMAIL_TRANSPORT": "smtp",
+        "MFACTL_EMAIL_SMTP_HOST": "127.0.0.1",
+        "MFACTL_EMAIL_SMTP_PORT": str(port),
+        "MFACTL_EMAIL_SMTP_SECURITY": "none",
+        "MFACTL_EMAIL_SMTP_TIMEOUTSECONDS": "3",
+    }
+    args = ("user", "reset", "--org", "acme", "--user", "bob", "--reason", "lost phone", "--yes")
+    down = acme(*args, "--json", env=env)
+    assert down.exit_code == 9
+    result = json.loads(down.stdout)
+    assert result["reset"] is True and result["email"]["status"] == "queued"
+    assert f"the SMTP server 127.0.0.1:{port} is unavailable" in result["email"]["error"]
+    error = json.loads(down.stderr)["error"]
+    assert error["code"] == "email_queued"
+    assert error["hint"] == "run `mfactl mail retry` once the mail server answers"
+    assert acme.json("user", "status", "--org", "acme", "--user", "bob")["mfa"] == "none"
+    [queued] = acme.json("mail", "list", "--status", "failed")
+    assert (queued["user"], queued["attempts"], queued["subject"]) == (
+        "bob",
+        1,
+        "Your MFA has been reset for acme",
+    )
+    listing = acme("mail", "list", env=env).stdout
+    assert "token" not in json.dumps(queued) and "token" not in listing
+
+    server = SmtpServer(tmp_path, port=port).start()
+    try:
+        early = acme("mail", "retry", "--json", env=env)  # not due yet: back-off
+        assert early.exit_code == 0
+        assert json.loads(early.stdout) == {
+            "sent": 0,
+            "queued": 0,
+            "cancelled": 0,
+            "waiting": 1,
+            "error": None,
+        }
+        clock.advance(61)
+        retried = acme("mail", "retry", "--json", env=env)
+        assert retried.exit_code == 0, retried.output
+        assert json.loads(retried.stdout) == {
+            "sent": 1,
+            "queued": 0,
+            "cancelled": 0,
+            "waiting": 0,
+            "error": None,
+        }
+        again = acme("mail", "retry", "--all", "--json", env=env)
+        assert json.loads(again.stdout)["sent"] == 0
+    finally:
+        server.stop()
+    [received] = server.received
+    assert received.message["Subject"] == "Your MFA has been reset for acme"
+    assert re.search(
+        r"token=[A-Za-z0-9_-]{43}", received.message.get_body(("plain",)).get_content()
+    )
+    [sent] = acme.json("mail", "list", "--status", "sent")
+    assert sent["attempts"] == 2 and sent["last_error"] is None
+
+
+def test_send_reset_email_and_mail_list_status_check(acme: Mfactl) -> None:
+    assert acme("mail", "list", "--status", "lost").exit_code == 2
+    assert acme.json("mail", "list") == []
+    result = acme("send-reset-email", "--org", "acme", "--user", "bob")
+    assert result.exit_code == 0
+    assert "made a new reset link for acme/bob" in result.stderr
+
+
+def test_demo_resets_bob_and_shows_where_the_email_is(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mfactl.cli.app import app as cli_app
+
+    folder = tmp_path / "demo"
+    result = CliRunner().invoke(cli_app, ["demo", "--dir", str(folder)], env={"NO_COLOR": "1"})
+    assert result.exit_code == 0, result.output
+    assert 'user reset --org acme --user bob --reason "lost phone" --yes' in result.stdout
+    [line] = [x for x in result.stdout.splitlines() if "the email is in " in x]
+    path = Path(line.split("the email is in ", 1)[1])
+    assert path.parent == (folder / "mail").resolve()
+    message = email.message_from_bytes(path.read_bytes(), policy=policy.default)
+    assert (message["To"], message["Subject"]) == (
+        "bob@example.com",
+        "Your MFA has been reset for acme",
+    )

@@ -1,0 +1,125 @@
+"""`users reset` and `users enable --send-email`, and `user enable --send-email`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.cli.conftest import Mfactl
+
+
+@pytest.fixture
+def crowd(mfactl: Mfactl, tmp_path: Path) -> Mfactl:
+    mfactl("org", "add", "acme")
+    mfactl("org", "add", "beta")
+    people = tmp_path / "people.csv"
+    people.write_text(
+        "handle,email,admin\n"
+        + "".join(f"u{i:02d},u{i:02d}@example.com,{'yes' if i < 2 else 'no'}\n" for i in range(12))
+    )
+    assert mfactl("user", "import", str(people), "--org", "acme").exit_code == 0
+    mfactl("user", "add", "--org", "beta", "--user", "zoe", "--email", "zoe@example.com")
+    return mfactl
+
+
+def mails(values_file: Path) -> list[str]:
+    return sorted(p.read_text() for p in (values_file.parent / "mail").glob("*.eml"))
+
+
+def test_users_reset_needs_reason_and_confirmation(crowd: Mfactl, values_file: Path) -> None:
+    assert crowd("users", "reset", "--org", "acme", "--yes").exit_code == 2
+    refused = crowd("users", "reset", "--org", "acme", "--reason", "breach")
+    assert refused.exit_code == 2
+    assert refused.stderr == (
+        "error: users reset needs confirmation: add --yes (no terminal to ask on)\n"
+    )
+    assert crowd("users", "reset", "--org", "nope", "--reason", "x", "--yes").exit_code == 3
+    assert crowd("users", "reset", "--mfa", "gone", "--reason", "x", "--yes").exit_code == 2
+    assert mails(values_file) == []
+
+
+def test_users_reset_resets_the_selection_with_one_summary(
+    crowd: Mfactl, values_file: Path
+) -> None:
+    result = crowd(
+        "users", "reset", "--org", "acme", "--admins", "--reason", "breach", "--yes", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {
+        "selected": 2,
+        "changed": 2,
+        "skipped": 0,
+        "emails": {"sent": 2, "queued": 0, "no_address": 0, "error": None},
+    }
+    assert "sending setup links" in result.stderr  # the progress bar, on stderr
+    assert len(mails(values_file)) == 2
+    resets = crowd.json("audit", "list", "--action", "user.reset")
+    assert sorted(e["user"] for e in resets) == ["u00", "u01"]
+    assert {e["details"]["reason"] for e in resets} == {"breach"}
+
+
+def test_users_reset_asks_on_a_terminal(crowd: Mfactl, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("mfactl.cli.interact.interactive", lambda: True)
+    declined = crowd("users", "reset", "--reason", "breach", input="n\n")
+    assert declined.exit_code == 1
+    assert "Reset the MFA of 13 users in ALL organizations?" in declined.stderr
+    assert "2 of them are SYSADMINS: acme/u00, acme/u01" in declined.stderr
+    assert crowd.json("audit", "list", "--action", "user.reset") == []
+
+
+def test_users_enable_mails_everyone_without_mfa(crowd: Mfactl, values_file: Path) -> None:
+    assert crowd("users", "enable", "--org", "acme").exit_code == 2
+    crowd("user", "enable", "--org", "acme", "--user", "u03", "--no-confirm")
+    result = crowd("users", "enable", "--org", "acme", "--mfa", "none", "--send-email", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["selected"], summary["changed"], summary["emails"]["sent"]) == (11, 11, 11)
+    assert all("Subject: Set up MFA for acme" in m for m in mails(values_file))
+
+    one = crowd("user", "enable", "--org", "acme", "--user", "u03", "--send-email", "--json")
+    assert one.exit_code == 0, one.output
+    assert json.loads(one.stdout) == {
+        "org": "acme",
+        "user": "u03",
+        "state": "pending",
+        "otpauth_uri": None,
+        "email": {"status": "sent", "error": None},
+    }
+    assert "otpauth://" not in one.stdout + one.stderr
+    human = crowd("enable", "--org", "acme", "--user", "u04", "--send-email")
+    assert (human.exit_code, human.stdout) == (0, "")
+    assert human.stderr == "made an enrollment link for acme/u04; the email was sent\n"
+    both = crowd("user", "enable", "--org", "acme", "--user", "u03", "--send-email", "--code", "1")
+    assert both.exit_code == 2
+
+
+def test_users_reset_with_the_server_down_queues_everything(crowd: Mfactl) -> None:
+    from tests.integration.smtp_server import free_port
+
+    env = {
+        "MFACTL_EMAIL_TRANSPORT": "smtp",
+        "MFACTL_EMAIL_SMTP_HOST": "127.0.0.1",
+        "MFACTL_EMAIL_SMTP_PORT": str(free_port()),
+        "MFACTL_EMAIL_SMTP_SECURITY": "none",
+    }
+    result = crowd(
+        "users", "reset", "--org", "acme", "--reason", "breach", "--yes", "--json", env=env
+    )
+    assert result.exit_code == 9
+    summary = json.loads(result.stdout)
+    assert (summary["changed"], summary["emails"]["sent"], summary["emails"]["queued"]) == (
+        12,
+        0,
+        12,
+    )
+    assert "is unavailable" in summary["emails"]["error"]
+    assert json.loads(result.stderr.splitlines()[-1])["error"]["message"].startswith(
+        "12 emails could not be sent and wait in the outbox: "
+    )
+    statuses = [m["status"] for m in crowd.json("mail", "list")]
+    assert sorted(statuses) == ["failed"] + ["pending"] * 11  # it stopped after the first
+    still_down = crowd("mail", "retry", env=env)
+    assert still_down.exit_code == 9
+    assert "sent 0 emails; 12 wait in the outbox" in still_down.stderr

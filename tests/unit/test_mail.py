@@ -1,0 +1,98 @@
+"""Rendering (autoescape, header injection, overrides) and the file transport."""
+
+from __future__ import annotations
+
+import email
+from datetime import UTC, datetime
+from email import policy
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mfactl.errors import ConfigError, InvalidInput
+from mfactl.mail.render import KINDS, Envelope, build_message, new_envelope, render
+from mfactl.mail.transports import FileTransport, SendError
+
+NOW = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+
+
+def context(**overrides: Any) -> dict[str, Any]:
+    return {
+        "org": "acme",
+        "org_name": "Acme",
+        "user": "alice",
+        "name": "Alice",
+        "link": "https://app.example.com/setup?org=acme&token=abc",
+        "expires_at": "2026-11-04 09:00 UTC",
+        "ttl_hours": 72,
+        "issuer": "Example Platform",
+        **overrides,
+    }
+
+
+def test_every_kind_is_packaged_with_three_parts() -> None:
+    folder = files("mfactl.templates") / "email"
+    for kind in KINDS:
+        for part in (f"{kind}.subject.txt", f"{kind}.txt", f"{kind}.html"):
+            assert (folder / part).is_file(), part
+    assert render("reset", context()).subject == "Your MFA has been reset for acme"
+    assert render("enroll", context()).subject == "Set up MFA for acme"
+
+
+def test_html_is_autoescaped_and_text_is_not() -> None:
+    rendered = render("reset", context(name="<b>Al & ice</b>"))
+    assert "&lt;b&gt;Al &amp; ice&lt;/b&gt;" in rendered.html
+    assert 'href="https://app.example.com/setup?org=acme&amp;token=abc"' in rendered.html
+    assert "Hello <b>Al & ice</b>," in rendered.text
+
+
+def test_the_message_is_multipart_alternative_with_id_and_date() -> None:
+    envelope = new_envelope("Platform <no-reply@example.com>", render("reset", context()), NOW, "x")
+    again = Envelope.from_json(envelope.to_json().decode())
+    message = build_message(again, "alice@example.com", "Your MFA has been reset for acme")
+    parsed = email.message_from_bytes(message.as_bytes(), policy=policy.default)
+    assert parsed.get_content_type() == "multipart/alternative"
+    assert parsed["Date"] == "Sun, 01 Nov 2026 09:00:00 +0000"
+    assert parsed["Message-ID"].startswith("<") and parsed["Message-ID"].endswith("@example.com>")
+    assert parsed["From"] == "Platform <no-reply@example.com>"
+
+
+@pytest.mark.parametrize(
+    ("recipient", "subject"),
+    [("alice@example.com\r\nBcc: all@example.com", "Hi"), ("a@example.com", "Hi\nBcc: x")],
+)
+def test_a_line_break_in_a_recipient_or_subject_is_refused(recipient: str, subject: str) -> None:
+    envelope = new_envelope("a@example.com", render("reset", context()), NOW, "x")
+    with pytest.raises(InvalidInput, match="contains a line break; refused"):
+        build_message(envelope, recipient, subject)
+
+
+def test_templates_dir_overrides_some_templates(tmp_path: Path) -> None:
+    (tmp_path / "reset.subject.txt").write_text("Reset for {{ org }}, {{ name }}\n")
+    rendered = render("reset", context(), str(tmp_path))
+    assert rendered.subject == "Reset for acme, Alice"
+    assert "Set up MFA again" in rendered.html  # the packaged HTML still applies
+    with pytest.raises(InvalidInput, match="line break"):
+        render("reset", context(name="Al\r\nBcc: x@example.com"), str(tmp_path))
+    with pytest.raises(ConfigError, match="is not a folder"):
+        render("reset", context(), str(tmp_path / "missing"))
+    (tmp_path / "enroll.txt").write_text("{{ nope }}")
+    with pytest.raises(ConfigError, match="cannot be rendered: 'nope' is undefined"):
+        render("enroll", context(), str(tmp_path))
+
+
+def test_file_transport_writes_one_private_eml_per_message(tmp_path: Path) -> None:
+    envelope = new_envelope("a@example.com", render("reset", context()), NOW, "mfactl.7")
+    message = build_message(envelope, "alice@example.com", "Subject")
+    connection = FileTransport(tmp_path / "mail").connect()
+    connection.send("a@example.com", "alice@example.com", message)
+    connection.send("a@example.com", "alice@example.com", message)  # a retry: the same file
+    [path] = (tmp_path / "mail").glob("*.eml")
+    assert path.stat().st_mode & 0o077 == 0
+    assert email.message_from_bytes(path.read_bytes())["To"] == "alice@example.com"
+    (tmp_path / "blocked").write_text("")
+    with pytest.raises(SendError) as failed:
+        FileTransport(tmp_path / "blocked" / "mail").connect()
+    assert failed.value.connection and "cannot create the mail folder" in failed.value.reason

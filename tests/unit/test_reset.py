@@ -1,0 +1,307 @@
+"""Reset, links and the outbox, on SQLite, PostgreSQL and MariaDB (emails written as files)."""
+
+from __future__ import annotations
+
+import email
+import re
+from dataclasses import replace
+from datetime import timedelta
+from email import policy
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from sqlalchemy import func, insert, select, update
+
+from mfactl.bootstrap import App
+from mfactl.config import Email, Links
+from mfactl.crypto import outbox_label
+from mfactl.db.models import ActionToken, AuditEvent, MfaSecret, OutboxMessage, RememberToken, User
+from mfactl.errors import Conflict, InvalidInput, NotFound, SecretStoreError
+from mfactl.mail import outbox
+from mfactl.services import enrollment, links, reset, users
+from mfactl.services.selection import UserFilter
+from tests.conftest import FrozenClock
+from tests.unit.helpers import people, phone_code
+
+
+@pytest.fixture
+def mail_app(app: App, tmp_path: Path) -> App:
+    app.settings = replace(
+        app.settings, email=replace(Email(), transport="file", file_dir=str(tmp_path / "mail"))
+    )
+    return app
+
+
+def mails(app: App) -> list[email.message.EmailMessage]:
+    folder = Path(app.settings.email.file_dir)
+    found = []
+    for path in sorted(folder.glob("*.eml"), key=lambda p: p.stat().st_mtime_ns):
+        message = email.message_from_bytes(path.read_bytes(), policy=policy.default)
+        assert isinstance(message, email.message.EmailMessage)
+        found.append(message)
+    return found
+
+
+def token_in(message: email.message.EmailMessage) -> str:
+    text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    [link] = re.findall(r"https://\S+", text)
+    return parse_qs(urlparse(link).query)["token"][0]
+
+
+def enrolled(app: App, handle: str) -> None:
+    uri = enrollment.enable_user(app, "acme", handle).otpauth_uri
+    assert uri is not None
+    enrollment.confirm_user(app, "acme", handle, phone_code(uri, app.now()))
+
+
+def test_reset_removes_only_the_mfa_setup_and_queues_a_sealed_email(
+    mail_app: App, clock: FrozenClock
+) -> None:
+    app = mail_app
+    people(app, "alice", "bob", admin=("alice",))
+    enrolled(app, "alice")
+    enrolled(app, "bob")
+    with app.uow() as uow:
+        alice_id = uow.session.scalar(select(User.id).where(User.handle == "alice"))
+        uow.session.execute(update(MfaSecret).values(failed_attempts=3, locked=True))
+        uow.session.execute(
+            insert(RememberToken),
+            [
+                {
+                    "user_id": alice_id,
+                    "token_hash": "a" * 64,
+                    "created_at": clock.now,
+                    "expires_at": clock.now + timedelta(days=9),
+                }
+            ],
+        )
+        uow.commit()
+
+    result = reset.reset_user(app, "acme", "alice", "  lost phone ")
+
+    assert result == reset.ResetResult("acme", "alice", "active", reset.EmailOutcome("sent"))
+    with app.uow() as uow:
+        s = uow.session
+        assert s.scalar(select(MfaSecret).where(MfaSecret.user_id == alice_id)) is None
+        assert s.scalar(select(func.count()).select_from(MfaSecret)) == 1  # bob keeps his
+        assert s.scalar(select(User.is_admin).where(User.id == alice_id)) is True
+        assert s.scalar(select(RememberToken.revoked_at)) == clock.now
+        [event] = s.scalars(select(AuditEvent).where(AuditEvent.action == "user.reset")).all()
+        assert (event.user_handle, event.details["reason"], event.details["had_mfa"]) == (
+            "alice",
+            "lost phone",
+            "active",
+        )
+        [row] = s.scalars(select(OutboxMessage)).all()
+        assert (row.status, row.body_ciphertext, row.user_id) == ("sent", None, alice_id)
+    [message] = mails(app)
+    assert message["To"] == "alice@example.com"
+    assert message["Subject"] == "Your MFA has been reset for acme"
+    token = token_in(message)
+    with app.uow() as uow:
+        hashes = list(uow.session.scalars(select(ActionToken.token_hash)))
+        details = [str(d) for d in uow.session.scalars(select(AuditEvent.details))]
+    assert hashes == [links.token_hash(token)]
+    assert not any(token in d for d in details)
+
+
+def test_the_queued_body_is_sealed_under_its_own_id(mail_app: App) -> None:
+    app = mail_app
+    people(app, "alice", "bob")
+    app.settings = replace(app.settings, email=replace(app.settings.email, file_dir="/proc/x"))
+    assert reset.reset_user(app, "acme", "alice", "r").email.status == "queued"
+    assert reset.reset_user(app, "acme", "bob", "r").email.status == "queued"
+    with app.uow() as uow:
+        first, second = uow.session.execute(
+            select(OutboxMessage.id, OutboxMessage.body_ciphertext).order_by(OutboxMessage.id)
+        ).all()
+    assert first[1] and second[1]
+    opened = app.secrets.open_blob(outbox_label(first[0]), first[1], "body")
+    assert "lost" not in opened.plaintext and "token=" in opened.plaintext
+    with pytest.raises(SecretStoreError, match="bound to something else"):
+        app.secrets.open_blob(outbox_label(first[0]), second[1], "the body")
+
+
+def test_link_open_confirm_once_expiry_and_other_org(mail_app: App, clock: FrozenClock) -> None:
+    app = mail_app
+    people(app, "alice", "bob")
+    reset.reset_user(app, "acme", "alice", "lost phone")
+    reset.reset_user(app, "acme", "bob", "lost phone")
+    alice, bob = (token_in(m) for m in mails(app))
+
+    with pytest.raises(NotFound, match="not valid for organization beta"):
+        links.open_link(app, "beta", alice)
+    with pytest.raises(NotFound):
+        links.open_link(app, "acme", alice[:-1] + ("A" if alice[-1] != "A" else "B"))
+    opened = links.open_link(app, "acme", alice)
+    reopened = links.open_link(app, "acme", alice)  # a reload: only the newest QR counts
+    with pytest.raises(Conflict, match="the code is wrong"):
+        links.confirm_link(app, "acme", alice, phone_code(opened.otpauth_uri, app.now()))
+    links.confirm_link(app, "acme", alice, phone_code(reopened.otpauth_uri, app.now()))
+    with pytest.raises(Conflict, match="already been used"):
+        links.confirm_link(app, "acme", alice, phone_code(reopened.otpauth_uri, app.now()))
+
+    clock.advance(72 * 3600)
+    with pytest.raises(Conflict, match="has expired") as expired:
+        links.open_link(app, "acme", bob)
+    assert expired.value.exit_code == 4
+    assert users.user_status(app, "acme", "bob").mfa == "none"
+
+
+def test_reset_refuses_without_a_reason_and_changes_nothing(mail_app: App) -> None:
+    people(mail_app, "alice")
+    enrolled(mail_app, "alice")
+    for reason in ("", "   ", "two\nlines"):
+        with pytest.raises(InvalidInput):
+            reset.reset_user(mail_app, "acme", "alice", reason)
+    assert users.user_status(mail_app, "acme", "alice").mfa == "active"
+
+
+def test_no_email_and_send_reset_email_rules(mail_app: App) -> None:
+    app = mail_app
+    people(app, "alice")
+    enrolled(app, "alice")
+    with pytest.raises(Conflict, match="MFA is already active for acme/alice"):
+        reset.send_reset_email(app, "acme", "alice")
+    result = reset.reset_user(app, "acme", "alice", "lost phone", send_email=False)
+    assert result.email == reset.EmailOutcome("not_requested")
+    assert mails(app) == []
+    assert reset.send_reset_email(app, "acme", "alice").email.status == "sent"
+    assert len(mails(app)) == 1
+
+
+def test_bulk_reset_and_invitations(mail_app: App) -> None:
+    app = mail_app
+    people(app, "alice", "bob", "carol", "dave", admin=("alice",))
+    enrolled(app, "alice")
+    enrolled(app, "bob")
+
+    invited = reset.invite_users(app, UserFilter(org="acme"))
+    assert (invited.selected, invited.changed, invited.skipped, invited.sent) == (4, 2, 2, 2)
+    assert {m["To"] for m in mails(app)} == {"carol@example.com", "dave@example.com"}
+    assert all(m["Subject"] == "Set up MFA for acme" for m in mails(app))
+
+    done = reset.reset_users(app, UserFilter(org="acme", mfa="active"), "stolen laptop bag")
+    assert (done.selected, done.changed, done.sent, done.queued) == (2, 2, 2, 0)
+    with app.uow() as uow:
+        events = uow.session.execute(
+            select(AuditEvent.user_handle, AuditEvent.details).where(
+                AuditEvent.action == "user.reset"
+            )
+        ).all()
+        assert uow.session.scalar(select(func.count()).select_from(MfaSecret)) == 0
+    assert sorted(h for h, _ in events) == ["alice", "bob"]
+    assert all(d["bulk"] is True and d["reason"] == "stolen laptop bag" for _, d in events)
+    with pytest.raises(NotFound):
+        reset.reset_users(app, UserFilter(org="nope"), "r")
+
+
+def test_a_claimed_message_is_sent_by_one_sender_only(mail_app: App, clock: FrozenClock) -> None:
+    app = mail_app
+    people(app, "alice")
+    app.settings = replace(app.settings, email=replace(app.settings.email, file_dir="/proc/x"))
+    assert reset.reset_user(app, "acme", "alice", "r").email.status == "queued"
+    [message_id] = outbox.due_ids(app, force=True)
+    with app.engine.connect() as one, app.engine.connect() as other:
+        _, first = outbox._claim(one, app, [message_id], force=True)
+        _, second = outbox._claim(other, app, [message_id], force=True)
+    assert [r.id for r in first] == [message_id] and second == []
+    assert outbox.due_ids(app, force=True) == []  # held by the first sender's lease
+    clock.advance(outbox.LEASE.total_seconds() + 1)  # the first sender died: the lease runs out
+    assert outbox.due_ids(app) == [message_id]
+
+
+def test_links_use_the_configured_url_quoted(mail_app: App) -> None:
+    app = mail_app
+    app.settings = replace(
+        app.settings,
+        email=replace(
+            app.settings.email,
+            links=Links(
+                reset_url="https://x.example/r/{org}/{user}?t={token}",
+                enroll_url="https://x.example/e?t={token}",
+                ttl_hours=1,
+            ),
+        ),
+    )
+    people(app, "a.b-c")
+    reset.reset_user(app, "acme", "a.b-c", "r")
+    text = mails(app)[0].get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert re.search(r"https://x\.example/r/acme/a\.b-c\?t=[A-Za-z0-9_-]{43}\r?\n", text)
+    assert "expires on 2026-11-01 10:00 UTC (1 hours from now)" in text
+
+
+def test_the_library_facade_serves_links(mail_app: App) -> None:
+    from mfactl.api import Mfa
+
+    app = mail_app
+    people(app, "carol")
+    reset.send_enroll_email(app, "acme", "carol")
+    token = token_in(mails(app)[0])
+    mfa = Mfa(app)
+    opened = mfa.open_link("acme", token)
+    assert (opened.user, opened.purpose) == ("carol", "enroll")
+    assert (
+        mfa.confirm_link("acme", token, phone_code(opened.otpauth_uri, app.now())).user == "carol"
+    )
+    with pytest.raises(Conflict, match="already been used"):
+        mfa.open_link("acme", token)
+    with pytest.raises(Conflict, match="MFA is already active for acme/carol"):
+        reset.send_enroll_email(app, "acme", "carol")
+
+
+def test_an_email_whose_link_died_while_queued_is_cancelled_not_sent(
+    mail_app: App, clock: FrozenClock
+) -> None:
+    app = mail_app
+    people(app, "alice", "bob")
+    working = app.settings.email
+    app.settings = replace(app.settings, email=replace(working, file_dir="/proc/x"))  # "down"
+    assert reset.reset_user(app, "acme", "alice", "lost phone").email.status == "queued"
+    assert reset.send_reset_email(app, "acme", "alice").email.status == "queued"  # ends link 1
+    assert reset.reset_user(app, "acme", "bob", "lost phone").email.status == "queued"
+    app.settings = replace(app.settings, email=working)
+    app.__dict__.pop("mail_transport")  # the transport is built once per App
+
+    report = outbox.deliver(app, force=True)
+
+    first, second, third = (r.id for r in outbox.list_messages(app))
+    assert report.cancelled == [first] and report.sent == [second, third]
+    rows = {r.id: r for r in outbox.list_messages(app)}
+    assert rows[first].status == "cancelled"
+    assert (
+        rows[first].last_error is not None and "replaced by a newer one" in rows[first].last_error
+    )
+    assert [m["To"] for m in mails(app)] == ["alice@example.com", "bob@example.com"]
+    assert outbox.waiting_count(app) == 0
+
+    reset.reset_user(app, "acme", "bob", "again", send_email=True)
+    app.settings = replace(app.settings, email=replace(working, file_dir="/proc/x"))
+    app.__dict__.pop("mail_transport")
+    assert reset.send_reset_email(app, "acme", "bob").email.status == "queued"
+    app.settings = replace(app.settings, email=working)
+    app.__dict__.pop("mail_transport")
+    clock.advance(73 * 3600)  # the outage outlasted the link
+    late = outbox.deliver(app, force=True)
+    assert (late.sent, len(late.cancelled)) == ([], 1)
+
+
+def test_a_body_no_key_opens_fails_that_message_only(mail_app: App) -> None:
+    from mfactl.crypto import SecretStore, generate_key
+
+    app = mail_app
+    people(app, "alice")
+    working = app.settings.email
+    app.settings = replace(app.settings, email=replace(working, file_dir="/proc/x"))
+    assert reset.reset_user(app, "acme", "alice", "lost phone").email.status == "queued"
+    app.settings = replace(app.settings, email=working)
+    app.__dict__.pop("mail_transport")
+    app.__dict__["secrets"] = SecretStore(generate_key())  # the key was lost
+    report = outbox.deliver(app, force=True)
+    [(message_id, error)] = report.failed.items()
+    assert (
+        error
+        == f"the body of outbox message {message_id} cannot be decrypted with any configured key"
+    )
+    assert mails(app) == []
