@@ -88,4 +88,5 @@ def list_(
             )
             for e in events
         ],
+        wrap=("DETAILS",),
     )

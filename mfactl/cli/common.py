@@ -6,7 +6,7 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -122,13 +122,22 @@ def print_fields(fields: Iterable[tuple[str, Any]]) -> None:
 
 
 def print_table(
-    columns: list[str], rows: Iterable[Iterable[Any]], *, title: str | None = None
+    columns: list[str],
+    rows: Iterable[Iterable[Any]],
+    *,
+    wrap: Collection[str] = (),
+    title: str | None = None,
 ) -> None:
+    """A table on stdout. Only the ``wrap`` columns (free text) may wrap when space runs out;
+    identifiers, addresses and times stay whole on one line."""
     from rich.table import Table
 
     table = Table(title=title, show_edge=False, pad_edge=False, box=None, header_style="bold")
     for column in columns:
-        table.add_column(column, overflow="fold")
+        free = column in wrap
+        table.add_column(
+            column.upper(), overflow="fold", no_wrap=not free, ratio=1 if free else None
+        )
     for row in rows:
         table.add_row(
             *(

@@ -64,6 +64,7 @@ def list_(
             ]
             for r in rows
         ),
+        wrap=("subject", "error"),
     )
 
 

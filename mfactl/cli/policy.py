@@ -25,6 +25,7 @@ def check(
         print_table(
             ["org", "user", "email", "admin", "mfa", "reason"],
             ([v.org, v.user, v.email, v.admin, v.mfa, v.reason] for v in violations),
+            wrap=("reason",),
         )
     if not violations:
         info("no user breaks the MFA policy")

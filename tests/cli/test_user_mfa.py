@@ -314,7 +314,7 @@ def test_remember_list_and_revoke(acme: Mfactl, clock: FrozenClock, values_file:
     assert [t["state"] for t in listed] == ["live", "live"]
     assert first.token not in json.dumps(listed)
     human = acme("user", "remember", "list", "--org", "acme", "--user", "alice")
-    assert human.stdout.splitlines()[0].split() == ["id", "state", "created", "expires", "revoked"]
+    assert human.stdout.splitlines()[0].split() == ["ID", "STATE", "CREATED", "EXPIRES", "REVOKED"]
     one = acme(
         "user", "remember", "revoke", "--org", "acme", "--user", "alice", "--id", str(first.id)
     )
