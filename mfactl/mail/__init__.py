@@ -1,0 +1,1 @@
+"""Email: render (Jinja2), transports (smtp, file) and the outbox."""
