@@ -68,9 +68,14 @@ class SecretStore:
         plaintext = _SECRET_PREFIX + uid.encode("ascii") + b":" + secret.encode("ascii")
         return Sealed(self._active.encrypt(plaintext).decode("ascii"), self.active_key_id)
 
-    def open_secret(self, uid: str, ciphertext: str, who: str) -> Opened:
-        """Decrypt a user's TOTP secret; ``who`` names the user in errors (org/handle)."""
-        raw, kid = self._decrypt(ciphertext, f"the MFA secret of {who}")
+    def open_secret(
+        self, uid: str, ciphertext: str, who: str, *, key_id: str | None = None
+    ) -> Opened:
+        """Decrypt a user's TOTP secret; ``who`` names the user in errors (org/handle).
+
+        ``key_id`` (the row's stored key id) is only a hint: that key is tried first.
+        """
+        raw, kid = self._decrypt(ciphertext, f"the MFA secret of {who}", key_id)
         if not raw.startswith(_SECRET_PREFIX):
             raise SecretStoreError(f"the MFA secret stored for {who} is not an mfactl secret")
         bound_uid, _, secret = raw[len(_SECRET_PREFIX) :].partition(b":")
@@ -80,9 +85,11 @@ class SecretStore:
             )
         return Opened(secret.decode("ascii"), kid)
 
-    def reseal_secret(self, uid: str, ciphertext: str, who: str) -> Sealed:
+    def reseal_secret(
+        self, uid: str, ciphertext: str, who: str, *, key_id: str | None = None
+    ) -> Sealed:
         """Open (checking the binding) and seal again under the active key."""
-        opened = self.open_secret(uid, ciphertext, who)
+        opened = self.open_secret(uid, ciphertext, who, key_id=key_id)
         return self.seal_secret(uid, opened.plaintext)
 
     # --- other sealed data (outbox bodies), bound to a label ----------------------------------
@@ -91,21 +98,39 @@ class SecretStore:
         plaintext = _BLOB_PREFIX + _b64(label) + b":" + data
         return Sealed(self._active.encrypt(plaintext).decode("ascii"), self.active_key_id)
 
-    def open_blob(self, label: str, ciphertext: str, what: str) -> Opened:
-        raw, kid = self._decrypt(ciphertext, what)
+    def open_blob(
+        self, label: str, ciphertext: str, what: str, *, key_id: str | None = None
+    ) -> Opened:
+        raw, kid = self._decrypt(ciphertext, what, key_id)
         prefix = _BLOB_PREFIX + _b64(label) + b":"
         if not raw.startswith(prefix):
             raise SecretStoreError(f"{what} is bound to something else; it was refused")
         return Opened(raw[len(prefix) :].decode("utf-8"), kid)
 
-    def _decrypt(self, ciphertext: str, what: str) -> tuple[bytes, str]:
+    def reseal_blob(
+        self, label: str, ciphertext: str, what: str, *, key_id: str | None = None
+    ) -> Sealed:
+        """Open (checking the label) and seal again under the active key."""
+        opened = self.open_blob(label, ciphertext, what, key_id=key_id)
+        return self.seal_blob(label, opened.plaintext.encode("utf-8"))
+
+    def _decrypt(self, ciphertext: str, what: str, first: str | None = None) -> tuple[bytes, str]:
         token = ciphertext.encode("ascii", "replace")
-        for kid, fernet in self._keys:
+        keys = self._keys
+        if first is not None and first != keys[0][0]:
+            # try the key the row says made it first: no wasted HMAC check during a migration
+            keys = sorted(keys, key=lambda pair: pair[0] != first)
+        for kid, fernet in keys:
             try:
                 return fernet.decrypt(token), kid
             except InvalidToken:
                 continue
         raise SecretStoreError(f"{what} cannot be decrypted with any configured key")
+
+
+def outbox_label(message_id: int) -> str:
+    """The label an outbox body is sealed with (``seal_blob``): binds it to its outbox row."""
+    return f"outbox:{message_id}"
 
 
 def _b64(label: str) -> bytes:

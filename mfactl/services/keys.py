@@ -1,0 +1,587 @@
+"""The secret-store keys: status, verification, and the online, resumable key migration.
+
+The migration re-encrypts every MFA secret and outbox body not sealed with the active key while
+users keep logging in:
+
+- rows are taken in batches by primary key (keyset pagination) among those whose ``key_id`` is
+  not the active key's, so a re-run after an interruption (even ``kill -9``) does what is left;
+- each batch is one short transaction, and each row is written only if its ciphertext is still
+  the one read (compare-and-swap), so a reset or an enrollment made meanwhile always wins;
+- on PostgreSQL the batch is read ``FOR UPDATE SKIP LOCKED``: several processes, on several
+  hosts, share the work without doing a row twice (on the other engines the compare-and-swap
+  alone guarantees that; they may only waste some decryption);
+- the crypto can be spread over a pool of processes while this process does the database work,
+  one batch ahead.
+
+The database path is SQLAlchemy Core with executemany updates: no ORM object per row.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sqlalchemy import Select, bindparam, case, func, or_, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from mfactl.bootstrap import App
+from mfactl.crypto import SecretStore, outbox_label
+from mfactl.db.models import MfaSecret, Organization, OutboxMessage, User
+from mfactl.errors import InvalidInput, SecretStoreError
+from mfactl.services import audit
+
+if TYPE_CHECKING:
+    from multiprocessing.pool import AsyncResult, Pool
+
+DEFAULT_BATCH_SIZE = 1000
+MAX_BATCH_SIZE = 100_000
+
+_SECRETS = MfaSecret.__table__
+_USERS = User.__table__
+_ORGS = Organization.__table__
+_OUTBOX = OutboxMessage.__table__
+
+
+# --- results ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyCounts:
+    active: int
+    rolling: int
+    unknown: int
+
+
+@dataclass(frozen=True)
+class KeyStatus:
+    active_key_id: str
+    rolling_key_id: str | None
+    secrets: KeyCounts
+    outbox: KeyCounts
+
+
+@dataclass(frozen=True)
+class Failure:
+    org: str | None
+    user: str | None
+    reason: str
+
+
+@dataclass
+class MigrateReport:
+    dry_run: bool
+    migrated: int = 0  # secrets re-encrypted (or, in a dry run, that would be)
+    already_active: int = 0  # secrets already under the active key
+    outbox_migrated: int = 0
+    outbox_already_active: int = 0
+    changed_meanwhile: int = 0  # rows a reset or enrollment changed between read and write
+    failed: list[Failure] = field(default_factory=list)
+
+
+@dataclass
+class VerifyReport:
+    secrets: int = 0
+    outbox: int = 0
+    failed: list[Failure] = field(default_factory=list)
+
+
+class Progress(Protocol):
+    """Where the long operations report how far they are (the CLI draws a bar)."""
+
+    def start(self, total: int) -> None: ...
+
+    def advance(self, done: int) -> None: ...
+
+
+class _NoProgress:
+    def start(self, total: int) -> None:
+        pass
+
+    def advance(self, done: int) -> None:
+        pass
+
+
+# --- status ----------------------------------------------------------------------------------
+
+
+def status(app: App) -> KeyStatus:
+    """How many secrets and outbox bodies each key holds, from the key ids alone."""
+    store = app.secrets
+    with app.uow() as uow:
+        secrets = _count_by_key(uow.session.connection(), store, _SECRETS.c.key_id, None)
+        outbox = _count_by_key(
+            uow.session.connection(),
+            store,
+            _OUTBOX.c.key_id,
+            _OUTBOX.c.body_ciphertext.is_not(None),
+        )
+    return KeyStatus(store.active_key_id, store.rolling_key_id, secrets, outbox)
+
+
+def _count_by_key(conn: Connection, store: SecretStore, column: Any, where: Any) -> KeyCounts:
+    query = select(column, func.count()).group_by(column)
+    if where is not None:
+        query = query.where(where)
+    counts: dict[str, int] = {"active": 0, "rolling": 0, "unknown": 0}
+    for kid, n in conn.execute(query):
+        if kid == store.active_key_id:
+            counts["active"] += n
+        elif kid is not None and kid == store.rolling_key_id:
+            counts["rolling"] += n
+        else:
+            counts["unknown"] += n
+    return KeyCounts(**counts)
+
+
+def rolling_key_in_use(engine: Engine, rolling_key_id: str) -> tuple[int, int]:
+    """(secrets, outbox bodies) still sealed with the rolling key."""
+    with engine.connect() as conn:
+        secrets = conn.scalar(select(func.count()).where(_SECRETS.c.key_id == rolling_key_id))
+        outbox = conn.scalar(
+            select(func.count()).where(
+                _OUTBOX.c.key_id == rolling_key_id, _OUTBOX.c.body_ciphertext.is_not(None)
+            )
+        )
+    return int(secrets or 0), int(outbox or 0)
+
+
+# --- the two tables a migration walks ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Row:
+    pk: int
+    key_id: str | None
+    ciphertext: str
+    org: str | None
+    user: str | None
+    binding: str  # the user's uid (secrets) or the outbox label
+
+
+@dataclass(frozen=True)
+class _Table:
+    kind: str  # "secret" | "outbox"
+    pk: Any
+    key_id: Any
+    ciphertext: Any
+    base: Any  # the table, joined to users and organizations
+    binding: Callable[[Any], str]
+    who: Callable[[Any], tuple[str | None, str | None]]
+    extra: Sequence[Any]  # columns read besides pk, key id and ciphertext
+    not_null: Any  # the condition a row needs to hold anything sealed (or None)
+
+    def select_rows(
+        self, *, after: int, limit: int, org: str | None, pending_for: str | None, lock: bool
+    ) -> Select[Any]:
+        query = (
+            select(self.pk, self.key_id, self.ciphertext, *self.extra)
+            .select_from(self.base)
+            .where(self.pk > after)
+            .order_by(self.pk)
+            .limit(limit)
+        )
+        if self.not_null is not None:
+            query = query.where(self.not_null)
+        if pending_for is not None:
+            query = query.where(or_(self.key_id.is_(None), self.key_id != pending_for))
+        if org is not None:
+            query = query.where(_ORGS.c.slug == org)
+        if lock:
+            query = query.with_for_update(of=self.pk.table, skip_locked=True)
+        return query
+
+    def count(self, conn: Connection, *, org: str | None, active: str) -> tuple[int, int]:
+        """(rows under the active key, rows not under it) within scope."""
+        under_active = case((self.key_id == active, 1), else_=0)
+        query = select(under_active, func.count()).select_from(self.base).group_by(under_active)
+        if self.not_null is not None:
+            query = query.where(self.not_null)
+        if org is not None:
+            query = query.where(_ORGS.c.slug == org)
+        done = todo = 0
+        for is_active, n in conn.execute(query):
+            if is_active:
+                done += n
+            else:
+                todo += n
+        return done, todo
+
+    def to_row(self, record: Any) -> _Row:
+        org, user = self.who(record)
+        return _Row(record[0], record[1], record[2], org, user, self.binding(record))
+
+    def cas_update(self) -> Any:
+        return (
+            update(self.pk.table)
+            .where(self.pk == bindparam("b_pk"), self.ciphertext == bindparam("b_old"))
+            .values({self.ciphertext.key: bindparam("b_new"), self.key_id.key: bindparam("b_kid")})
+        )
+
+
+_SECRET_TABLE = _Table(
+    kind="secret",
+    pk=_SECRETS.c.user_id,
+    key_id=_SECRETS.c.key_id,
+    ciphertext=_SECRETS.c.ciphertext,
+    base=_SECRETS.join(_USERS, _USERS.c.id == _SECRETS.c.user_id).join(
+        _ORGS, _ORGS.c.id == _USERS.c.organization_id
+    ),
+    binding=lambda r: str(r[3]),
+    who=lambda r: (r[4], r[5]),
+    extra=(_USERS.c.uid, _ORGS.c.slug, _USERS.c.handle),
+    not_null=None,
+)
+
+_OUTBOX_TABLE = _Table(
+    kind="outbox",
+    pk=_OUTBOX.c.id,
+    key_id=_OUTBOX.c.key_id,
+    ciphertext=_OUTBOX.c.body_ciphertext,
+    base=_OUTBOX.outerjoin(_USERS, _USERS.c.id == _OUTBOX.c.user_id).outerjoin(
+        _ORGS, _ORGS.c.id == _USERS.c.organization_id
+    ),
+    binding=lambda r: outbox_label(int(r[0])),
+    who=lambda r: (r[3], r[4] or r[5]),
+    extra=(_ORGS.c.slug, _USERS.c.handle, _OUTBOX.c.recipient),
+    not_null=_OUTBOX.c.body_ciphertext.is_not(None),
+)
+
+
+# --- the crypto, in this process or in a pool --------------------------------------------------
+
+# (pk-less) work item: (kind, key id, ciphertext, binding, who); result: (new ciphertext, reason)
+_Item = tuple[str, str | None, str, str, str]
+_Outcome = tuple[str | None, str | None]
+
+_worker_store: SecretStore | None = None
+
+
+def _init_worker(active_key: str, rolling_key: str) -> None:
+    global _worker_store
+    _worker_store = SecretStore(active_key, rolling_key)
+
+
+def _pool_chunk(items: list[_Item], write: bool) -> list[_Outcome]:
+    assert _worker_store is not None
+    return _crypto(_worker_store, items, write)
+
+
+def _crypto(store: SecretStore, items: list[_Item], write: bool) -> list[_Outcome]:
+    """Open each item (checking its binding) and, when ``write``, seal it under the active key."""
+    out: list[_Outcome] = []
+    for kind, kid, ciphertext, binding, who in items:
+        try:
+            if kind == "secret":
+                if write:
+                    sealed = store.reseal_secret(binding, ciphertext, who, key_id=kid)
+                    out.append((sealed.ciphertext, None))
+                else:
+                    store.open_secret(binding, ciphertext, who, key_id=kid)
+                    out.append((None, None))
+            elif write:
+                sealed = store.reseal_blob(binding, ciphertext, who, key_id=kid)
+                out.append((sealed.ciphertext, None))
+            else:
+                store.open_blob(binding, ciphertext, who, key_id=kid)
+                out.append((None, None))
+        except SecretStoreError as exc:
+            out.append((None, exc.message))
+    return out
+
+
+class _Crypto:
+    """Runs batches of crypto inline (one worker) or spread over a process pool."""
+
+    def __init__(self, app: App, workers: int) -> None:
+        self.store = app.secrets
+        self.workers = workers
+        self.pool: Pool | None = None
+        if workers > 1:
+            settings = app.settings.secret_store
+            self.pool = multiprocessing.get_context().Pool(
+                workers,
+                initializer=_init_worker,
+                initargs=(settings.active_key, settings.rolling_key),
+            )
+
+    def submit(self, items: list[_Item], write: bool) -> Callable[[], list[_Outcome]]:
+        if self.pool is None:
+            outcomes = _crypto(self.store, items, write)
+            return lambda: outcomes
+        size = -(-len(items) // self.workers)
+        chunks = [items[i : i + size] for i in range(0, len(items), size)]
+        pending: AsyncResult[list[list[_Outcome]]] = self.pool.starmap_async(
+            _pool_chunk, [(chunk, write) for chunk in chunks]
+        )
+
+        def collect() -> list[_Outcome]:
+            return [outcome for chunk in pending.get() for outcome in chunk]
+
+        return collect
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+
+
+# --- the walk shared by migrate, dry run and verify ------------------------------------------
+
+
+@dataclass
+class _Walk:
+    app: App
+    table: _Table
+    org: str | None
+    batch_size: int
+    mode: str  # "migrate" | "dry_run" | "verify"
+    crypto: _Crypto
+    progress: Progress
+    before_write: Callable[[list[int]], None] | None = None
+    migrated: int = 0
+    changed_meanwhile: int = 0
+    seen: int = 0
+    failed: list[Failure] = field(default_factory=list)
+
+    def run(self) -> None:
+        engine = self.app.engine
+        active = self.app.secrets.active_key_id
+        lock = self.mode == "migrate" and engine.dialect.name == "postgresql"
+        write = self.mode == "migrate"
+        pending_for = None if self.mode == "verify" else active
+        update_stmt = self.table.cas_update()
+        # one batch being read while the previous one is in the pool
+        depth = 2 if self.crypto.pool is not None else 1
+        in_flight: deque[tuple[Connection, list[_Row], Callable[[], list[_Outcome]]]] = deque()
+        after = 0
+        try:
+            while True:
+                conn = engine.connect()
+                query = self.table.select_rows(
+                    after=after,
+                    limit=self.batch_size,
+                    org=self.org,
+                    pending_for=pending_for,
+                    lock=lock,
+                )
+                rows = [self.table.to_row(r) for r in conn.execute(query)]
+                if not lock:
+                    conn.commit()  # no snapshot held while the crypto runs
+                if not rows:
+                    conn.close()
+                    break
+                after = rows[-1].pk
+                items: list[_Item] = [
+                    (self.table.kind, r.key_id, r.ciphertext, r.binding, self._who(r)) for r in rows
+                ]
+                in_flight.append((conn, rows, self.crypto.submit(items, write)))
+                if len(in_flight) >= depth:
+                    self._finish(*in_flight.popleft(), update_stmt, active)
+            while in_flight:
+                self._finish(*in_flight.popleft(), update_stmt, active)
+        finally:
+            for conn, _, _ in in_flight:
+                conn.rollback()
+                conn.close()
+
+    def _who(self, row: _Row) -> str:
+        if self.table.kind == "secret":
+            return f"{row.org}/{row.user}"
+        return f"the body of outbox message {row.pk}"
+
+    def _finish(
+        self,
+        conn: Connection,
+        rows: list[_Row],
+        collect: Callable[[], list[_Outcome]],
+        update_stmt: Any,
+        active: str,
+    ) -> None:
+        try:
+            outcomes = collect()
+            params: list[dict[str, Any]] = []
+            for row, (new, reason) in zip(rows, outcomes, strict=True):
+                if reason is not None:
+                    self.failed.append(Failure(row.org, row.user, reason))
+                elif new is not None:
+                    params.append({"b_pk": row.pk, "b_old": row.ciphertext, "b_new": new})
+                elif self.mode == "dry_run" and row.key_id != active:
+                    self.migrated += 1
+            if params:
+                if self.before_write is not None:
+                    self.before_write([p["b_pk"] for p in params])
+                for p in params:
+                    p["b_kid"] = active
+                written = self._write(conn, update_stmt, params)
+                conn.commit()
+                self.migrated += written
+                self.changed_meanwhile += len(params) - written
+            else:
+                conn.rollback()
+        finally:
+            conn.close()
+        self.seen += len(rows)
+        self.progress.advance(len(rows))
+
+    def _write(self, conn: Connection, stmt: Any, params: list[dict[str, Any]]) -> int:
+        if conn.dialect.supports_sane_multi_rowcount:
+            return int(conn.execute(stmt, params).rowcount)
+        return sum(int(conn.execute(stmt, p).rowcount) for p in params)
+
+
+def _check_options(batch_size: int, workers: int) -> None:
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise InvalidInput(f"--batch-size must be between 1 and {MAX_BATCH_SIZE}")
+    if not 1 <= workers <= 64:
+        raise InvalidInput("--workers must be between 1 and 64")
+
+
+def _org_scope(app: App, org: str | None) -> str | None:
+    if org is None:
+        return None
+    from mfactl.services import lookup
+
+    with app.uow() as uow:
+        return lookup.get_org(uow.session, org).slug
+
+
+# --- migrate ---------------------------------------------------------------------------------
+
+
+def migrate(
+    app: App,
+    *,
+    dry_run: bool = False,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    workers: int = 1,
+    org: str | None = None,
+    progress: Progress | None = None,
+    before_write: Callable[[list[int]], None] | None = None,
+) -> MigrateReport:
+    """Re-encrypt every secret and outbox body not under the active key (see the module doc).
+
+    Rows no key opens, or bound to someone else, are left untouched and listed in the report's
+    ``failed``; the caller decides how to end (the CLI exits 6). ``before_write`` is called
+    with each batch's primary keys just before it is written (tests use it to race).
+    """
+    _check_options(batch_size, workers)
+    slug = _org_scope(app, org)
+    store = app.secrets
+    progress = progress or _NoProgress()
+    report = MigrateReport(dry_run=dry_run)
+    with app.engine.connect() as conn:
+        counts = {t.kind: t.count(conn, org=slug, active=store.active_key_id) for t in _TABLES}
+        _refuse_unknown_without_rolling(conn, store, slug)
+    report.already_active = counts["secret"][0]
+    report.outbox_already_active = counts["outbox"][0]
+    progress.start(counts["secret"][1] + counts["outbox"][1])
+    crypto = _Crypto(app, workers)
+    try:
+        for table in _TABLES:
+            walk = _Walk(
+                app,
+                table,
+                slug,
+                batch_size,
+                "dry_run" if dry_run else "migrate",
+                crypto,
+                progress,
+                before_write,
+            )
+            walk.run()
+            if table.kind == "secret":
+                report.migrated = walk.migrated
+            else:
+                report.outbox_migrated = walk.migrated
+            report.changed_meanwhile += walk.changed_meanwhile
+            report.failed += walk.failed
+    finally:
+        crypto.close()
+    if not dry_run:
+        with app.uow() as uow:
+            audit.record(
+                uow.session,
+                app,
+                "keys.migrate",
+                org=slug,
+                outcome="failed" if report.failed else "ok",
+                details={
+                    "active_key_id": store.active_key_id,
+                    "migrated": report.migrated,
+                    "already_active": report.already_active,
+                    "outbox_migrated": report.outbox_migrated,
+                    "changed_meanwhile": report.changed_meanwhile,
+                    "failed": len(report.failed),
+                },
+            )
+            uow.commit()
+    return report
+
+
+_TABLES = (_SECRET_TABLE, _OUTBOX_TABLE)
+
+
+def _refuse_unknown_without_rolling(conn: Connection, store: SecretStore, org: str | None) -> None:
+    """With no rolling key, rows under another key mean the previous key was dropped too soon."""
+    if store.rolling_key_id is not None:
+        return
+    query = (
+        select(_SECRETS.c.key_id, func.count())
+        .select_from(_SECRET_TABLE.base)
+        .where(_SECRETS.c.key_id != store.active_key_id)
+        .group_by(_SECRETS.c.key_id)
+    )
+    if org is not None:
+        query = query.where(_ORGS.c.slug == org)
+    unknown = {kid: int(n) for kid, n in conn.execute(query)}
+    if unknown:
+        total = sum(unknown.values())
+        ids = ", ".join(sorted(unknown))
+        raise SecretStoreError(
+            f"{total} MFA secret{'s are' if total != 1 else ' is'} sealed with a key that is not "
+            f"configured (key id {ids}) and secretStore.rollingKey is not set; nothing was changed",
+            hint="set secretStore.rollingKey to the previous active key, then run "
+            "`mfactl keys migrate` again",
+        )
+
+
+# --- verify ----------------------------------------------------------------------------------
+
+
+def verify(
+    app: App,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    workers: int = 1,
+    progress: Progress | None = None,
+) -> VerifyReport:
+    """Decrypt every secret and outbox body, checking each one's binding; nothing is written."""
+    _check_options(batch_size, workers)
+    active = app.secrets.active_key_id
+    progress = progress or _NoProgress()
+    report = VerifyReport()
+    with app.engine.connect() as conn:
+        sizes = {t.kind: sum(t.count(conn, org=None, active=active)) for t in _TABLES}
+    progress.start(sum(sizes.values()))
+    crypto = _Crypto(app, workers)
+    try:
+        for table in _TABLES:
+            walk = _Walk(app, table, None, batch_size, "verify", crypto, progress)
+            walk.run()
+            report.failed += walk.failed
+            if table.kind == "secret":
+                report.secrets = walk.seen
+            else:
+                report.outbox = walk.seen
+    finally:
+        crypto.close()
+    return report
+
+
+def failures(items: Sequence[Failure]) -> Iterator[str]:
+    """Failures as "org/user: reason" lines."""
+    for f in items:
+        yield f"{f.org or '-'}/{f.user or '-'}: {f.reason}"
