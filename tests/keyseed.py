@@ -63,9 +63,7 @@ def seed_secrets(
             User.organization_id == oid, User.handle.startswith(prefix)
         )
         ids = {handle: user_id for handle, user_id in conn.execute(query)}
-        seeded = [
-            Seeded(ids[u["handle"]], u["uid"], u["handle"], totp.new_secret()) for u in users
-        ]
+        seeded = [Seeded(ids[u["handle"]], u["uid"], u["handle"], totp.new_secret()) for u in users]
         rows = []
         for s in seeded:
             sealed = store.seal_secret(s.uid, s.secret)

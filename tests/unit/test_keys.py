@@ -36,8 +36,12 @@ def add_outbox(app: App, store: SecretStore, body: str, user_id: int | None = No
         message_id = int(
             conn.execute(
                 insert(OutboxMessage).values(
-                    user_id=user_id, recipient="a@example.com", subject="s", status="pending",
-                    attempts=0, created_at=MOMENT,
+                    user_id=user_id,
+                    recipient="a@example.com",
+                    subject="s",
+                    status="pending",
+                    attempts=0,
+                    created_at=MOMENT,
                 )
             ).inserted_primary_key[0]
         )
@@ -80,9 +84,7 @@ def test_migrate_reseals_everything_and_resumes_with_nothing(rotated: App, old_k
     assert (report.outbox_migrated, report.changed_meanwhile) == (1, 0)
     assert_all_open(rotated.engine, rotated.secrets, seeded)
     with rotated.engine.connect() as conn:
-        ct, kid = conn.execute(
-            select(OutboxMessage.body_ciphertext, OutboxMessage.key_id)
-        ).one()
+        ct, kid = conn.execute(select(OutboxMessage.body_ciphertext, OutboxMessage.key_id)).one()
     assert kid == rotated.secrets.active_key_id
     opened = SecretStore(rotated.settings.secret_store.active_key).open_blob(
         outbox_label(message), ct, "body"
@@ -198,7 +200,9 @@ def test_resets_and_enrollments_meanwhile_always_win(rotated: App, old_key: str)
     racing = rotated.engine.dialect.name != "postgresql"
     assert report.changed_meanwhile == (2 if racing else 0)
     assert report.migrated == (8 if racing else 10)
-    assert_all_open(rotated.engine, rotated.secrets, [s for s in seeded if s not in (reset, enrolled)])
+    assert_all_open(
+        rotated.engine, rotated.secrets, [s for s in seeded if s not in (reset, enrolled)]
+    )
 
 
 def test_workers_spread_the_crypto(rotated: App, old_key: str) -> None:
