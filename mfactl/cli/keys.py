@@ -87,13 +87,15 @@ def _failed_json(failed: list[Failure]) -> list[dict[str, Any]]:
     return [{"org": f.org, "user": f.user, "reason": f.reason} for f in failed]
 
 
-def _raise_failures(failed: list[Failure], what: str) -> None:
+def _raise_failures(failed: list[Failure], what: tuple[str, str], tail: str) -> None:
+    """Exit 6 naming every failure; ``what`` is the (singular, plural) predicate."""
     from mfactl.errors import SecretStoreError
 
     if failed:
         count = len(failed)
+        predicate = what[0] if count == 1 else what[1]
         raise SecretStoreError(
-            f"{count} sealed value{'s' if count != 1 else ''} {what}; every other row was handled",
+            f"{count} sealed value{'s' if count != 1 else ''} {predicate}; {tail}",
             problems=[f"{f.org or '-'}/{f.user or '-'}: {f.reason}" for f in failed],
             hint="set secretStore.rollingKey to the key that sealed them, "
             "or reset the MFA of these users",
@@ -160,7 +162,14 @@ def verify(
         )
     else:
         info(f"checked {report.secrets} secrets and {report.outbox} outbox bodies")
-    _raise_failures(report.failed, "cannot be opened or are bound to someone else")
+    _raise_failures(
+        report.failed,
+        (
+            "cannot be opened or is bound to someone else",
+            "cannot be opened or are bound to someone else",
+        ),
+        "every other one is fine",
+    )
     if not json_:
         info("ok: every sealed value opens and is bound to its owner")
 
@@ -213,4 +222,11 @@ def migrate(
                 f"{report.changed_meanwhile} rows changed meanwhile (a reset or an enrollment) "
                 "and were left as they are"
             )
-    _raise_failures(report.failed, "could not be migrated and were left untouched")
+    _raise_failures(
+        report.failed,
+        (
+            "could not be migrated and was left untouched",
+            "could not be migrated and were left untouched",
+        ),
+        "every other row was migrated",
+    )

@@ -472,7 +472,8 @@ def migrate(
     store = app.secrets
     progress = progress or _NoProgress()
     report = MigrateReport(dry_run=dry_run)
-    with app.engine.connect() as conn:
+    with app.uow() as uow:  # also checks that the schema is current
+        conn = uow.session.connection()
         counts = {t.kind: t.count(conn, org=slug, active=store.active_key_id) for t in _TABLES}
         _refuse_unknown_without_rolling(conn, store, slug)
     report.already_active = counts["secret"][0]
@@ -563,7 +564,8 @@ def verify(
     active = app.secrets.active_key_id
     progress = progress or _NoProgress()
     report = VerifyReport()
-    with app.engine.connect() as conn:
+    with app.uow() as uow:
+        conn = uow.session.connection()
         sizes = {t.kind: sum(t.count(conn, org=None, active=active)) for t in _TABLES}
     progress.start(sum(sizes.values()))
     crypto = _Crypto(app, workers)
