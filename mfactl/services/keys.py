@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import Select, bindparam, case, func, or_, select, update
+from sqlalchemy import Select, bindparam, case, func, null, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from mfactl.bootstrap import App
@@ -150,15 +150,8 @@ def rolling_key_in_use(engine: Engine, rolling_key_id: str) -> tuple[int, int]:
 
 # --- the two tables a migration walks ----------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class _Row:
-    pk: int
-    key_id: str | None
-    ciphertext: str
-    org: str | None
-    user: str | None
-    binding: str  # the user's uid (secrets) or the outbox label
+# a row as read: (primary key, key id, ciphertext, binding: the user's uid, or None for outbox)
+_Read = tuple[int, str | None, str, str | None]
 
 
 @dataclass(frozen=True)
@@ -167,18 +160,19 @@ class _Table:
     pk: Any
     key_id: Any
     ciphertext: Any
-    base: Any  # the table, joined to users and organizations
-    binding: Callable[[Any], str]
-    who: Callable[[Any], tuple[str | None, str | None]]
-    extra: Sequence[Any]  # columns read besides pk, key id and ciphertext
+    uid: Any  # users.uid for secrets (their binding), None for outbox bodies
+    base: Any  # the table, joined to users when the binding needs it
+    scoped: Any  # the same, joined to users and organizations, for --org
     not_null: Any  # the condition a row needs to hold anything sealed (or None)
 
     def select_rows(
         self, *, after: int, limit: int, org: str | None, pending_for: str | None, lock: bool
     ) -> Select[Any]:
         query = (
-            select(self.pk, self.key_id, self.ciphertext, *self.extra)
-            .select_from(self.base)
+            select(
+                self.pk, self.key_id, self.ciphertext, self.uid if self.uid is not None else null()
+            )
+            .select_from(self.scoped if org is not None else self.base)
             .where(self.pk > after)
             .order_by(self.pk)
             .limit(limit)
@@ -196,7 +190,8 @@ class _Table:
     def count(self, conn: Connection, *, org: str | None, active: str) -> tuple[int, int]:
         """(rows under the active key, rows not under it) within scope."""
         under_active = case((self.key_id == active, 1), else_=0)
-        query = select(under_active, func.count()).select_from(self.base).group_by(under_active)
+        query = select(under_active, func.count()).group_by(under_active)
+        query = query.select_from(self.scoped if org is not None else self.pk.table)
         if self.not_null is not None:
             query = query.where(self.not_null)
         if org is not None:
@@ -209,52 +204,86 @@ class _Table:
                 todo += n
         return done, todo
 
-    def to_row(self, record: Any) -> _Row:
-        org, user = self.who(record)
-        return _Row(record[0], record[1], record[2], org, user, self.binding(record))
+    def binding(self, row: _Read) -> str:
+        return row[3] if row[3] is not None else outbox_label(row[0])
 
-    def cas_update(self) -> Any:
-        return (
+    def cas_update(self, dialect: Any) -> tuple[str, tuple[str, ...] | None]:
+        """The compare-and-swap UPDATE as driver SQL, and its parameter order if positional."""
+        stmt = (
             update(self.pk.table)
             .where(self.pk == bindparam("b_pk"), self.ciphertext == bindparam("b_old"))
             .values({self.ciphertext.key: bindparam("b_new"), self.key_id.key: bindparam("b_kid")})
         )
+        compiled = stmt.compile(dialect=dialect)
+        order = (
+            tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None
+        )
+        return str(compiled), order
+
+    def explain(self, conn: Connection, store: SecretStore, row: _Read) -> Failure:
+        """Who a failed row belongs to and why it failed, in the words of the secret store."""
+        if self.kind == "secret":
+            query = (
+                select(_ORGS.c.slug, _USERS.c.handle)
+                .select_from(_USERS.join(_ORGS, _ORGS.c.id == _USERS.c.organization_id))
+                .where(_USERS.c.id == row[0])
+            )
+            found: Any = conn.execute(query).one()
+            org, user = found
+            try:
+                store.open_secret(str(row[3]), row[2], f"{org}/{user}", key_id=row[1])
+            except SecretStoreError as exc:
+                return Failure(org, user, exc.message)
+            return Failure(org, user, f"the MFA secret of {org}/{user} changed while it was read")
+        query = (
+            select(_ORGS.c.slug, _USERS.c.handle, _OUTBOX.c.recipient)
+            .select_from(_OUTBOX_WHO)
+            .where(_OUTBOX.c.id == row[0])
+        )
+        message: Any = conn.execute(query).one()
+        org, user, recipient = message
+        what = f"the body of outbox message {row[0]}"
+        try:
+            store.open_blob(outbox_label(row[0]), row[2], what, key_id=row[1])
+        except SecretStoreError as exc:
+            return Failure(org, user or recipient, exc.message)
+        return Failure(org, user or recipient, f"{what} changed while it was read")
 
 
+_SECRET_USERS = _SECRETS.join(_USERS, _USERS.c.id == _SECRETS.c.user_id)
 _SECRET_TABLE = _Table(
     kind="secret",
     pk=_SECRETS.c.user_id,
     key_id=_SECRETS.c.key_id,
     ciphertext=_SECRETS.c.ciphertext,
-    base=_SECRETS.join(_USERS, _USERS.c.id == _SECRETS.c.user_id).join(
-        _ORGS, _ORGS.c.id == _USERS.c.organization_id
-    ),
-    binding=lambda r: str(r[3]),
-    who=lambda r: (r[4], r[5]),
-    extra=(_USERS.c.uid, _ORGS.c.slug, _USERS.c.handle),
+    uid=_USERS.c.uid,
+    base=_SECRET_USERS,
+    scoped=_SECRET_USERS.join(_ORGS, _ORGS.c.id == _USERS.c.organization_id),
     not_null=None,
 )
-
+_OUTBOX_WHO = _OUTBOX.outerjoin(_USERS, _USERS.c.id == _OUTBOX.c.user_id).outerjoin(
+    _ORGS, _ORGS.c.id == _USERS.c.organization_id
+)
 _OUTBOX_TABLE = _Table(
     kind="outbox",
     pk=_OUTBOX.c.id,
     key_id=_OUTBOX.c.key_id,
     ciphertext=_OUTBOX.c.body_ciphertext,
-    base=_OUTBOX.outerjoin(_USERS, _USERS.c.id == _OUTBOX.c.user_id).outerjoin(
+    uid=None,
+    base=_OUTBOX,
+    scoped=_OUTBOX.join(_USERS, _USERS.c.id == _OUTBOX.c.user_id).join(
         _ORGS, _ORGS.c.id == _USERS.c.organization_id
     ),
-    binding=lambda r: outbox_label(int(r[0])),
-    who=lambda r: (r[3], r[4] or r[5]),
-    extra=(_ORGS.c.slug, _USERS.c.handle, _OUTBOX.c.recipient),
     not_null=_OUTBOX.c.body_ciphertext.is_not(None),
 )
+_TABLES = (_SECRET_TABLE, _OUTBOX_TABLE)
 
 
 # --- the crypto, in this process or in a pool --------------------------------------------------
 
-# (pk-less) work item: (kind, key id, ciphertext, binding, who); result: (new ciphertext, reason)
-_Item = tuple[str, str | None, str, str, str]
-_Outcome = tuple[str | None, str | None]
+# work item: (binding, ciphertext, key id hint); answer: new ciphertext, "" (checked), None (failed)
+_Item = tuple[str, str, str | None]
+_Answer = str | None
 
 _worker_store: SecretStore | None = None
 
@@ -264,32 +293,9 @@ def _init_worker(active_key: str, rolling_key: str) -> None:
     _worker_store = SecretStore(active_key, rolling_key)
 
 
-def _pool_chunk(items: list[_Item], write: bool) -> list[_Outcome]:
+def _pool_chunk(items: list[_Item], blobs: bool, write: bool) -> list[_Answer]:
     assert _worker_store is not None
-    return _crypto(_worker_store, items, write)
-
-
-def _crypto(store: SecretStore, items: list[_Item], write: bool) -> list[_Outcome]:
-    """Open each item (checking its binding) and, when ``write``, seal it under the active key."""
-    out: list[_Outcome] = []
-    for kind, kid, ciphertext, binding, who in items:
-        try:
-            if kind == "secret":
-                if write:
-                    sealed = store.reseal_secret(binding, ciphertext, who, key_id=kid)
-                    out.append((sealed.ciphertext, None))
-                else:
-                    store.open_secret(binding, ciphertext, who, key_id=kid)
-                    out.append((None, None))
-            elif write:
-                sealed = store.reseal_blob(binding, ciphertext, who, key_id=kid)
-                out.append((sealed.ciphertext, None))
-            else:
-                store.open_blob(binding, ciphertext, who, key_id=kid)
-                out.append((None, None))
-        except SecretStoreError as exc:
-            out.append((None, exc.message))
-    return out
+    return _worker_store.rekey(items, blobs=blobs, write=write)
 
 
 class _Crypto:
@@ -300,27 +306,19 @@ class _Crypto:
         self.workers = workers
         self.pool: Pool | None = None
         if workers > 1:
-            settings = app.settings.secret_store
+            keys = app.settings.secret_store
             self.pool = multiprocessing.get_context().Pool(
-                workers,
-                initializer=_init_worker,
-                initargs=(settings.active_key, settings.rolling_key),
+                workers, initializer=_init_worker, initargs=(keys.active_key, keys.rolling_key)
             )
 
-    def submit(self, items: list[_Item], write: bool) -> Callable[[], list[_Outcome]]:
+    def submit(self, items: list[_Item], blobs: bool, write: bool) -> Callable[[], list[_Answer]]:
         if self.pool is None:
-            outcomes = _crypto(self.store, items, write)
-            return lambda: outcomes
+            answers = self.store.rekey(items, blobs=blobs, write=write)
+            return lambda: answers
         size = -(-len(items) // self.workers)
-        chunks = [items[i : i + size] for i in range(0, len(items), size)]
-        pending: AsyncResult[list[list[_Outcome]]] = self.pool.starmap_async(
-            _pool_chunk, [(chunk, write) for chunk in chunks]
-        )
-
-        def collect() -> list[_Outcome]:
-            return [outcome for chunk in pending.get() for outcome in chunk]
-
-        return collect
+        chunks = [(items[i : i + size], blobs, write) for i in range(0, len(items), size)]
+        pending: AsyncResult[list[list[_Answer]]] = self.pool.starmap_async(_pool_chunk, chunks)
+        return lambda: [answer for chunk in pending.get() for answer in chunk]
 
     def close(self) -> None:
         if self.pool is not None:
@@ -351,11 +349,12 @@ class _Walk:
         active = self.app.secrets.active_key_id
         lock = self.mode == "migrate" and engine.dialect.name == "postgresql"
         write = self.mode == "migrate"
+        blobs = self.table.kind == "outbox"
         pending_for = None if self.mode == "verify" else active
-        update_stmt = self.table.cas_update()
-        # one batch being read while the previous one is in the pool
+        cas = self.table.cas_update(engine.dialect)
+        # with a pool, the next batch is read and sent while the previous one is being sealed
         depth = 2 if self.crypto.pool is not None else 1
-        in_flight: deque[tuple[Connection, list[_Row], Callable[[], list[_Outcome]]]] = deque()
+        in_flight: deque[tuple[Connection, list[_Read], Callable[[], list[_Answer]]]] = deque()
         after = 0
         try:
             while True:
@@ -367,55 +366,47 @@ class _Walk:
                     pending_for=pending_for,
                     lock=lock,
                 )
-                rows = [self.table.to_row(r) for r in conn.execute(query)]
+                rows: list[_Read] = [tuple(r) for r in conn.execute(query).all()]
                 if not lock:
                     conn.commit()  # no snapshot held while the crypto runs
                 if not rows:
                     conn.close()
                     break
-                after = rows[-1].pk
-                items: list[_Item] = [
-                    (self.table.kind, r.key_id, r.ciphertext, r.binding, self._who(r)) for r in rows
-                ]
-                in_flight.append((conn, rows, self.crypto.submit(items, write)))
+                after = rows[-1][0]
+                binding = self.table.binding
+                items: list[_Item] = [(binding(r), r[2], r[1]) for r in rows]
+                in_flight.append((conn, rows, self.crypto.submit(items, blobs, write)))
                 if len(in_flight) >= depth:
-                    self._finish(*in_flight.popleft(), update_stmt, active)
+                    self._finish(*in_flight.popleft(), cas, active)
             while in_flight:
-                self._finish(*in_flight.popleft(), update_stmt, active)
+                self._finish(*in_flight.popleft(), cas, active)
         finally:
             for conn, _, _ in in_flight:
                 conn.rollback()
                 conn.close()
 
-    def _who(self, row: _Row) -> str:
-        if self.table.kind == "secret":
-            return f"{row.org}/{row.user}"
-        return f"the body of outbox message {row.pk}"
-
     def _finish(
         self,
         conn: Connection,
-        rows: list[_Row],
-        collect: Callable[[], list[_Outcome]],
-        update_stmt: Any,
+        rows: list[_Read],
+        collect: Callable[[], list[_Answer]],
+        cas: tuple[str, tuple[str, ...] | None],
         active: str,
     ) -> None:
         try:
-            outcomes = collect()
+            answers = collect()
             params: list[dict[str, Any]] = []
-            for row, (new, reason) in zip(rows, outcomes, strict=True):
-                if reason is not None:
-                    self.failed.append(Failure(row.org, row.user, reason))
-                elif new is not None:
-                    params.append({"b_pk": row.pk, "b_old": row.ciphertext, "b_new": new})
-                elif self.mode == "dry_run" and row.key_id != active:
+            for row, new in zip(rows, answers, strict=True):
+                if new is None:
+                    self.failed.append(self.table.explain(conn, self.app.secrets, row))
+                elif new:
+                    params.append({"b_pk": row[0], "b_old": row[2], "b_new": new, "b_kid": active})
+                elif self.mode == "dry_run" and row[1] != active:
                     self.migrated += 1
             if params:
                 if self.before_write is not None:
                     self.before_write([p["b_pk"] for p in params])
-                for p in params:
-                    p["b_kid"] = active
-                written = self._write(conn, update_stmt, params)
+                written = self._write(conn, cas, params)
                 conn.commit()
                 self.migrated += written
                 self.changed_meanwhile += len(params) - written
@@ -426,10 +417,18 @@ class _Walk:
         self.seen += len(rows)
         self.progress.advance(len(rows))
 
-    def _write(self, conn: Connection, stmt: Any, params: list[dict[str, Any]]) -> int:
+    @staticmethod
+    def _write(
+        conn: Connection, cas: tuple[str, tuple[str, ...] | None], params: list[dict[str, Any]]
+    ) -> int:
+        """executemany straight to the driver: the rows it changed (0 where the CAS lost)."""
+        sql, order = cas
+        driver_params: list[Any] = (
+            params if order is None else [tuple(p[name] for name in order) for p in params]
+        )
         if conn.dialect.supports_sane_multi_rowcount:
-            return int(conn.execute(stmt, params).rowcount)
-        return sum(int(conn.execute(stmt, p).rowcount) for p in params)
+            return int(conn.exec_driver_sql(sql, driver_params).rowcount)
+        return sum(int(conn.exec_driver_sql(sql, p).rowcount) for p in driver_params)
 
 
 def _check_options(batch_size: int, workers: int) -> None:
@@ -522,16 +521,13 @@ def migrate(
     return report
 
 
-_TABLES = (_SECRET_TABLE, _OUTBOX_TABLE)
-
-
 def _refuse_unknown_without_rolling(conn: Connection, store: SecretStore, org: str | None) -> None:
     """With no rolling key, rows under another key mean the previous key was dropped too soon."""
     if store.rolling_key_id is not None:
         return
     query = (
         select(_SECRETS.c.key_id, func.count())
-        .select_from(_SECRET_TABLE.base)
+        .select_from(_SECRET_TABLE.scoped)
         .where(_SECRETS.c.key_id != store.active_key_id)
         .group_by(_SECRETS.c.key_id)
     )
