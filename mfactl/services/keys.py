@@ -150,6 +150,9 @@ def rolling_key_in_use(engine: Engine, rolling_key_id: str) -> tuple[int, int]:
 
 # --- the two tables a migration walks ----------------------------------------------------------
 
+# writes (primary key, old ciphertext, new ciphertext) rows under the active key id; -> rows written
+_CasWriter = Callable[[Connection, list[tuple[int, str, str]], str], int]
+
 # a row as read: (primary key, key id, ciphertext, binding: the user's uid, or None for outbox)
 _Read = tuple[int, str | None, str, str | None]
 
@@ -164,6 +167,9 @@ class _Table:
     base: Any  # the table, joined to users when the binding needs it
     scoped: Any  # the same, joined to users and organizations, for --org
     not_null: Any  # the condition a row needs to hold anything sealed (or None)
+    # the joined column equal to pk (users.id): bounded too, or a merge join would scan the
+    # users from the first one at every batch
+    pk_twin: Any = None
 
     def select_rows(
         self, *, after: int, limit: int, org: str | None, pending_for: str | None, lock: bool
@@ -177,6 +183,8 @@ class _Table:
             .order_by(self.pk)
             .limit(limit)
         )
+        if self.pk_twin is not None:
+            query = query.where(self.pk_twin > after)
         if self.not_null is not None:
             query = query.where(self.not_null)
         if pending_for is not None:
@@ -207,28 +215,58 @@ class _Table:
     def binding(self, row: _Read) -> str:
         return row[3] if row[3] is not None else outbox_label(row[0])
 
-    def cas_update(self, dialect: Any) -> tuple[str, tuple[str, ...] | None]:
-        """The compare-and-swap UPDATE as driver SQL, and its parameter order if positional."""
+    def cas_writer(self, dialect: Any) -> _CasWriter:
+        """The compare-and-swap UPDATE of a batch, as lean as the driver allows."""
+        if dialect.name == "postgresql":
+            # one statement for the whole batch; PostgreSQL re-checks "ciphertext = old" on a
+            # row another transaction changed meanwhile, so the compare-and-swap still holds
+            table = self.pk.table.name
+            pk, ct, kid = self.pk.name, self.ciphertext.name, self.key_id.name
+            sql = (
+                f"UPDATE {table} AS t SET {ct} = v.new, {kid} = %(kid)s "
+                "FROM unnest(%(pks)b::bigint[], %(olds)b::text[], %(news)b::text[]) "
+                f"AS v(pk, old, new) WHERE t.{pk} = v.pk AND t.{ct} = v.old"
+            )
+
+            def unnest(conn: Connection, changes: list[tuple[int, str, str]], active: str) -> int:
+                pks, olds, news = (list(column) for column in zip(*changes, strict=True))
+                params = {"kid": active, "pks": pks, "olds": olds, "news": news}
+                return int(conn.exec_driver_sql(sql, params).rowcount)
+
+            return unnest
         stmt = (
             update(self.pk.table)
             .where(self.pk == bindparam("b_pk"), self.ciphertext == bindparam("b_old"))
             .values({self.ciphertext.key: bindparam("b_new"), self.key_id.key: bindparam("b_kid")})
         )
         compiled = stmt.compile(dialect=dialect)
-        order = (
-            tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None
-        )
-        return str(compiled), order
+        statement = str(compiled)
+        order = tuple(compiled.positiontup or ()) if compiled.positional else None
 
-    def explain(self, conn: Connection, store: SecretStore, row: _Read) -> Failure:
-        """Who a failed row belongs to and why it failed, in the words of the secret store."""
+        def executemany(conn: Connection, changes: list[tuple[int, str, str]], active: str) -> int:
+            # straight to the driver: no per-row parameter processing in SQLAlchemy
+            named = [{"b_pk": p, "b_old": o, "b_new": n, "b_kid": active} for p, o, n in changes]
+            params: list[Any] = (
+                named if order is None else [tuple(d[k] for k in order) for d in named]
+            )
+            if conn.dialect.supports_sane_multi_rowcount:
+                return int(conn.exec_driver_sql(statement, params).rowcount)
+            return sum(int(conn.exec_driver_sql(statement, p).rowcount) for p in params)
+
+        return executemany
+
+    def explain(self, conn: Connection, store: SecretStore, row: _Read) -> Failure | None:
+        """Who a failed row belongs to and why it failed, in the words of the secret store;
+        None when the row is gone meanwhile (the user or the sent email was deleted)."""
         if self.kind == "secret":
             query = (
                 select(_ORGS.c.slug, _USERS.c.handle)
                 .select_from(_USERS.join(_ORGS, _ORGS.c.id == _USERS.c.organization_id))
                 .where(_USERS.c.id == row[0])
             )
-            found: Any = conn.execute(query).one()
+            found: Any = conn.execute(query).first()
+            if found is None:
+                return None
             org, user = found
             try:
                 store.open_secret(str(row[3]), row[2], f"{org}/{user}", key_id=row[1])
@@ -240,7 +278,9 @@ class _Table:
             .select_from(_OUTBOX_WHO)
             .where(_OUTBOX.c.id == row[0])
         )
-        message: Any = conn.execute(query).one()
+        message: Any = conn.execute(query).first()
+        if message is None:
+            return None
         org, user, recipient = message
         what = f"the body of outbox message {row[0]}"
         try:
@@ -260,6 +300,7 @@ _SECRET_TABLE = _Table(
     base=_SECRET_USERS,
     scoped=_SECRET_USERS.join(_ORGS, _ORGS.c.id == _USERS.c.organization_id),
     not_null=None,
+    pk_twin=_USERS.c.id,
 )
 _OUTBOX_WHO = _OUTBOX.outerjoin(_USERS, _USERS.c.id == _OUTBOX.c.user_id).outerjoin(
     _ORGS, _ORGS.c.id == _USERS.c.organization_id
@@ -351,7 +392,7 @@ class _Walk:
         write = self.mode == "migrate"
         blobs = self.table.kind == "outbox"
         pending_for = None if self.mode == "verify" else active
-        cas = self.table.cas_update(engine.dialect)
+        cas = self.table.cas_writer(engine.dialect)
         # with a pool, the next batch is read and sent while the previous one is being sealed
         depth = 2 if self.crypto.pool is not None else 1
         in_flight: deque[tuple[Connection, list[_Read], Callable[[], list[_Answer]]]] = deque()
@@ -359,6 +400,10 @@ class _Walk:
         try:
             while True:
                 conn = engine.connect()
+                if lock:
+                    # A batch lost in a server crash is simply done again by the next run (its
+                    # rows still open with the rolling key), so it need not wait for the disk.
+                    conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
                 query = self.table.select_rows(
                     after=after,
                     limit=self.batch_size,
@@ -390,45 +435,34 @@ class _Walk:
         conn: Connection,
         rows: list[_Read],
         collect: Callable[[], list[_Answer]],
-        cas: tuple[str, tuple[str, ...] | None],
+        cas: _CasWriter,
         active: str,
     ) -> None:
         try:
             answers = collect()
-            params: list[dict[str, Any]] = []
+            changes: list[tuple[int, str, str]] = []
             for row, new in zip(rows, answers, strict=True):
                 if new is None:
-                    self.failed.append(self.table.explain(conn, self.app.secrets, row))
+                    failure = self.table.explain(conn, self.app.secrets, row)
+                    if failure is not None:
+                        self.failed.append(failure)
                 elif new:
-                    params.append({"b_pk": row[0], "b_old": row[2], "b_new": new, "b_kid": active})
+                    changes.append((row[0], row[2], new))
                 elif self.mode == "dry_run" and row[1] != active:
                     self.migrated += 1
-            if params:
+            if changes:
                 if self.before_write is not None:
-                    self.before_write([p["b_pk"] for p in params])
-                written = self._write(conn, cas, params)
+                    self.before_write([c[0] for c in changes])
+                written = cas(conn, changes, active)
                 conn.commit()
                 self.migrated += written
-                self.changed_meanwhile += len(params) - written
+                self.changed_meanwhile += len(changes) - written
             else:
                 conn.rollback()
         finally:
             conn.close()
         self.seen += len(rows)
         self.progress.advance(len(rows))
-
-    @staticmethod
-    def _write(
-        conn: Connection, cas: tuple[str, tuple[str, ...] | None], params: list[dict[str, Any]]
-    ) -> int:
-        """executemany straight to the driver: the rows it changed (0 where the CAS lost)."""
-        sql, order = cas
-        driver_params: list[Any] = (
-            params if order is None else [tuple(p[name] for name in order) for p in params]
-        )
-        if conn.dialect.supports_sane_multi_rowcount:
-            return int(conn.exec_driver_sql(sql, driver_params).rowcount)
-        return sum(int(conn.exec_driver_sql(sql, p).rowcount) for p in driver_params)
 
 
 def _check_options(batch_size: int, workers: int) -> None:

@@ -174,3 +174,12 @@ def test_config_check_warns_while_the_rolling_key_holds_secrets(
     assert f"warning: {warning}" in rotated("config", "check").stdout
     assert rotated("keys", "migrate").exit_code == 0
     assert rotated.json("config", "check")["warnings"] == []
+
+
+def test_unknown_org_and_bad_batch_size(rotated: Mfactl) -> None:
+    missing = rotated("keys", "migrate", "--org", "nope")
+    assert missing.exit_code == 3
+    assert missing.stderr == "error: organization 'nope' does not exist\n"
+    bad = rotated("migrate-keys", "--batch-size", "0")
+    assert bad.exit_code == 2
+    assert bad.stderr == "error: --batch-size must be between 1 and 100000\n"

@@ -211,3 +211,27 @@ def test_workers_spread_the_crypto(rotated: App, old_key: str) -> None:
     assert (report.migrated, report.failed) == (40, [])
     assert_all_open(rotated.engine, rotated.secrets, seeded)
     assert keys.verify(rotated, workers=2).failed == []
+
+
+def test_outbox_body_bound_to_another_message_is_refused(rotated: App, old_key: str) -> None:
+    old = SecretStore(old_key)
+    (alice,) = seed_secrets(rotated.engine, old, 1, prefix="alice")
+    first = add_outbox(rotated, old, "link one", user_id=alice.user_id)
+    second = add_outbox(rotated, old, "link two", user_id=alice.user_id)
+    with rotated.engine.begin() as conn:  # body of message 1 copied onto message 2
+        body = conn.scalar(select(OutboxMessage.body_ciphertext).where(OutboxMessage.id == first))
+        conn.execute(
+            update(OutboxMessage).where(OutboxMessage.id == second).values(body_ciphertext=body)
+        )
+    report = keys.migrate(rotated)
+    assert (report.migrated, report.outbox_migrated) == (1, 1)
+    assert report.failed == [
+        keys.Failure(
+            "acme",
+            "alice0",
+            f"the body of outbox message {second} is bound to something else; it was refused",
+        )
+    ]
+    with rotated.engine.connect() as conn:
+        kid = conn.scalar(select(OutboxMessage.key_id).where(OutboxMessage.id == second))
+    assert kid == old.active_key_id
