@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import typer
 
-app = typer.Typer(help="Many users at once: list, bulk reset, bulk enrollment invitations.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Many users at once: list, bulk reset, bulk enrollment invitations.", no_args_is_help=True
+)
 
 
 # --- users list (issue 5) ------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import multiprocessing
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Select, bindparam, case, func, null, or_, select, update
@@ -243,11 +244,15 @@ class _Table:
         statement = str(compiled)
         order = tuple(compiled.positiontup or ()) if compiled.positional else None
 
+        positions = {"b_pk": 0, "b_old": 1, "b_new": 2, "b_kid": 3}
+        pick = itemgetter(*(positions[name] for name in order)) if order else None
+
         def executemany(conn: Connection, changes: list[tuple[int, str, str]], active: str) -> int:
             # straight to the driver: no per-row parameter processing in SQLAlchemy
-            named = [{"b_pk": p, "b_old": o, "b_new": n, "b_kid": active} for p, o, n in changes]
             params: list[Any] = (
-                named if order is None else [tuple(d[k] for k in order) for d in named]
+                [{"b_pk": p, "b_old": o, "b_new": n, "b_kid": active} for p, o, n in changes]
+                if pick is None
+                else [pick((p, o, n, active)) for p, o, n in changes]
             )
             if conn.dialect.supports_sane_multi_rowcount:
                 return int(conn.exec_driver_sql(statement, params).rowcount)
@@ -411,7 +416,7 @@ class _Walk:
                     pending_for=pending_for,
                     lock=lock,
                 )
-                rows: list[_Read] = [tuple(r) for r in conn.execute(query).all()]
+                rows: list[_Read] = conn.execute(query).all()  # type: ignore[assignment]
                 if not lock:
                     conn.commit()  # no snapshot held while the crypto runs
                 if not rows:
