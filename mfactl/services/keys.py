@@ -21,9 +21,11 @@ from __future__ import annotations
 import multiprocessing
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import Select, bindparam, case, func, null, or_, select, update
 from sqlalchemy.engine import Connection, Engine
@@ -31,11 +33,8 @@ from sqlalchemy.engine import Connection, Engine
 from mfactl.bootstrap import App
 from mfactl.crypto import SecretStore, outbox_label
 from mfactl.db.models import MfaSecret, Organization, OutboxMessage, User
-from mfactl.errors import InvalidInput, SecretStoreError
+from mfactl.errors import InvalidInput, SecretStoreError, Unavailable
 from mfactl.services import audit
-
-if TYPE_CHECKING:
-    from multiprocessing.pool import AsyncResult, Pool
 
 DEFAULT_BATCH_SIZE = 1000
 MAX_BATCH_SIZE = 100_000
@@ -345,16 +344,19 @@ def _pool_chunk(items: list[_Item], blobs: bool, write: bool) -> list[_Answer]:
 
 
 class _Crypto:
-    """Runs batches of crypto inline (one worker) or spread over a process pool."""
+    """Runs batches of crypto inline (one worker) or spread over a pool of processes."""
 
     def __init__(self, app: App, workers: int) -> None:
         self.store = app.secrets
         self.workers = workers
-        self.pool: Pool | None = None
+        self.pool: ProcessPoolExecutor | None = None
         if workers > 1:
             keys = app.settings.secret_store
-            self.pool = multiprocessing.get_context().Pool(
-                workers, initializer=_init_worker, initargs=(keys.active_key, keys.rolling_key)
+            self.pool = ProcessPoolExecutor(
+                workers,
+                mp_context=multiprocessing.get_context(),
+                initializer=_init_worker,
+                initargs=(keys.active_key, keys.rolling_key),
             )
 
     def submit(self, items: list[_Item], blobs: bool, write: bool) -> Callable[[], list[_Answer]]:
@@ -362,14 +364,26 @@ class _Crypto:
             answers = self.store.rekey(items, blobs=blobs, write=write)
             return lambda: answers
         size = -(-len(items) // self.workers)
-        chunks = [(items[i : i + size], blobs, write) for i in range(0, len(items), size)]
-        pending: AsyncResult[list[list[_Answer]]] = self.pool.starmap_async(_pool_chunk, chunks)
-        return lambda: [answer for chunk in pending.get() for answer in chunk]
+        pool = self.pool
+        futures = [
+            pool.submit(_pool_chunk, items[i : i + size], blobs, write)
+            for i in range(0, len(items), size)
+        ]
+
+        def collect() -> list[_Answer]:
+            try:
+                return [answer for future in futures for answer in future.result()]
+            except BrokenProcessPool:
+                raise Unavailable(
+                    "a --workers process died (out of memory, or killed); the batches in "
+                    "progress were not written, and a new run does what is left"
+                ) from None
+
+        return collect
 
     def close(self) -> None:
         if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 # --- the walk shared by migrate, dry run and verify ------------------------------------------

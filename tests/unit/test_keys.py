@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 
@@ -11,7 +12,7 @@ from sqlalchemy import delete, insert, select, update
 from mfactl.bootstrap import App
 from mfactl.crypto import SecretStore, generate_key, outbox_label
 from mfactl.db.models import AuditEvent, MfaSecret, OutboxMessage
-from mfactl.errors import InvalidInput, NotFound, SecretStoreError
+from mfactl.errors import InvalidInput, NotFound, SecretStoreError, Unavailable
 from mfactl.services import keys
 from tests.conftest import FrozenClock, _wipe, make_app
 from tests.keyseed import MOMENT, assert_all_open, seed_secrets, stored
@@ -235,3 +236,24 @@ def test_outbox_body_bound_to_another_message_is_refused(rotated: App, old_key: 
     with rotated.engine.connect() as conn:
         kid = conn.scalar(select(OutboxMessage.key_id).where(OutboxMessage.id == second))
     assert kid == old.active_key_id
+
+
+def _die(*_args: object) -> None:
+    os._exit(3)  # a --workers process killed (out of memory, kill -9)
+
+
+def test_a_dead_worker_stops_the_run_without_writing(
+    sqlite_url: str,
+    clock: FrozenClock,
+    active_key: str,
+    old_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rotated = make_app(sqlite_url, clock, active_key, rolling_key=old_key)
+    seed_secrets(rotated.engine, SecretStore(old_key), 12)
+    before = stored(rotated.engine)
+    monkeypatch.setattr(keys, "_pool_chunk", _die)
+    with pytest.raises(Unavailable, match="a --workers process died"):
+        keys.migrate(rotated, batch_size=5, workers=2)
+    assert stored(rotated.engine) == before
+    rotated.close()
