@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, Protocol
 
-from sqlalchemy import Select, bindparam, case, func, null, or_, select, update
+from sqlalchemy import Select, bindparam, func, null, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from mfactl.bootstrap import App
@@ -197,16 +197,16 @@ class _Table:
 
     def count(self, conn: Connection, *, org: str | None, active: str) -> tuple[int, int]:
         """(rows under the active key, rows not under it) within scope."""
-        under_active = case((self.key_id == active, 1), else_=0)
-        query = select(under_active, func.count()).group_by(under_active)
+        # GROUP BY key_id: read from the key_id index alone, not from the ciphertexts
+        query = select(self.key_id, func.count()).group_by(self.key_id)
         query = query.select_from(self.scoped if org is not None else self.pk.table)
         if self.not_null is not None:
             query = query.where(self.not_null)
         if org is not None:
             query = query.where(_ORGS.c.slug == org)
         done = todo = 0
-        for is_active, n in conn.execute(query):
-            if is_active:
+        for kid, n in conn.execute(query):
+            if kid == active:
                 done += n
             else:
                 todo += n
