@@ -18,9 +18,10 @@ The database path is SQLAlchemy Core with executemany updates: no ORM object per
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -532,6 +533,7 @@ def migrate(
     report.outbox_already_active = counts["outbox"][0]
     progress.start(counts["secret"][1] + counts["outbox"][1])
     crypto = _Crypto(app, workers)
+    outcome = "interrupted"  # until every table is done: what was committed is still recorded
     try:
         for table in _TABLES:
             walk = _Walk(
@@ -544,34 +546,44 @@ def migrate(
                 progress,
                 before_write,
             )
-            walk.run()
-            if table.kind == "secret":
-                report.migrated = walk.migrated
-            else:
-                report.outbox_migrated = walk.migrated
-            report.changed_meanwhile += walk.changed_meanwhile
-            report.failed += walk.failed
+            try:
+                walk.run()
+            finally:
+                if table.kind == "secret":
+                    report.migrated = walk.migrated
+                else:
+                    report.outbox_migrated = walk.migrated
+                report.changed_meanwhile += walk.changed_meanwhile
+                report.failed += walk.failed
+        outcome = "failed" if report.failed else "ok"
     finally:
         crypto.close()
+        if not dry_run and outcome == "interrupted":
+            with contextlib.suppress(Exception):  # the error that stopped the run comes first
+                _record_migration(app, slug, outcome, report)
     if not dry_run:
-        with app.uow() as uow:
-            audit.record(
-                uow.session,
-                app,
-                "keys.migrate",
-                org=slug,
-                outcome="failed" if report.failed else "ok",
-                details={
-                    "active_key_id": store.active_key_id,
-                    "migrated": report.migrated,
-                    "already_active": report.already_active,
-                    "outbox_migrated": report.outbox_migrated,
-                    "changed_meanwhile": report.changed_meanwhile,
-                    "failed": len(report.failed),
-                },
-            )
-            uow.commit()
+        _record_migration(app, slug, outcome, report)
     return report
+
+
+def _record_migration(app: App, org: str | None, outcome: str, report: MigrateReport) -> None:
+    with app.uow() as uow:
+        audit.record(
+            uow.session,
+            app,
+            "keys.migrate",
+            org=org,
+            outcome=outcome,
+            details={
+                "active_key_id": app.secrets.active_key_id,
+                "migrated": report.migrated,
+                "already_active": report.already_active,
+                "outbox_migrated": report.outbox_migrated,
+                "changed_meanwhile": report.changed_meanwhile,
+                "failed": len(report.failed),
+            },
+        )
+        uow.commit()
 
 
 def _refuse_unknown_without_rolling(conn: Connection, store: SecretStore, org: str | None) -> None:
@@ -630,9 +642,3 @@ def verify(
     finally:
         crypto.close()
     return report
-
-
-def failures(items: Sequence[Failure]) -> Iterator[str]:
-    """Failures as "org/user: reason" lines."""
-    for f in items:
-        yield f"{f.org or '-'}/{f.user or '-'}: {f.reason}"

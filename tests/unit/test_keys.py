@@ -256,4 +256,7 @@ def test_a_dead_worker_stops_the_run_without_writing(
     with pytest.raises(Unavailable, match="a --workers process died"):
         keys.migrate(rotated, batch_size=5, workers=2)
     assert stored(rotated.engine) == before
+    with rotated.engine.connect() as conn:
+        event = conn.execute(select(AuditEvent.outcome, AuditEvent.details)).one()
+    assert event.outcome == "interrupted" and event.details["migrated"] == 0
     rotated.close()
