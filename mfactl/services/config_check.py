@@ -48,7 +48,31 @@ def check(values: str | None) -> ConfigReport:
         return report
     report.warnings = list(settings.warnings)
     report.database = _check_database(settings)
+    if report.database.schema == "current" and settings.secret_store.rolling_key:
+        report.warnings += _rolling_key_warnings(settings)
     return report
+
+
+def _rolling_key_warnings(settings: Settings) -> list[str]:
+    """Secrets still under the rolling key: removing that key now would lock their users out."""
+    from mfactl.config import key_id
+    from mfactl.db.engine import make_engine
+    from mfactl.services.keys import rolling_key_in_use
+
+    engine = make_engine(settings.database.url)
+    try:
+        secrets, outbox = rolling_key_in_use(engine, key_id(settings.secret_store.rolling_key))
+    except Exception as exc:  # the database answered a moment ago; say so rather than fail
+        return [f"could not count the secrets under secretStore.rollingKey: {type(exc).__name__}"]
+    finally:
+        engine.dispose()
+    if not secrets and not outbox:
+        return []
+    return [
+        f"{secrets} MFA secret{'s' if secrets != 1 else ''} and {outbox} outbox "
+        f"bod{'ies' if outbox != 1 else 'y'} are still sealed with secretStore.rollingKey; "
+        "run `mfactl keys migrate` before removing that key"
+    ]
 
 
 def _check_database(settings: Settings) -> DatabaseCheck:

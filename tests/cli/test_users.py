@@ -162,7 +162,7 @@ def test_list_status_is_the_same_command(mfactl: Mfactl, seeded: App) -> None:
             canonical.stdout,
             canonical.stderr,
         )
-    assert "Same as `users list`" in mfactl("--help").stdout
+    assert "Alias of `users list`" in mfactl("--help").stdout
 
 
 def test_usage_errors_are_exit_2(mfactl: Mfactl, seeded: App) -> None:

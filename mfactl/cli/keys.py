@@ -1,0 +1,232 @@
+"""mfactl keys: generate, status, verify and migrate the keys that seal the TOTP secrets."""
+
+from __future__ import annotations
+
+import sys
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from mfactl.cli.common import JSON_OPTION, err_console, get_app, info, print_fields, print_json
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+    from mfactl.services.keys import Failure
+
+app = typer.Typer(
+    help="The keys that seal the TOTP secrets: generate, status, verify, migrate.",
+    no_args_is_help=True,
+)
+
+BATCH_OPTION = typer.Option(
+    1000, "--batch-size", metavar="N", help="Rows per batch; each batch commits on its own."
+)
+WORKERS_OPTION = typer.Option(
+    1, "--workers", metavar="N", help="Processes doing the decryption and encryption."
+)
+
+
+class ProgressBar:
+    """A Rich progress bar on stderr (rate and ETA), fed by the service's start/advance."""
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+        self.bar: Progress | None = None
+        self.task: TaskID | None = None
+
+    def __enter__(self) -> ProgressBar:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=err_console(),
+            transient=False,
+            disable=not sys.stderr.isatty(),
+        )
+        self.bar.__enter__()
+        return self
+
+    def start(self, total: int) -> None:
+        assert self.bar is not None
+        self.task = self.bar.add_task(self.description, total=total, rate="")
+
+    def advance(self, done: int) -> None:
+        assert self.bar is not None and self.task is not None
+        self.bar.advance(self.task, done)
+        speed = self.bar.tasks[0].speed
+        self.bar.update(self.task, rate=f"{speed:,.0f}/s" if speed else "")
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self.bar is not None
+        self.bar.__exit__(exc_type, exc, tb)
+
+
+def _failed_json(failed: list[Failure]) -> list[dict[str, Any]]:
+    return [{"org": f.org, "user": f.user, "reason": f.reason} for f in failed]
+
+
+def _raise_failures(failed: list[Failure], what: tuple[str, str], tail: str) -> None:
+    """Exit 6 naming every failure; ``what`` is the (singular, plural) predicate."""
+    from mfactl.errors import SecretStoreError
+
+    if failed:
+        count = len(failed)
+        predicate = what[0] if count == 1 else what[1]
+        raise SecretStoreError(
+            f"{count} sealed value{'s' if count != 1 else ''} {predicate}; {tail}",
+            problems=[f"{f.org or '-'}/{f.user or '-'}: {f.reason}" for f in failed],
+            hint="set secretStore.rollingKey to the key that sealed them, "
+            "or reset the MFA of these users",
+        )
+
+
+@app.command("generate")
+def generate() -> None:
+    """Print a new Fernet key (only the key, for $(…))."""
+    from mfactl.crypto import generate_key
+
+    sys.stdout.write(generate_key() + "\n")
+
+
+@app.command("status")
+def status(ctx: typer.Context, json_: bool = JSON_OPTION) -> None:
+    """Show the key ids and how many secrets and outbox bodies each key holds."""
+    from mfactl.services import keys
+
+    result = keys.status(get_app(ctx))
+    if json_:
+        print_json(
+            {
+                "active_key_id": result.active_key_id,
+                "rolling_key_id": result.rolling_key_id,
+                "secrets": vars(result.secrets),
+                "outbox": vars(result.outbox),
+            }
+        )
+        return
+    s, o = result.secrets, result.outbox
+    print_fields(
+        [
+            ("active key", result.active_key_id),
+            ("rolling key", result.rolling_key_id),
+            ("secrets", f"{s.active} active, {s.rolling} rolling, {s.unknown} unknown key"),
+            ("outbox bodies", f"{o.active} active, {o.rolling} rolling, {o.unknown} unknown key"),
+        ]
+    )
+    if s.rolling or o.rolling:
+        info("run `mfactl keys migrate` to re-encrypt what the rolling key still holds")
+
+
+@app.command("verify")
+def verify(
+    ctx: typer.Context,
+    batch_size: int = BATCH_OPTION,
+    workers: int = WORKERS_OPTION,
+    json_: bool = JSON_OPTION,
+) -> None:
+    """Decrypt every secret and outbox body and check who it is bound to (exit 6 on a failure)."""
+    from mfactl.services import keys
+
+    with ProgressBar("verifying") as bar:
+        report = keys.verify(get_app(ctx), batch_size=batch_size, workers=workers, progress=bar)
+    if json_:
+        print_json(
+            {
+                "ok": not report.failed,
+                "secrets": report.secrets,
+                "outbox": report.outbox,
+                "failed": _failed_json(report.failed),
+            }
+        )
+    else:
+        info(f"checked {report.secrets} secrets and {report.outbox} outbox bodies")
+    _raise_failures(
+        report.failed,
+        (
+            "cannot be opened or is bound to someone else",
+            "cannot be opened or are bound to someone else",
+        ),
+        "every other one is fine",
+    )
+    if not json_:
+        info("ok: every sealed value opens and is bound to its owner")
+
+
+@app.command("migrate")
+def migrate(
+    ctx: typer.Context,
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Decrypt and count what would be migrated; write nothing."
+    ),
+    batch_size: int = BATCH_OPTION,
+    workers: int = WORKERS_OPTION,
+    org: str | None = typer.Option(None, "--org", help="Only this organization's secrets."),
+    json_: bool = JSON_OPTION,
+) -> None:
+    """Re-encrypt every secret and outbox body under the active key, online and resumable."""
+    from mfactl.services import keys
+
+    with ProgressBar("checking" if dry_run else "migrating") as bar:
+        report = keys.migrate(
+            get_app(ctx),
+            dry_run=dry_run,
+            batch_size=batch_size,
+            workers=workers,
+            org=org,
+            progress=bar,
+        )
+    if json_:
+        print_json(
+            {
+                "dry_run": report.dry_run,
+                "migrated": report.migrated,
+                "already_active": report.already_active,
+                "failed": _failed_json(report.failed),
+                "outbox": {
+                    "migrated": report.outbox_migrated,
+                    "already_active": report.outbox_already_active,
+                },
+                "changed_meanwhile": report.changed_meanwhile,
+            }
+        )
+    else:
+        verb = "would migrate" if dry_run else "migrated"
+        info(
+            f"{verb} {report.migrated} secrets and {report.outbox_migrated} outbox bodies; "
+            f"{report.already_active} secrets were already under the active key"
+        )
+        if report.changed_meanwhile:
+            info(
+                f"{report.changed_meanwhile} rows changed meanwhile (a reset or an enrollment) "
+                "and were left as they are"
+            )
+    _raise_failures(
+        report.failed,
+        (
+            "could not be migrated and was left untouched",
+            "could not be migrated and were left untouched",
+        ),
+        "every other row was migrated",
+    )
