@@ -17,8 +17,9 @@ if TYPE_CHECKING:
     from mfactl.services.reset import BulkResult
     from mfactl.services.selection import UserFilter
 
-app = typer.Typer(help="Many users at once: list, bulk reset, bulk enrollment invitations.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Many users at once: list, bulk reset, bulk enrollment invitations.", no_args_is_help=True
+)
 
 
 # --- the selection options, shared by users list / reset / enable ---------------------------------
@@ -273,6 +274,7 @@ def write_table(rows: Iterable[ListedUser]) -> None:
 
 
 # --- users reset, users enable (issue 4) ---------------------------------------------------------
+
 
 def _bulk_outcome(result: BulkResult, json_: bool, done: str) -> None:
     """The summary; exit 9 (EmailQueued) when some emails wait in the outbox."""

@@ -14,7 +14,7 @@ from sqlalchemy.pool import NullPool
 from mfactl.errors import ConfigError, Unavailable
 
 # The Alembic revision this mfactl expects; tests check it is the head of db/migrations.
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 

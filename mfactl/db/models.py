@@ -130,6 +130,8 @@ class ActionToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # set by the one opening a link allows (revision 0002); used_at by its confirmation
+    opened_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     used_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
 

@@ -4,6 +4,8 @@ A link carries ``secrets.token_urlsafe(32)``; only its SHA-256 is stored. A new 
 ends the user's older unused links of that purpose (their ``expires_at`` is set to now).
 Whatever serves the link (the platform's web app) calls ``open_link`` (a new pending secret and
 its otpauth URI) and then ``confirm_link`` with a code (activates the secret, uses up the link).
+A link opens exactly once: whoever opens it second, the user or someone who got hold of the
+mail, is refused, so a leaked link cannot swap in an attacker's secret.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from mfactl.services.enrollment import begin_enrollment, confirm_enrollment
 
 PURPOSES = ("reset", "enroll")
 USED = "this link has already been used; ask your administrator for a new one"
+OPENED = "this link has already been opened; ask your administrator for a new one"
 
 
 def token_hash(token: str) -> str:
@@ -158,13 +161,22 @@ def _audit(
 
 
 def open_link(app: App, org: str, token: str) -> OpenedLink:
-    """Start (or restart) enrollment from a link: a new pending secret and its otpauth URI.
+    """Start enrollment from a link: a new pending secret and its otpauth URI, exactly once.
 
-    The link stays usable until it is confirmed or expires, so reloading the page that serves
-    it works; each opening replaces the pending secret, so only the latest QR code counts.
+    The opening is claimed by one conditional UPDATE, so of two concurrent openings one wins.
     """
     with app.uow() as uow:
         link, organization, user = _checked_token(uow.session, app, org, token)
+        if link.opened_at is not None:
+            raise Conflict(OPENED)
+        claimed = uow.session.execute(
+            update(ActionToken)
+            .where(ActionToken.id == link.id, ActionToken.opened_at.is_(None))
+            .values(opened_at=app.now())
+            .execution_options(synchronize_session=False)
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            raise Conflict(OPENED)
         uri = begin_enrollment(uow.session, app, organization, user)
         _audit(uow.session, app, "link.open", link, organization, user)
         uow.commit()
@@ -175,6 +187,8 @@ def confirm_link(app: App, org: str, token: str, code: str) -> ConfirmedLink:
     """Activate the pending secret with a code and use up the link (exactly once)."""
     with app.uow() as uow:
         link, organization, user = _checked_token(uow.session, app, org, token)
+        if link.opened_at is None:
+            raise Conflict("this link has not been opened yet; open it to get the QR code first")
         confirm_enrollment(uow.session, app, organization, user, code)
         used = uow.session.execute(
             update(ActionToken)

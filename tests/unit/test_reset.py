@@ -134,13 +134,17 @@ def test_link_open_confirm_once_expiry_and_other_org(mail_app: App, clock: Froze
         links.open_link(app, "beta", alice)
     with pytest.raises(NotFound):
         links.open_link(app, "acme", alice[:-1] + ("A" if alice[-1] != "A" else "B"))
+    with pytest.raises(Conflict, match="not been opened yet"):
+        links.confirm_link(app, "acme", alice, "123456")
     opened = links.open_link(app, "acme", alice)
-    reopened = links.open_link(app, "acme", alice)  # a reload: only the newest QR counts
+    with pytest.raises(Conflict, match="already been opened") as reopened:
+        links.open_link(app, "acme", alice)  # a second opening (a leaked mail) is refused
+    assert reopened.value.exit_code == 4
     with pytest.raises(Conflict, match="the code is wrong"):
-        links.confirm_link(app, "acme", alice, phone_code(opened.otpauth_uri, app.now()))
-    links.confirm_link(app, "acme", alice, phone_code(reopened.otpauth_uri, app.now()))
+        links.confirm_link(app, "acme", alice, "000000")
+    links.confirm_link(app, "acme", alice, phone_code(opened.otpauth_uri, app.now()))
     with pytest.raises(Conflict, match="already been used"):
-        links.confirm_link(app, "acme", alice, phone_code(reopened.otpauth_uri, app.now()))
+        links.confirm_link(app, "acme", alice, phone_code(opened.otpauth_uri, app.now()))
 
     clock.advance(72 * 3600)
     with pytest.raises(Conflict, match="has expired") as expired:

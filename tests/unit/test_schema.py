@@ -50,3 +50,39 @@ def test_unreachable_server_is_unavailable() -> None:
     with pytest.raises(Unavailable) as caught:
         check_schema(engine)
     assert caught.value.exit_code == 7
+
+
+def test_init_upgrades_a_0001_database_and_keeps_its_rows(tmp_path: Path) -> None:
+    from alembic import command
+    from sqlalchemy import text
+
+    from mfactl.db.engine import current_revision, upgrade_schema
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO organizations VALUES (1, 'acme', 'Acme', '2026-01-01')"))
+        conn.execute(
+            text(
+                "INSERT INTO users VALUES (1, 'u-1', 1, 'alice', 'alice@example.com', '', 0,"
+                " '2026-01-01')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO action_tokens (id, user_id, purpose, token_hash, created_at,"
+                " expires_at) VALUES (1, 1, 'reset', 'h', '2026-01-01', '2026-01-04')"
+            )
+        )
+    with pytest.raises(ConfigError, match="run `mfactl init` to upgrade it"):
+        check_schema(engine)
+    assert upgrade_schema(engine) == ("0001", SCHEMA_REVISION)
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT token_hash, opened_at FROM action_tokens")).one()
+    assert tuple(row) == ("h", None)
+    assert current_revision(engine) == SCHEMA_REVISION
+    check_schema(engine)
