@@ -36,6 +36,9 @@ class MfaState(StrEnum):
 
 
 FILTER_ORG_OPTION = typer.Option(None, "--org", help="Only this organization (slug).")
+# Bulk changes act on one organization at a time (DESIGN.md): a forgotten --org must not reach
+# every organization of the platform.
+BULK_ORG_OPTION = typer.Option(..., "--org", help="The organization (slug) to act on.")
 FILTER_MFA_OPTION = typer.Option(
     None, "--mfa", help="Only users whose MFA is active, pending (not confirmed) or none."
 )
@@ -306,7 +309,7 @@ def _bulk_outcome(result: BulkResult, json_: bool, done: str) -> None:
 @app.command("reset")
 def reset(
     ctx: typer.Context,
-    org: str | None = FILTER_ORG_OPTION,
+    org: str = BULK_ORG_OPTION,
     mfa: MfaState | None = FILTER_MFA_OPTION,
     admins: bool = FILTER_ADMINS_OPTION,
     stale_key: bool = FILTER_STALE_KEY_OPTION,
@@ -328,7 +331,6 @@ def reset(
     if not yes:
         selected = reset_service.select_users(app_, flt)
         sysadmins = [f"{t.org}/{t.user}" for t in selected if t.admin]
-        where = f"in {flt.org}" if flt.org else "in ALL organizations"
         warning = (
             f"{len(sysadmins)} of them are SYSADMINS: "
             + ", ".join(sysadmins[:10])
@@ -337,7 +339,7 @@ def reset(
             else None
         )
         confirm(
-            f"Reset the MFA of {len(selected)} users {where}?",
+            f"Reset the MFA of {len(selected)} users in {flt.org}?",
             yes=yes,
             what="users reset",
             warning=warning,
@@ -352,7 +354,7 @@ def reset(
 @app.command("enable")
 def enable(
     ctx: typer.Context,
-    org: str | None = FILTER_ORG_OPTION,
+    org: str = BULK_ORG_OPTION,
     mfa: MfaState | None = FILTER_MFA_OPTION,
     admins: bool = FILTER_ADMINS_OPTION,
     stale_key: bool = FILTER_STALE_KEY_OPTION,

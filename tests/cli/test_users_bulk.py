@@ -36,7 +36,16 @@ def test_users_reset_needs_reason_and_confirmation(crowd: Mfactl, values_file: P
         "error: users reset needs confirmation: add --yes (no terminal to ask on)\n"
     )
     assert crowd("users", "reset", "--org", "nope", "--reason", "x", "--yes").exit_code == 3
-    assert crowd("users", "reset", "--mfa", "gone", "--reason", "x", "--yes").exit_code == 2
+    assert (
+        crowd(
+            "users", "reset", "--org", "acme", "--mfa", "gone", "--reason", "x", "--yes"
+        ).exit_code
+        == 2
+    )
+    # bulk changes act on one organization: a forgotten --org is a usage error, not "all"
+    everyone = crowd("users", "reset", "--reason", "x", "--yes")
+    assert everyone.exit_code == 2 and "--org" in everyone.output
+    assert crowd("users", "enable", "--send-email").exit_code == 2
     assert mails(values_file) == []
 
 
@@ -62,9 +71,9 @@ def test_users_reset_resets_the_selection_with_one_summary(
 
 def test_users_reset_asks_on_a_terminal(crowd: Mfactl, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("mfactl.cli.interact.interactive", lambda: True)
-    declined = crowd("users", "reset", "--reason", "breach", input="n\n")
+    declined = crowd("users", "reset", "--org", "acme", "--reason", "breach", input="n\n")
     assert declined.exit_code == 1
-    assert "Reset the MFA of 13 users in ALL organizations?" in declined.stderr
+    assert "Reset the MFA of 12 users in acme?" in declined.stderr
     assert "2 of them are SYSADMINS: acme/u00, acme/u01" in declined.stderr
     assert crowd.json("audit", "list", "--action", "user.reset") == []
 
