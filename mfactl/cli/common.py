@@ -193,7 +193,7 @@ class MfactlGroup(TyperGroup):
     """The root group: turns MfactlError into one sentence and its exit code."""
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
-        ctx.meta["mfactl.json"] = "--json" in args
+        ctx.meta["mfactl.json"] = "--json" in args or "--jsonl" in args  # machine readers
         return super().parse_args(ctx, args)
 
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]

@@ -104,3 +104,9 @@ def test_broken_values_file_is_exit_5_with_paths(tmp_path: Path) -> None:
     assert "userLogin.mfa.digits: must be 6 or 8" in result.stderr
     assert "database.url: must start with" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_jsonl_readers_get_json_errors_too(mfactl: Mfactl) -> None:
+    result = mfactl("users", "list", "--org", "nope", "--jsonl")
+    assert result.exit_code == 3
+    assert json.loads(result.stderr)["error"]["code"] == "not_found"
