@@ -1,4 +1,4 @@
-"""An administrator's story across features, through the real CLI, on SQLite and PostgreSQL.
+"""An administrator's story across features, through the real CLI, on SQLite, PostgreSQL, MariaDB.
 
 Enroll alice; reset bob while the mail server is down (the email waits in the outbox, sealed);
 rotate the key (migrate alice's secret and the sealed email), drop the old key; start the mail
@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -54,7 +57,7 @@ class Story:
         assert result.exit_code == code, (args, result.exit_code, result.output)
         return result
 
-    def json(self, *args: str, code: int = 0) -> object:
+    def json(self, *args: str, code: int = 0) -> Any:
         return json.loads(self(*args, "--json", code=code).stdout)
 
 
@@ -83,14 +86,15 @@ def frozen(clock: FrozenClock, monkeypatch: pytest.MonkeyPatch) -> Iterator[Froz
 def enroll(story: Story, clock: FrozenClock, org: str, user: str) -> str:
     """`user enable --qr none --json`, then `user confirm` with the app's code; the URI."""
     started = story.json("user", "enable", "--org", org, "--user", user, "--qr", "none")
-    assert started["state"] == "pending"  # type: ignore[index]
-    uri: str = started["otpauth_uri"]  # type: ignore[index]
+    assert started["state"] == "pending"
+    uri: str = started["otpauth_uri"]
+    story.outputs.clear()  # from here on, no output may hold the secret
     code = phone_code(uri, clock())
     story("user", "confirm", "--org", org, "--user", user, "--code", code)
     return uri
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize("backend", ["sqlite", "postgres", "mariadb"])
 def test_reset_during_an_outage_rotate_keys_then_deliver(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path, frozen: FrozenClock
 ) -> None:
@@ -110,18 +114,17 @@ def test_reset_during_an_outage_rotate_keys_then_deliver(
     # 2. enroll alice: the URI is printed this once
     uri = enroll(story, clock, "acme", "alice")
     alice_secret = secret_of(uri)
-    story.outputs.clear()  # from here on, no output may hold the secret
     alice = story.json("user", "status", "--org", "acme", "--user", "alice")
-    assert (alice["mfa"], alice["key_id"]) == ("active", key_id(key_a))  # type: ignore[index]
+    assert (alice["mfa"], alice["key_id"]) == ("active", key_id(key_a))
 
     # 3. reset bob while SMTP is down: the reset stands, the email waits (sealed under A)
     reset = story.json(
         "user", "reset", "--org", "acme", "--user", "bob", "--reason", "lost phone", "--yes", code=9
     )
-    assert reset["reset"] is True and reset["email"]["status"] == "queued"  # type: ignore[index]
-    assert f"127.0.0.1:{port} is unavailable" in reset["email"]["error"]  # type: ignore[index]
-    assert story.json("user", "status", "--org", "acme", "--user", "bob")["mfa"] == "none"  # type: ignore[index]
-    [queued] = story.json("mail", "list")  # type: ignore[misc]
+    assert reset["reset"] is True and reset["email"]["status"] == "queued"
+    assert f"127.0.0.1:{port} is unavailable" in reset["email"]["error"]
+    assert story.json("user", "status", "--org", "acme", "--user", "bob")["mfa"] == "none"
+    [queued] = story.json("mail", "list")
     assert (queued["user"], queued["recipient"], queued["status"], queued["attempts"]) == (
         "bob",
         "bob@example.com",
@@ -147,12 +150,14 @@ def test_reset_during_an_outage_rotate_keys_then_deliver(
         "outbox": {"active": 0, "rolling": 1, "unknown": 0},
     }
     check = story.json("config", "check", code=7)  # SMTP is still down
-    assert check["warnings"] == [  # type: ignore[index]
+    assert check["warnings"] == [
         "1 MFA secret and 1 outbox body are still sealed with secretStore.rollingKey; "
         "run `mfactl keys migrate` before removing that key"
     ]
-    assert check["smtp"]["reachable"] is False  # type: ignore[index]
-    assert check["database"]["reachable"] is True  # type: ignore[index]
+    assert check["smtp"]["reachable"] is False
+    assert check["database"]["reachable"] is True
+    human = story("config", "check", code=7).stdout
+    assert f"smtp: 127.0.0.1:{port} (none) does not answer (" in human
     migrated = story.json("keys", "migrate")
     assert migrated == {
         "dry_run": False,
@@ -162,10 +167,10 @@ def test_reset_during_an_outage_rotate_keys_then_deliver(
         "outbox": {"migrated": 1, "already_active": 0},
         "changed_meanwhile": 0,
     }
-    assert story.json("keys", "status")["secrets"] == {"active": 1, "rolling": 0, "unknown": 0}  # type: ignore[index]
-    assert story.json("keys", "status")["outbox"] == {"active": 1, "rolling": 0, "unknown": 0}  # type: ignore[index]
+    assert story.json("keys", "status")["secrets"] == {"active": 1, "rolling": 0, "unknown": 0}
+    assert story.json("keys", "status")["outbox"] == {"active": 1, "rolling": 0, "unknown": 0}
     assert story.json("keys", "verify") == {"ok": True, "secrets": 1, "outbox": 1, "failed": []}
-    assert story.json("config", "check", code=7)["warnings"] == []  # type: ignore[index]
+    assert story.json("config", "check", code=7)["warnings"] == []
 
     # 5. drop key A: alice's next code still verifies
     write_smtp_values(values, url, port, key_b)
@@ -175,6 +180,15 @@ def test_reset_during_an_outage_rotate_keys_then_deliver(
     )
     assert verified == {"result": "ok", "drift_steps": None, "retry_after_seconds": None}
     story("keys", "verify")
+    as_process = subprocess.run(  # and as a real process, as cron would run it
+        [sys.executable, "-m", "mfactl", "--values", str(values), "keys", "verify", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    story.outputs.append(as_process.stdout + as_process.stderr)
+    assert (as_process.returncode, as_process.stderr) == (0, ""), as_process.stderr
+    assert json.loads(as_process.stdout) == {"ok": True, "secrets": 1, "outbox": 1, "failed": []}
 
     # 6. the mail server is back on the same port: one retry delivers one email
     clock.advance(90)  # past the second back-off (2 min)
@@ -191,7 +205,7 @@ def test_reset_during_an_outage_rotate_keys_then_deliver(
         }
         again = story.json("mail", "retry", "--all")
         assert again == {"sent": 0, "queued": 0, "cancelled": 0, "waiting": 0, "error": None}
-        assert story.json("config", "check")["smtp"]["reachable"] is True  # type: ignore[index]
+        assert story.json("config", "check")["smtp"]["reachable"] is True
     finally:
         server.stop()
     [received] = server.received
@@ -200,15 +214,15 @@ def test_reset_during_an_outage_rotate_keys_then_deliver(
     assert message["Subject"] == "Your MFA has been reset for acme"
     assert message["To"] == "bob@example.com"
     assert message.get_content_type() == "multipart/alternative"
-    text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
-    html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    text = message.get_body(("plain",)).get_content()
+    html = message.get_body(("html",)).get_content()
     [link] = re.findall(r"https://\S+", text)
     assert link.replace("&", "&amp;") in html
     token = parse_qs(urlparse(link).query)["token"][0]
     assert len(token) == 43
-    [sent] = story.json("mail", "list", "--status", "sent")  # type: ignore[misc]
+    [sent] = story.json("mail", "list", "--status", "sent")
     assert (sent["attempts"], sent["last_error"]) == (3, None)
-    assert story.json("keys", "status")["outbox"] == {"active": 0, "rolling": 0, "unknown": 0}  # type: ignore[index]
+    assert story.json("keys", "status")["outbox"] == {"active": 0, "rolling": 0, "unknown": 0}
 
     # the link, served by the platform through the library: opens once, confirms with a code
     with mfactl.api.connect(values, actor="login-server", clock=clock) as mfa:
@@ -220,7 +234,7 @@ def test_reset_during_an_outage_rotate_keys_then_deliver(
         assert (confirmed.user, confirmed.purpose) == ("bob", "reset")
     bob_secret = secret_of(opened.otpauth_uri)
     bob = story.json("user", "status", "--org", "acme", "--user", "bob")
-    assert (bob["mfa"], bob["key_id"], bob["open_links"]) == ("active", key_id(key_b), 0)  # type: ignore[index]
+    assert (bob["mfa"], bob["key_id"], bob["open_links"]) == ("active", key_id(key_b), 0)
 
     # 7. neither secret nor the token was printed after enrollment, nor audited
     audit = story("audit", "list", "--json").stdout
@@ -243,7 +257,6 @@ def test_dropping_the_old_key_before_migrating_exits_6(
     story("org", "add", "acme")
     story("user", "add", "--org", "acme", "--user", "alice", "--email", "a@example.com", "--admin")
     uri = enroll(story, frozen, "acme", "alice")
-    story.outputs.clear()
 
     write_smtp_values(values, sqlite_url, port, key_b)  # A is gone, nothing was migrated
     frozen.advance(30)
@@ -260,6 +273,6 @@ def test_dropping_the_old_key_before_migrating_exits_6(
             "reason": "the MFA secret of acme/alice cannot be decrypted with any configured key",
         }
     ]
-    assert story.json("keys", "status")["secrets"] == {"active": 0, "rolling": 0, "unknown": 1}  # type: ignore[index]
-    assert story.json("user", "status", "--org", "acme", "--user", "alice")["mfa"] == "active"  # type: ignore[index]
+    assert story.json("keys", "status")["secrets"] == {"active": 0, "rolling": 0, "unknown": 1}
+    assert story.json("user", "status", "--org", "acme", "--user", "alice")["mfa"] == "active"
     assert all(secret_of(uri) not in output for output in story.outputs)
