@@ -214,8 +214,9 @@ def test_reset_during_an_outage_rotate_keys_then_deliver(
     assert message["Subject"] == "Your MFA has been reset for acme"
     assert message["To"] == "bob@example.com"
     assert message.get_content_type() == "multipart/alternative"
-    text = message.get_body(("plain",)).get_content()
-    html = message.get_body(("html",)).get_content()
+    text_part, html_part = message.get_body(("plain",)), message.get_body(("html",))
+    assert text_part is not None and html_part is not None
+    text, html = text_part.get_content(), html_part.get_content()
     [link] = re.findall(r"https://\S+", text)
     assert link.replace("&", "&amp;") in html
     token = parse_qs(urlparse(link).query)["token"][0]
