@@ -1,4 +1,4 @@
-"""mfactl config: check values.yaml, the keys and the database."""
+"""mfactl config: check values.yaml, the keys, the database and the SMTP server."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ app = typer.Typer(help="Check the configuration.", no_args_is_help=True)
 
 @app.command("check")
 def check(ctx: typer.Context, json_: bool = JSON_OPTION) -> None:
-    """Validate values.yaml and the keys, and check that the database answers."""
+    """Validate values.yaml and the keys; check that the database and the SMTP server answer."""
     from mfactl.services import config_check
 
     globals_: Globals = ctx.find_root().obj or Globals()
     report = config_check.check(globals_.values)
-    db = report.database
+    db, smtp = report.database, report.smtp
     if json_:
         print_json(
             {
@@ -35,6 +35,10 @@ def check(ctx: typer.Context, json_: bool = JSON_OPTION) -> None:
                     "revision": db.revision,
                     "error": db.error,
                 },
+                "smtp": None
+                if smtp is None
+                else {"server": smtp.server, "reachable": smtp.reachable, "error": smtp.error},
+                "mail_folder": report.mail_folder,
             }
         )
     else:
@@ -50,5 +54,10 @@ def check(ctx: typer.Context, json_: bool = JSON_OPTION) -> None:
             if db.reachable:
                 hint = {"missing": " (run `mfactl init`)", "behind": " (run `mfactl init`)"}
                 out.write(f"schema: {db.schema}{hint.get(db.schema, '')}\n")
+        if smtp is not None:
+            state = "answers" if smtp.reachable else f"does not answer ({smtp.error})"
+            out.write(f"smtp: {smtp.server} {state}\n")
+        elif report.mail_folder is not None:
+            out.write(f"mail: written as .eml files to {report.mail_folder}\n")
         out.write("ok\n" if report.exit_code == 0 else "")
     raise typer.Exit(report.exit_code)

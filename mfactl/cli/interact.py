@@ -34,7 +34,11 @@ def confirm(question: str, *, yes: bool, what: str, warning: str | None = None) 
 
 @contextmanager
 def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
-    """A Rich progress bar on stderr, driven by ``callback(done, total)``."""
+    """A Rich progress bar on stderr, driven by ``callback(done, total)``.
+
+    Only on a terminal: redirected, its last frame would land in the log, or before the JSON
+    error that ``--json`` promises is stderr's only content.
+    """
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -50,6 +54,7 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
         TimeRemainingColumn(),
         console=err_console(),
         transient=False,
+        disable=not sys.stderr.isatty(),
     ) as progress:
         task = progress.add_task(description, total=None)
 
@@ -62,7 +67,8 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
 def emails_queued(count: int, error: str | None, hint: str = RETRY_HINT) -> EmailQueued:
     """Exit 9: the change is done, but ``count`` emails wait in the outbox."""
     return EmailQueued(
-        f"{count} email{'s' if count != 1 else ''} could not be sent and wait in the outbox: "
+        f"{count} email{'s' if count != 1 else ''} could not be sent and "
+        f"wait{'s' if count == 1 else ''} in the outbox: "
         f"{error}",
         hint=hint,
     )

@@ -93,7 +93,11 @@ def retry(
             }
         )
     else:
-        info(f"sent {len(report.sent)} emails; {report.waiting} wait in the outbox")
+        sent = len(report.sent)
+        info(
+            f"sent {sent} email{'s' if sent != 1 else ''}; {report.waiting} "
+            f"wait{'s' if report.waiting == 1 else ''} in the outbox"
+        )
         if report.cancelled:
             info(
                 f"{len(report.cancelled)} not sent because their link had expired or been "

@@ -105,6 +105,29 @@ def enqueue(session: Session, app: App, mails: Sequence[NewMail]) -> list[int]:
     return ids
 
 
+def cancel_unsent(session: Session, user_ids: Sequence[int], reason: str) -> None:
+    """Cancel the users' queued emails (pending or failed), in the caller's transaction.
+
+    For a change that ends every link the users have (a reset): their queued emails carry dead
+    links, and one whose body no configured key opens any more could not be recognized as dead
+    when it is tried, so it would fail on every retry and keep `keys verify` failing. A row a
+    sender holds (``sending``) is left to that sender, which finds its link dead.
+    """
+    for part in chunks(user_ids):
+        session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.user_id.in_(part), OutboxMessage.status.in_(("pending", "failed")))
+            .values(
+                status="cancelled",
+                body_ciphertext=None,
+                key_id=None,
+                last_error=reason[:1000],
+                next_attempt_at=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+
+
 # --- sending: after the commit -------------------------------------------------------------------
 
 

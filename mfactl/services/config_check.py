@@ -1,4 +1,4 @@
-"""`config check`: every settings problem, and whether the database answers."""
+"""`config check`: every settings problem, and whether the database and the SMTP server answer."""
 
 from __future__ import annotations
 
@@ -18,17 +18,30 @@ class DatabaseCheck:
 
 
 @dataclass
+class SmtpCheck:
+    """Can a delivery run connect, say EHLO, start TLS and log in?"""
+
+    server: str  # "host:port (security)"
+    reachable: bool = False
+    error: str | None = None
+
+
+@dataclass
 class ConfigReport:
     values_file: str | None
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     database: DatabaseCheck | None = None
+    smtp: SmtpCheck | None = None  # None with email.transport file
+    mail_folder: str | None = None  # email.fileDir, with email.transport file
 
     @property
     def exit_code(self) -> int:
         if self.problems:
             return 5
         if self.database is not None and not self.database.reachable:
+            return 7
+        if self.smtp is not None and not self.smtp.reachable:
             return 7
         if self.database is not None and self.database.schema != "current":
             return 5
@@ -50,7 +63,30 @@ def check(values: str | None) -> ConfigReport:
     report.database = _check_database(settings)
     if report.database.schema == "current" and settings.secret_store.rolling_key:
         report.warnings += _rolling_key_warnings(settings)
+    if settings.email.transport == "file":  # nothing to reach; the folder is made on delivery
+        report.mail_folder = settings.email.file_dir
+    else:
+        report.smtp = check_smtp(settings)
     return report
+
+
+def check_smtp(settings: Settings) -> SmtpCheck:
+    """Open (then close) a connection as a delivery run does: EHLO, STARTTLS, AUTH.
+
+    The error is the transport's reason, which names the login but never the password.
+    """
+    from mfactl.mail.transports import SendError, make_transport
+
+    email = settings.email
+    smtp = email.smtp
+    result = SmtpCheck(server=f"{smtp.host}:{smtp.port} ({smtp.security})")
+    try:
+        make_transport(email).connect().close()
+    except SendError as exc:
+        result.error = exc.reason
+        return result
+    result.reachable = True
+    return result
 
 
 def _rolling_key_warnings(settings: Settings) -> list[str]:

@@ -204,6 +204,7 @@ def _reset(
             .execution_options(synchronize_session=False)
         )
     end_unused_links(session, now, user_ids)
+    outbox.cancel_unsent(session, user_ids, "not sent: a later reset of this user ended its link")
     queued = _queue_links(session, app, targets, "reset") if send_email else {}
     details: dict[str, Any] = {"reason": reason, "email": send_email}
     if bulk:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,7 @@ def test_users_reset_resets_the_selection_with_one_summary(
         "skipped": 0,
         "emails": {"sent": 2, "queued": 0, "no_address": 0, "error": None},
     }
-    assert "sending setup links" in result.stderr  # the progress bar, on stderr
+    assert result.stderr == ""  # no terminal, no progress bar
     assert len(mails(values_file)) == 2
     resets = crowd.json("audit", "list", "--action", "user.reset")
     assert sorted(e["user"] for e in resets) == ["u00", "u01"]
@@ -124,7 +125,7 @@ def test_users_reset_with_the_server_down_queues_everything(crowd: Mfactl) -> No
         12,
     )
     assert "is unavailable" in summary["emails"]["error"]
-    assert json.loads(result.stderr.splitlines()[-1])["error"]["message"].startswith(
+    assert json.loads(result.stderr)["error"]["message"].startswith(
         "12 emails could not be sent and wait in the outbox: "
     )
     statuses = [m["status"] for m in crowd.json("mail", "list")]
@@ -132,3 +133,18 @@ def test_users_reset_with_the_server_down_queues_everything(crowd: Mfactl) -> No
     still_down = crowd("mail", "retry", env=env)
     assert still_down.exit_code == 9
     assert "sent 0 emails; 12 wait in the outbox" in still_down.stderr
+
+
+def test_progress_bar_only_on_a_terminal(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mfactl.cli.interact import progress_bar
+
+    with progress_bar("sending setup links") as update:
+        update(1, 2)
+    assert capsys.readouterr() == ("", "")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    with progress_bar("sending setup links") as update:
+        update(2, 2)
+    drawn = capsys.readouterr()
+    assert drawn.out == "" and "sending setup links" in drawn.err and "2/2" in drawn.err

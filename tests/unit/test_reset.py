@@ -309,3 +309,40 @@ def test_a_body_no_key_opens_fails_that_message_only(mail_app: App) -> None:
         == f"the body of outbox message {message_id} cannot be decrypted with any configured key"
     )
     assert mails(app) == []
+
+
+def test_a_reset_cancels_the_queued_emails_whose_links_it_ends(mail_app: App) -> None:
+    """Even one whose body no key opens any more: it would fail on every retry otherwise."""
+    from mfactl.crypto import SecretStore, generate_key
+    from mfactl.services import keys
+
+    app = mail_app
+    people(app, "alice", "bob")
+    working = app.settings.email
+    app.settings = replace(app.settings, email=replace(working, file_dir="/proc/x"))  # "down"
+    assert reset.reset_user(app, "acme", "alice", "lost phone").email.status == "queued"
+    assert reset.reset_user(app, "acme", "bob", "lost phone").email.status == "queued"
+    app.settings = replace(app.settings, email=working)
+    app.__dict__.pop("mail_transport")
+    app.__dict__["secrets"] = SecretStore(generate_key())  # the key was lost, nothing migrated
+    assert len(keys.verify(app).failed) == 2
+
+    result = reset.reset_user(app, "acme", "alice", "the old email cannot be opened")
+
+    assert result.email.status == "sent"
+    first, second, third = outbox.list_messages(app)
+    assert (first.user, first.status, first.last_error) == (
+        "alice",
+        "cancelled",
+        "not sent: a later reset of this user ended its link",
+    )
+    assert (second.user, second.status) == ("bob", "failed")  # bob's link still works
+    assert (third.user, third.status) == ("alice", "sent")
+    with app.uow() as uow:
+        body = uow.session.scalar(
+            select(OutboxMessage.body_ciphertext).where(OutboxMessage.id == first.id)
+        )
+    assert body is None  # purged, like a sent one
+    [(org, user)] = [(f.org, f.user) for f in keys.verify(app).failed]
+    assert (org, user) == ("acme", "bob")
+    assert [m["To"] for m in mails(app)] == ["alice@example.com"]
