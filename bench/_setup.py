@@ -75,3 +75,8 @@ def make_app(url: str, clock: Callable[[], datetime], key: str | None = None) ->
         secret_store=SecretStoreSettings(active_key=key or generate_key()),
     )
     return App(settings=settings, clock=clock, actor="bench")
+
+
+def verdict(target: str, measured: str, met: bool) -> None:
+    """One line per target of the issues: PASS or MISS, what was measured, what was asked."""
+    print(f"{'PASS' if met else 'MISS'}  {target}: {measured}", flush=True)

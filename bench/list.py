@@ -25,6 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._setup import verdict
+
 ROOT = Path(__file__).resolve().parent.parent
 USERS_PER_ORG = 10_000
 STAMP = "2026-11-01 09:00:00.000000"
@@ -201,6 +205,7 @@ def main() -> None:
     header += ("raw MB", "mfactl MB")
     print("{:>10} {:>7} {:>8} {:>6} {:>7} {:>10} {:>6} {:>7} {:>9}".format(*header))
     peaks = []
+    ratios = []
     for index, users in enumerate(sizes):
         values, active = make_database(args.workdir, users)
         if index == 0 and not same_output(values, active):
@@ -216,6 +221,7 @@ def main() -> None:
         raw_mb = max(r[2] for r in raw_runs)
         mine_mb = max(r[2] for r in mine_runs)
         peaks.append(mine_mb)
+        ratios.append(mine_s / raw_s)
         print(
             f"{users:>10,} {raw_s:>7.2f} {mine_s:>8.2f} {mine_s / raw_s:>5.2f}x "
             f"{raw_cpu:>7.2f} {mine_cpu:>10.2f} {mine_cpu / raw_cpu:>5.2f}x "
@@ -227,6 +233,12 @@ def main() -> None:
             f"peak memory growth {sizes[0]:,} -> {sizes[-1]:,} users: "
             f"{peaks[-1] - peaks[0]:+.1f} MB"
         )
+    worst = max(ratios)
+    verdict("users list --jsonl <= 2.0x the raw loop", f"{worst:.2f}x at most", worst <= 2.0)
+    verdict("peak memory < 150 MB", f"{max(peaks):.1f} MB", max(peaks) < 150)
+    if len(peaks) > 1:
+        growth = peaks[-1] - peaks[0]
+        verdict("memory flat with the number of users", f"{growth:+.1f} MB", growth <= 5)
 
 
 if __name__ == "__main__":

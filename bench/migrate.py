@@ -40,6 +40,10 @@ from mfactl.crypto import SecretStore, generate_key
 from mfactl.db.engine import make_engine, upgrade_schema
 from mfactl.db.models import MfaSecret, Organization, User
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._setup import verdict
+
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 CHUNK = 20_000
 _PREFIX = b"mfactl-totp:1:"
@@ -311,6 +315,29 @@ def report(label: str, size: int, r: Results, workers: list[int]) -> None:
         print(line, flush=True)
 
 
+def targets(by_size: dict[int, Results]) -> None:
+    """The targets of issue 6, on the largest SQLite size."""
+    largest = by_size[max(by_size)]
+    raw = largest["raw"].seconds
+    if "w1" in largest:
+        w1 = largest["w1"].seconds
+        verdict("--workers 1 <= 1.3x the raw loop", f"{w1 / raw:.2f}x", w1 <= 1.3 * raw)
+        if "w2" in largest:
+            speedup = w1 / largest["w2"].seconds
+            verdict("--workers 2 >= 1.6x faster than 1", f"{speedup:.2f}x", speedup >= 1.6)
+    peaks = {
+        size: max(r.peak_mb for name, r in runs.items() if name != "raw")
+        for size, runs in by_size.items()
+        if len(runs) > 1
+    }
+    if peaks:
+        top = max(peaks.values())
+        verdict("peak memory < 200 MB", f"{top:.0f} MB", top < 200)
+    if len(peaks) > 1:
+        growth = peaks[max(peaks)] - peaks[min(peaks)]
+        verdict("memory flat with the number of secrets", f"{growth:+.0f} MB", growth <= 5)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--secrets", default="100000", help="sizes, comma-separated")
@@ -326,10 +353,12 @@ def main() -> None:
     with multiprocessing.Pool(2) as pool:
         print(f"machine: 2 processes run {parallel_ceiling(pool):.2f}x faster than 1 right now")
         if not args.skip_sqlite:
+            by_size = {}
             for size in sizes:
                 print(f"SQLite, {size:,} secrets", flush=True)
-                results = bench_sqlite(size, workers, args.batch_size, args.repeat, pool)
-                report("SQLite", size, results, workers)
+                by_size[size] = bench_sqlite(size, workers, args.batch_size, args.repeat, pool)
+                report("SQLite", size, by_size[size], workers)
+            targets(by_size)
         if args.postgres:
             size = args.postgres_secrets
             print(f"PostgreSQL, {size:,} secrets", flush=True)

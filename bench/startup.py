@@ -19,6 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._setup import verdict
+
 
 def minimal_app_source() -> str:
     """Python source of a Typer app with mfactl's command tree and nothing else."""
@@ -85,7 +89,12 @@ def main() -> None:
     print(f"`mfactl --help`, {args.runs} runs each")
     print(f"minimal Typer app: {theirs_s * 1000:7.1f} ms (median)")
     print(f"mfactl:            {mine_s * 1000:7.1f} ms (median)")
-    print(f"ratio:             {mine_s / theirs_s:7.2f}x (target <= 1.3x)")
+    print(f"ratio:             {mine_s / theirs_s:7.2f}x")
+    verdict(
+        "mfactl --help <= 1.3x the minimal Typer app",
+        f"{mine_s / theirs_s:.2f}x",
+        mine_s <= 1.3 * theirs_s,
+    )
 
 
 if __name__ == "__main__":

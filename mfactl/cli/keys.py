@@ -29,7 +29,9 @@ WORKERS_OPTION = typer.Option(
 
 
 class ProgressBar:
-    """A Rich progress bar on stderr (rate and ETA), fed by the service's start/advance."""
+    """A Rich progress bar on stderr (rate and ETA), fed by the service's start/advance.
+
+    Off a terminal (scripts, cron, CI) it does nothing, and Rich is not even imported."""
 
     def __init__(self, description: str) -> None:
         self.description = description
@@ -37,6 +39,8 @@ class ProgressBar:
         self.task: TaskID | None = None
 
     def __enter__(self) -> ProgressBar:
+        if not sys.stderr.isatty():
+            return self
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -58,17 +62,18 @@ class ProgressBar:
             TimeRemainingColumn(),
             console=err_console(),
             transient=False,
-            disable=not sys.stderr.isatty(),
         )
         self.bar.__enter__()
         return self
 
     def start(self, total: int) -> None:
-        assert self.bar is not None
+        if self.bar is None:
+            return
         self.task = self.bar.add_task(self.description, total=total, rate="")
 
     def advance(self, done: int) -> None:
-        assert self.bar is not None and self.task is not None
+        if self.bar is None or self.task is None:
+            return
         self.bar.advance(self.task, done)
         speed = self.bar.tasks[0].speed
         self.bar.update(self.task, rate=f"{speed:,.0f}/s" if speed else "")
@@ -79,8 +84,8 @@ class ProgressBar:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self.bar is not None
-        self.bar.__exit__(exc_type, exc, tb)
+        if self.bar is not None:
+            self.bar.__exit__(exc_type, exc, tb)
 
 
 def _failed_json(failed: list[Failure]) -> list[dict[str, Any]]:

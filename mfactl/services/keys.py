@@ -10,8 +10,9 @@ users keep logging in:
 - on PostgreSQL the batch is read ``FOR UPDATE SKIP LOCKED``: several processes, on several
   hosts, share the work without doing a row twice (on the other engines the compare-and-swap
   alone guarantees that; they may only waste some decryption);
-- the crypto can be spread over a pool of processes while this process does the database work,
-  one batch ahead.
+- the crypto runs in a pool of ``--workers`` processes (one by default) while this process does
+  the database work, one batch ahead, so reading and writing cost next to no time of their own;
+  a worker whose mfactl process is killed leaves at once.
 
 The database path is SQLAlchemy Core with executemany updates: no ORM object per row.
 """
@@ -20,6 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
+import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -173,8 +177,10 @@ class _Table:
     pk_twin: Any = None
 
     def select_rows(
-        self, *, after: int, limit: int, org: str | None, pending_for: str | None, lock: bool
+        self, *, limit: int, org: str | None, pending_for: str | None, lock: bool
     ) -> Select[Any]:
+        """The batch after the bound parameter ``after``: built once, executed per batch."""
+        after = bindparam("after", type_=self.pk.type)
         query = (
             select(
                 self.pk, self.key_id, self.ciphertext, self.uid if self.uid is not None else null()
@@ -337,6 +343,15 @@ _worker_store: SecretStore | None = None
 def _init_worker(active_key: str, rolling_key: str) -> None:
     global _worker_store
     _worker_store = SecretStore(active_key, rolling_key)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose mfactl process was killed (kill -9 leaves it no time to stop its pool)
+    would wait for work forever: it leaves as soon as it is orphaned."""
+    while os.getppid() == parent:
+        time.sleep(0.2)
+    os._exit(1)
 
 
 def _pool_chunk(items: list[_Item], blobs: bool, write: bool) -> list[_Answer]:
@@ -345,13 +360,14 @@ def _pool_chunk(items: list[_Item], blobs: bool, write: bool) -> list[_Answer]:
 
 
 class _Crypto:
-    """Runs batches of crypto inline (one worker) or spread over a pool of processes."""
+    """Runs the crypto of the batches in a pool of ``workers`` processes while this process
+    reads and writes the database, one batch ahead; inline when there is a batch or less."""
 
-    def __init__(self, app: App, workers: int) -> None:
+    def __init__(self, app: App, workers: int, *, rows: int, batch_size: int) -> None:
         self.store = app.secrets
         self.workers = workers
         self.pool: ProcessPoolExecutor | None = None
-        if workers > 1:
+        if workers > 1 or rows > batch_size:
             keys = app.settings.secret_store
             self.pool = ProcessPoolExecutor(
                 workers,
@@ -416,6 +432,9 @@ class _Walk:
         # with a pool, the next batch is read and sent while the previous one is being sealed
         depth = 2 if self.crypto.pool is not None else 1
         in_flight: deque[tuple[Connection, list[_Read], Callable[[], list[_Answer]]]] = deque()
+        query = self.table.select_rows(
+            limit=self.batch_size, org=self.org, pending_for=pending_for, lock=lock
+        )
         after = 0
         try:
             while True:
@@ -424,14 +443,7 @@ class _Walk:
                     # A batch lost in a server crash is simply done again by the next run (its
                     # rows still open with the rolling key), so it need not wait for the disk.
                     conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-                query = self.table.select_rows(
-                    after=after,
-                    limit=self.batch_size,
-                    org=self.org,
-                    pending_for=pending_for,
-                    lock=lock,
-                )
-                rows: list[_Read] = conn.execute(query).all()  # type: ignore[assignment]
+                rows: list[_Read] = conn.execute(query, {"after": after}).all()  # type: ignore[assignment]
                 if not lock:
                     conn.commit()  # no snapshot held while the crypto runs
                 if not rows:
@@ -531,8 +543,9 @@ def migrate(
         _refuse_unknown_without_rolling(conn, store, slug)
     report.already_active = counts["secret"][0]
     report.outbox_already_active = counts["outbox"][0]
-    progress.start(counts["secret"][1] + counts["outbox"][1])
-    crypto = _Crypto(app, workers)
+    todo = counts["secret"][1] + counts["outbox"][1]
+    progress.start(todo)
+    crypto = _Crypto(app, workers, rows=todo, batch_size=batch_size)
     outcome = "interrupted"  # until every table is done: what was committed is still recorded
     try:
         for table in _TABLES:
@@ -628,8 +641,9 @@ def verify(
     with app.uow() as uow:
         conn = uow.session.connection()
         sizes = {t.kind: sum(t.count(conn, org=None, active=active)) for t in _TABLES}
-    progress.start(sum(sizes.values()))
-    crypto = _Crypto(app, workers)
+    total = sum(sizes.values())
+    progress.start(total)
+    crypto = _Crypto(app, workers, rows=total, batch_size=batch_size)
     try:
         for table in _TABLES:
             walk = _Walk(app, table, None, batch_size, "verify", crypto, progress)

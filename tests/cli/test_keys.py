@@ -183,3 +183,22 @@ def test_unknown_org_and_bad_batch_size(rotated: Mfactl) -> None:
     bad = rotated("migrate-keys", "--batch-size", "0")
     assert bad.exit_code == 2
     assert bad.stderr == "error: --batch-size must be between 1 and 100000\n"
+
+
+def test_off_a_terminal_no_progress_bar_is_even_imported(
+    rotated: Mfactl, sqlite_url: str, old_key: str
+) -> None:
+    import subprocess
+    import sys
+
+    seed(sqlite_url, old_key, 3)
+    code = (
+        "import sys\n"
+        f"sys.argv = ['mfactl', '--values', {str(rotated.values)!r}, 'keys', 'migrate']\n"
+        "from mfactl.cli.app import main\n"
+        "try:\n    main()\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
+        "print('LOADED', 'rich.progress' in sys.modules, file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stderr.endswith("LOADED False\n"), proc.stderr
+    assert proc.stderr.startswith("migrated 3 secrets")

@@ -60,26 +60,52 @@ def under(engine: Engine, key_id: str) -> int:
         return int(conn.scalar(select(func.count()).where(MfaSecret.key_id == key_id)) or 0)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Running (not gone, not a zombie nobody reaps)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+@pytest.mark.parametrize(("backend", "workers"), [("sqlite", 1), ("sqlite", 2), ("postgres", 1)])
 def test_sigkill_mid_run_then_rerun_loses_nothing(
-    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+    backend: str, workers: int, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     old_key, new_key = generate_key(), generate_key()
     engine = fresh_engine(backend, request, tmp_path)
     total = 8_000
     seeded = seed_secrets(engine, SecretStore(old_key), total)
     new = SecretStore(new_key, old_key)
-    process = spawn(engine, tmp_path, new_key, old_key, "--batch-size", "10")
+    process = spawn(
+        engine, tmp_path, new_key, old_key, "--batch-size", "10", "--workers", str(workers)
+    )
     deadline = time.monotonic() + 60
     done = 0
+    pool: list[int] = []
     while time.monotonic() < deadline and process.poll() is None:
         done = under(engine, new.active_key_id)
         if done >= 200:
+            pool = children(process.pid)
             process.kill()  # SIGKILL: no cleanup of any kind
             break
         time.sleep(0.002)
     process.wait(timeout=30)
     assert process.returncode == -9, "the migration ended before it could be killed"
+    # the crypto processes do not outlive it, waiting for work forever
+    assert len(pool) == workers
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in pool) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in pool)
     at_kill = under(engine, new.active_key_id)
     assert 200 <= at_kill < total
     # every row is whole: under one key or the other, bound to its user, with the same codes
