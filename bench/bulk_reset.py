@@ -1,8 +1,8 @@
 """`users reset` over N users: how long the reset transaction takes to commit, then the sending.
 
-    .venv/bin/python bench/bulk_reset.py [--users 10000] [--transport file|smtp] [--url URL]
+    .venv/bin/python bench/bulk_reset.py [--users 10000] [--transport file|smtp] [--engine postgres]
 
-Builds a fresh database (SQLite in a temporary folder unless --url names an empty one), N users
+Builds a fresh database (SQLite in a temporary folder, or a throwaway PostgreSQL database), N users
 in one organization, each with an active secret and a remember-me token, then runs the service
 behind `users reset --org bench --reason … --yes`. Prints the commit time, the sending time, and
 the ratio of the commit time to the raw limit: the same rows written by bare executemany
@@ -22,10 +22,12 @@ from pathlib import Path
 
 from sqlalchemy import delete, insert, update
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._setup import database
 from mfactl.bootstrap import App
 from mfactl.config import Database, Email, SecretStoreSettings, Smtp, load_settings
 from mfactl.crypto import generate_key
-from mfactl.db.engine import make_engine, upgrade_schema
 from mfactl.db.models import (
     ActionToken,
     AuditEvent,
@@ -163,18 +165,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--transport", choices=("file", "smtp"), default="file")
-    parser.add_argument("--url", default=None, help="an empty database (default: SQLite)")
+    parser.add_argument(
+        "--engine",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="SQLite in a temporary folder, or a throwaway database on the PostgreSQL server "
+        "of $MFACTL_TEST_POSTGRES_URL",
+    )
     args = parser.parse_args()
+    with (
+        tempfile.TemporaryDirectory(prefix="mfactl-bench-") as folder,
+        database(args.engine) as url,
+    ):
+        run(url, Path(folder), args.users, args.transport)
 
-    folder = Path(tempfile.mkdtemp(prefix="mfactl-bench-"))
-    url = args.url or f"sqlite:///{folder / 'bench.db'}"
-    engine = make_engine(url)
-    upgrade_schema(engine)
-    engine.dispose()
+
+def run(url: str, folder: Path, users: int, transport: str) -> None:
     server = None
     email = replace(Email(), transport="file", file_dir=str(folder / "mail"))
-    if args.transport == "smtp":
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    if transport == "smtp":
         from tests.integration.smtp_server import SmtpServer
 
         server = SmtpServer(folder).start()
@@ -186,8 +195,8 @@ def main() -> None:
         email=email,
     )
     app = App(settings=settings, clock=lambda: NOW, actor="bench")
-    populate(app, args.users)
-    raw = raw_limit(app, args.users)
+    populate(app, users)
+    raw = raw_limit(app, users)
 
     committed: list[float] = []
     start = time.perf_counter()
@@ -205,7 +214,7 @@ def main() -> None:
     commit = committed[0] if committed else total
     print(f"users reset: {result.changed} users, database {url.split(':')[0]}")
     print(f"  reset transaction committed in {commit:.2f} s")
-    print(f"  {result.sent} emails sent ({args.transport}) in {total - commit:.2f} s")
+    print(f"  {result.sent} emails sent ({transport}) in {total - commit:.2f} s")
     print(f"  raw limit (bare statements, same rows): {raw:.2f} s; ratio {commit / raw:.1f}x")
     app.close()
 
