@@ -103,6 +103,11 @@ def info(message: str) -> None:
     sys.stderr.write(message + "\n")
 
 
+def counted(count: int, singular: str, plural: str | None = None) -> str:
+    """``1 secret``, ``2 secrets``, ``0 outbox bodies``."""
+    return f"{count} {singular if count == 1 else plural or singular + 's'}"
+
+
 def warn(message: str) -> None:
     sys.stderr.write(f"warning: {message}\n")
 

@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from mfactl.cli.common import JSON_OPTION, err_console, get_app, info, print_fields, print_json
+from mfactl.cli.common import (
+    JSON_OPTION,
+    counted,
+    err_console,
+    get_app,
+    info,
+    print_fields,
+    print_json,
+)
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -166,7 +174,10 @@ def verify(
             }
         )
     else:
-        info(f"checked {report.secrets} secrets and {report.outbox} outbox bodies")
+        info(
+            f"checked {counted(report.secrets, 'secret')} and "
+            f"{counted(report.outbox, 'outbox body', 'outbox bodies')}"
+        )
     _raise_failures(
         report.failed,
         (
@@ -218,14 +229,18 @@ def migrate(
         )
     else:
         verb = "would migrate" if dry_run else "migrated"
+        already = report.already_active
         info(
-            f"{verb} {report.migrated} secrets and {report.outbox_migrated} outbox bodies; "
-            f"{report.already_active} secrets were already under the active key"
+            f"{verb} {counted(report.migrated, 'secret')} and "
+            f"{counted(report.outbox_migrated, 'outbox body', 'outbox bodies')}; "
+            f"{counted(already, 'secret')} {'was' if already == 1 else 'were'} already under "
+            "the active key"
         )
         if report.changed_meanwhile:
+            changed = report.changed_meanwhile
+            left = "was left as it is" if changed == 1 else "were left as they are"
             info(
-                f"{report.changed_meanwhile} rows changed meanwhile (a reset or an enrollment) "
-                "and were left as they are"
+                f"{counted(changed, 'row')} changed meanwhile (a reset or an enrollment) and {left}"
             )
     _raise_failures(
         report.failed,

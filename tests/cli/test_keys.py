@@ -202,3 +202,18 @@ def test_off_a_terminal_no_progress_bar_is_even_imported(
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.stderr.endswith("LOADED False\n"), proc.stderr
     assert proc.stderr.startswith("migrated 3 secrets")
+
+
+def test_migrate_counts_in_words(
+    rotated: Mfactl, sqlite_url: str, old_key: str, active_key: str
+) -> None:
+    seed(sqlite_url, old_key, 1, "o")
+    seed(sqlite_url, active_key, 1, "n")
+    result = rotated("keys", "migrate")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (
+        "migrated 1 secret and 0 outbox bodies; 1 secret was already under the active key\n"
+    )
+    assert (
+        rotated("keys", "verify").stderr.splitlines()[0] == "checked 2 secrets and 0 outbox bodies"
+    )
