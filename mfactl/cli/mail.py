@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from mfactl.cli.common import JSON_OPTION, get_app, info, print_json, print_table
+from mfactl.cli.common import JSON_OPTION, console, get_app, info, print_json, print_table
+
+WIDE = 110  # columns from which `mail list` shows the subject too
 
 app = typer.Typer(
     help="The outbox: list queued and sent emails, retry the ones that failed.",
@@ -49,23 +51,33 @@ def list_(
             ]
         )
         return
+    # the subject only where it has room; each last error in full under the table, where it
+    # does not squeeze the columns into slivers on an 80-column terminal
+    wide = console().width >= WIDE
+    columns = ["id", "user", "recipient", "subject", "status", "attempts", "next attempt"]
     print_table(
-        ["id", "user", "recipient", "subject", "status", "attempts", "next attempt", "error"],
+        columns if wide else [c for c in columns if c != "subject"],
         (
             [
                 r.id,
                 f"{r.org}/{r.user}" if r.user else None,
                 r.recipient,
-                r.subject,
+                *([r.subject] if wide else []),
                 r.status,
                 r.attempts,
                 r.next_attempt_at,
-                r.last_error,
             ]
             for r in rows
         ),
-        wrap=("subject", "error"),
+        wrap=("subject",),
     )
+    errors = [(r.id, r.last_error) for r in rows if r.last_error]
+    if errors:
+        out = console()
+        out.print()
+        out.print("last error, by message id:")
+        for message_id, error in errors:
+            out.print(f"  {message_id}: {error}")
 
 
 @app.command("retry")

@@ -146,6 +146,10 @@ def test_server_down_then_retry_delivers_once(
     )
     listing = acme("mail", "list", env=env).stdout
     assert "token" not in json.dumps(queued) and "token" not in listing
+    # on 80 columns the error is one whole line under the table, not a sliver of a column
+    narrow = acme("mail", "list", env={**env, "COLUMNS": "80"}).stdout
+    assert f"  {queued['id']}: the SMTP server 127.0.0.1:{port} is unavailable" in narrow
+    assert max(len(line) for line in narrow.splitlines()) <= 80
 
     server = SmtpServer(tmp_path, port=port).start()
     try:
