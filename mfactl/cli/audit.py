@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import re
+import textwrap
 from datetime import UTC, datetime, timedelta
 
 import typer
 
-from mfactl.cli.common import JSON_OPTION, get_app, print_json, print_table
+from mfactl.cli.common import JSON_OPTION, console, get_app, iso, print_json, print_table
 from mfactl.errors import InvalidInput
 
 app = typer.Typer(help="The audit log of every change.", no_args_is_help=True)
+
+DETAILS_MIN_WIDTH = 30  # below this, details go on a line of their own
 
 _RELATIVE = re.compile(r"(\d+)([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -74,19 +77,46 @@ def list_(
             ]
         )
         return
-    print_table(
-        ["AT", "ACTOR", "ACTION", "ORG", "USER", "OUTCOME", "DETAILS"],
+    print_events(
         [
             (
-                e.at,
+                iso(e.at) or "-",
                 e.actor,
                 e.action,
-                e.org,
-                e.user,
+                "/".join(part for part in (e.org, e.user) if part) or "-",
                 e.outcome,
                 " ".join(f"{k}={v}" for k, v in e.details.items()),
             )
             for e in events
-        ],
-        wrap=("DETAILS",),
+        ]
     )
+
+
+def print_events(events: list[tuple[str, str, str, str, str, str]]) -> None:
+    """A table with a DETAILS column where the terminal has room for it; on a narrower one
+    each event's details go whole on an indented line under it, never folded into a sliver."""
+    columns = ["AT", "ACTOR", "ACTION", "WHO", "OUTCOME"]
+    widths = [max([len(c)] + [len(e[i]) for e in events]) for i, c in enumerate(columns)]
+    out = console()
+    if sum(widths) + 2 * len(widths) + DETAILS_MIN_WIDTH <= out.width:
+        print_table([*columns, "DETAILS"], events, wrap=("DETAILS",))
+        return
+
+    def line(cells: tuple[str, ...] | list[str]) -> str:
+        return "  ".join(
+            cell.ljust(width) for cell, width in zip(cells, widths, strict=True)
+        ).rstrip()
+
+    out.print(line(columns), style="bold", soft_wrap=True)
+    for event in events:
+        out.print(line(event[:5]), soft_wrap=True)
+        if event[5]:
+            wrapped = textwrap.fill(
+                event[5],
+                width=max(out.width, 40),
+                initial_indent="    ",
+                subsequent_indent="    ",
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+            out.print(wrapped, soft_wrap=True)

@@ -76,3 +76,23 @@ def test_audit_filters(mfactl: Mfactl) -> None:
     assert mfactl("audit", "list", "--since", "yesterday").exit_code == 2
     newest = mfactl.json("audit", "list", "--limit", "2")
     assert [(e["action"], e["org"]) for e in newest] == [("org.add", "beta"), ("user.add", "beta")]
+
+
+def test_audit_table_keeps_details_whole_on_any_width(mfactl: Mfactl) -> None:
+    mfactl("org", "add", "acme", "--name", "Acme Corporation")
+    mfactl("user", "add", "--org", "acme", "--user", "alice", "--email", "alice@example.com")
+    narrow = mfactl("audit", "list", env={"COLUMNS": "80"}).stdout.splitlines()
+    assert narrow[0].split() == ["AT", "ACTOR", "ACTION", "WHO", "OUTCOME"]
+    assert narrow[3].split()[1:] == ["tester", "user.add", "acme/alice", "ok"]
+    assert narrow[4] == "    email=alice@example.com admin=False"
+    assert max(len(line) for line in narrow) <= 80
+    wide = mfactl("audit", "list", env={"COLUMNS": "160"}).stdout.splitlines()
+    assert wide[0].split() == ["AT", "ACTOR", "ACTION", "WHO", "OUTCOME", "DETAILS"]
+    assert wide[2].split()[1:] == [
+        "tester",
+        "user.add",
+        "acme/alice",
+        "ok",
+        "email=alice@example.com",
+        "admin=False",
+    ]
