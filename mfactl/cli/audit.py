@@ -8,7 +8,15 @@ from datetime import UTC, datetime, timedelta
 
 import typer
 
-from mfactl.cli.common import JSON_OPTION, console, get_app, iso, print_json, print_table
+from mfactl.cli.common import (
+    JSON_OPTION,
+    console,
+    get_app,
+    info,
+    iso,
+    print_json,
+    print_table,
+)
 from mfactl.errors import InvalidInput
 
 app = typer.Typer(help="The audit log of every change.", no_args_is_help=True)
@@ -77,6 +85,7 @@ def list_(
             ]
         )
         return
+    filtered = any(f is not None for f in (org, user, action, since))
     print_events(
         [
             (
@@ -88,13 +97,17 @@ def list_(
                 " ".join(f"{k}={v}" for k, v in e.details.items()),
             )
             for e in events
-        ]
+        ],
+        empty="no audit events match these filters" if filtered else "no audit events yet",
     )
 
 
-def print_events(events: list[tuple[str, str, str, str, str, str]]) -> None:
+def print_events(events: list[tuple[str, str, str, str, str, str]], *, empty: str) -> None:
     """A table with a DETAILS column where the terminal has room for it; on a narrower one
     each event's details go whole on an indented line under it, never folded into a sliver."""
+    if not events:
+        info(empty)
+        return
     columns = ["AT", "ACTOR", "ACTION", "WHO", "OUTCOME"]
     widths = [max([len(c)] + [len(e[i]) for e in events]) for i, c in enumerate(columns)]
     out = console()

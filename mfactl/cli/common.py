@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import sys
@@ -132,10 +133,19 @@ def print_table(
     *,
     wrap: Collection[str] = (),
     title: str | None = None,
+    empty: str | None = None,
 ) -> None:
     """A table on stdout. Only the ``wrap`` columns (free text) may wrap when space runs out;
-    identifiers, addresses and times stay whole on one line."""
+    identifiers, addresses and times stay whole on one line. With no rows and an ``empty``
+    sentence, that sentence goes to stderr instead and stdout stays empty."""
     from rich.table import Table
+
+    rows = iter(rows)
+    first = next(rows, None)
+    if first is None and empty is not None:
+        info(empty)
+        return
+    rows = itertools.chain([first], rows) if first is not None else rows
 
     table = Table(title=title, show_edge=False, pad_edge=False, box=None, header_style="bold")
     for column in columns:

@@ -70,6 +70,7 @@ def list_(
             for r in rows
         ),
         wrap=("subject",),
+        empty=f"no {status} emails in the outbox" if status else "the outbox is empty",
     )
     errors = [(r.id, r.last_error) for r in rows if r.last_error]
     if errors:

@@ -43,4 +43,5 @@ def list_(ctx: typer.Context, json_: bool = JSON_OPTION) -> None:
         print_table(
             ["ORG", "NAME", "USERS", "CREATED"],
             [(o.slug, o.name, o.users, o.created_at) for o in rows],
+            empty="no organizations yet: `mfactl org add SLUG` adds one",
         )

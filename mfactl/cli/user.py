@@ -351,6 +351,7 @@ def remember_list(
     print_table(
         ["id", "state", "created", "expires", "revoked"],
         ([t.id, t.state, t.created_at, t.expires_at, t.revoked_at] for t in tokens),
+        empty=f"{org}/{user} has no remember-me tokens",
     )
 
 

@@ -96,3 +96,20 @@ def test_audit_table_keeps_details_whole_on_any_width(mfactl: Mfactl) -> None:
         "email=alice@example.com",
         "admin=False",
     ]
+
+
+def test_empty_tables_say_so_on_stderr_and_print_nothing(mfactl: Mfactl) -> None:
+    for args, sentence in [
+        (("org", "list"), "no organizations yet: `mfactl org add SLUG` adds one"),
+        (("mail", "list"), "the outbox is empty"),
+        (("mail", "list", "--status", "failed"), "no failed emails in the outbox"),
+        (("audit", "list"), "no audit events yet"),
+        (("audit", "list", "--org", "acme"), "no audit events match these filters"),
+    ]:
+        result = mfactl(*args)
+        assert (result.exit_code, result.stdout, result.stderr) == (0, "", sentence + "\n")
+        assert mfactl.json(*args) == []
+    mfactl("org", "add", "acme")
+    mfactl("user", "add", "--org", "acme", "--user", "alice", "--email", "alice@example.com")
+    tokens = mfactl("user", "remember", "list", "--org", "acme", "--user", "alice")
+    assert (tokens.stdout, tokens.stderr) == ("", "acme/alice has no remember-me tokens\n")
