@@ -12,6 +12,10 @@ from mfactl.errors import InvalidInput, UsageError
 FILE_SUFFIXES = (".png", ".svg")
 
 
+def stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
 def parse_target(value: str) -> str | Path:
     """'terminal', 'none', or a Path ending in .png/.svg whose folder exists."""
     if value in ("terminal", "none"):
@@ -27,8 +31,11 @@ def parse_target(value: str) -> str | Path:
 
 
 def show(uri: str, target: str | Path, *, to_stderr: bool = False) -> None:
-    """Draw the QR code; files are written atomically and readable by their owner only."""
-    if target == "none":
+    """Draw the QR code; files are written atomically and readable by their owner only.
+
+    ``to_stderr`` (with --json, whose document holds the URI on stdout) draws it for the person
+    at the terminal only: a stderr going to a log file would keep the secret there."""
+    if target == "none" or (target == "terminal" and to_stderr and not stderr_is_terminal()):
         return
     import segno
 

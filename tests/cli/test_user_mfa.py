@@ -110,7 +110,9 @@ def test_enable_png_qr_then_confirm(acme: Mfactl, clock: FrozenClock, tmp_path: 
     )
 
 
-def test_terminal_qr_decodes_to_the_uri_and_non_tty_leaves_it_pending(acme: Mfactl) -> None:
+def test_terminal_qr_decodes_to_the_uri_and_non_tty_leaves_it_pending(
+    acme: Mfactl, monkeypatch: pytest.MonkeyPatch
+) -> None:
     result = acme("user", "enable", "--org", "acme", "--user", "alice")
     assert result.exit_code == 0
     uri = result.stdout.split("otpauth URI: ")[1].strip()
@@ -120,8 +122,12 @@ def test_terminal_qr_decodes_to_the_uri_and_non_tty_leaves_it_pending(acme: Mfac
         "mfactl user confirm --org acme --user alice --code CODE\n"
     )
     as_json = acme("user", "enable", "--org", "acme", "--user", "alice", "--json")
-    document = json.loads(as_json.stdout)  # the drawing went to stderr
-    assert decode_terminal(as_json.stderr) == document["otpauth_uri"]
+    assert json.loads(as_json.stdout)["state"] == "pending"
+    assert not set(as_json.stderr) & (set(BLOCKS) - {" "})  # no drawing in a stderr log file
+    with monkeypatch.context() as patch:  # for the person at a terminal, it goes to stderr
+        patch.setattr("mfactl.cli.qrcode.stderr_is_terminal", lambda: True)
+        again = acme("user", "enable", "--org", "acme", "--user", "alice", "--json")
+    assert decode_terminal(again.stderr) == json.loads(again.stdout)["otpauth_uri"]
 
 
 def test_interactive_prompt(
