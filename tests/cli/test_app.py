@@ -21,8 +21,8 @@ def test_help_does_not_import_heavy_modules() -> None:
         "sys.argv = ['mfactl', '--help']\n"
         "from mfactl.cli.app import main\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('sqlalchemy', 'cryptography', 'jinja2', 'alembic', 'yaml', 'pyotp')"
-        " if m in sys.modules]\n"
+        "heavy = [m for m in ('sqlalchemy', 'cryptography', 'jinja2', 'alembic', 'yaml', 'pyotp',"
+        " 'pydantic') if m in sys.modules]\n"
         "print('HEAVY', heavy, file=sys.stderr)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -51,6 +51,13 @@ def test_every_command_has_help_text() -> None:
     assert len(commands) > 8
     for path, command in commands:
         assert getattr(command, "help", None) or getattr(command, "short_help", None), path
+
+
+def test_flags_do_not_look_like_they_take_a_value(mfactl: Mfactl) -> None:
+    result = mfactl("user", "enable", "--help")
+    assert result.exit_code == 0
+    line = next(line for line in result.stdout.splitlines() if "--no-confirm  " in line)
+    assert "<bool>" not in result.stdout and line.split()[1:3] == ["--no-confirm", "Leave"]
 
 
 def test_errors_are_one_sentence_on_stderr_with_the_exit_code(mfactl: Mfactl) -> None:

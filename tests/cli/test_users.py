@@ -246,7 +246,7 @@ def _run_in_subprocess(values: Path, *args: str) -> subprocess.CompletedProcess[
         f"sys.argv = ['mfactl', '--values', {str(values)!r}, *{list(args)!r}]\n"
         "from mfactl.cli.app import main\n"
         "try:\n    main()\nexcept SystemExit as exit:\n    code = exit.code\n"
-        "heavy = [m for m in ('cryptography', 'jinja2', 'alembic', 'pyotp', 'segno')"
+        "heavy = [m for m in ('cryptography', 'jinja2', 'alembic', 'pyotp', 'segno', 'pydantic')"
         " if m in sys.modules]\n"
         "print('HEAVY', heavy, file=sys.stderr)\n"
     )
