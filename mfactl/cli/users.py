@@ -364,10 +364,11 @@ def enable(
     send_email: bool = typer.Option(
         False, "--send-email", help="Mail an enrollment link to each selected user without MFA."
     ),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     json_: bool = JSON_OPTION,
 ) -> None:
     """Invite every selected user without active MFA to set it up (mails enrollment links)."""
-    from mfactl.cli.interact import progress_bar
+    from mfactl.cli.interact import confirm, progress_bar
     from mfactl.errors import UsageError
     from mfactl.services import reset as reset_service
 
@@ -376,9 +377,17 @@ def enable(
             "users enable only mails enrollment links (secrets are never printed in bulk); "
             "add --send-email"
         )
+    app_ = get_app(ctx)
     flt = user_filter(org, mfa, admins, stale_key, noncompliant, locked, search)
+    if not yes:
+        invited = [t for t in reset_service.select_users(app_, flt) if t.mfa != "active"]
+        confirm(
+            f"Mail an enrollment link to {len(invited)} users in {flt.org}?",
+            yes=yes,
+            what="users enable --send-email",
+        )
     with progress_bar("sending enrollment links") as progress:
-        result = reset_service.invite_users(get_app(ctx), flt, progress=progress)
+        result = reset_service.invite_users(app_, flt, progress=progress)
     _bulk_outcome(
         result,
         json_,

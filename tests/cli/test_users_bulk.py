@@ -79,10 +79,20 @@ def test_users_reset_asks_on_a_terminal(crowd: Mfactl, monkeypatch: pytest.Monke
     assert crowd.json("audit", "list", "--action", "user.reset") == []
 
 
-def test_users_enable_mails_everyone_without_mfa(crowd: Mfactl, values_file: Path) -> None:
+def test_users_enable_mails_everyone_without_mfa(
+    crowd: Mfactl, values_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert crowd("users", "enable", "--org", "acme").exit_code == 2
     crowd("user", "enable", "--org", "acme", "--user", "u03", "--no-confirm")
-    result = crowd("users", "enable", "--org", "acme", "--mfa", "none", "--send-email", "--json")
+    invite = ("users", "enable", "--org", "acme", "--mfa", "none", "--send-email")
+    unasked = crowd(*invite)  # mailing a crowd needs a yes, like a bulk reset
+    assert unasked.exit_code == 2 and "add --yes" in unasked.stderr and not mails(values_file)
+    with monkeypatch.context() as terminal:
+        terminal.setattr("mfactl.cli.interact.interactive", lambda: True)
+        declined = crowd(*invite, input="n\n")
+    assert declined.exit_code == 1 and not mails(values_file)
+    assert "Mail an enrollment link to 11 users in acme?" in declined.stderr
+    result = crowd(*invite, "--yes", "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert (summary["selected"], summary["changed"], summary["emails"]["sent"]) == (11, 11, 11)
