@@ -20,11 +20,22 @@ from typing import Protocol
 
 from mfactl.config import Email, Smtp
 
+# A server's reply may quote the message (a filter naming the "blocklisted URL" it found): the
+# reason is stored in the outbox and printed, so links and anything shaped like a link token
+# (43 url-safe base64 characters) are cut out of it first.
+_LINK = re.compile(r"[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
+_TOKENISH = re.compile(r"[A-Za-z0-9_-]{32,}")
+
+
+def redact(text: str) -> str:
+    return _TOKENISH.sub("[removed]", _LINK.sub("[link removed]", text))
+
 
 class SendError(Exception):
     def __init__(self, reason: str, *, connection: bool) -> None:
+        reason = redact(reason)[:900]
         super().__init__(reason)
-        self.reason = reason[:900]
+        self.reason = reason
         self.connection = connection
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import re
 import socket
 import ssl
 from dataclasses import dataclass, field
@@ -73,6 +74,9 @@ class Received:
 class _Handler:
     received: list[Received] = field(default_factory=list)
     refuse: set[str] = field(default_factory=set)
+    # a content filter: refuses every message with this reply, "{link}" replaced by the first
+    # link of its text (as filters that name the URL they blocked do)
+    refuse_data: str | None = None
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: Any
@@ -85,6 +89,10 @@ class _Handler:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         message = message_from_bytes(envelope.original_content, policy=policy.default)
         assert isinstance(message, EmailMessage)
+        if self.refuse_data is not None:
+            text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+            link = re.search(r"https?://\S+", text)
+            return self.refuse_data.replace("{link}", link[0] if link else "")
         self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message))
         return "250 Message accepted for delivery"
 

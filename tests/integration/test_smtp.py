@@ -152,6 +152,26 @@ def test_refused_recipient_fails_only_that_message(
     ]
 
 
+def test_a_server_quoting_the_link_in_its_refusal_never_gets_it_stored(
+    tmp_path: Path, sqlite_url: str, clock: FrozenClock, active_key: str
+) -> None:
+    server = SmtpServer(tmp_path).start()
+    server.handler.refuse_data = "554 5.7.1 Rejected: message contains blocklisted URL {link}"
+    try:
+        app = smtp_app(sqlite_url, clock, active_key, server)
+        people(app, "alice")
+        done = reset.reset_user(app, "acme", "alice", "lost phone")
+    finally:
+        server.stop()
+    assert done.email.status == "queued" and done.email.error is not None
+    assert done.email.error.endswith("blocklisted URL [link removed]")
+    [row] = outbox.list_messages(app, "failed")
+    assert row.last_error == done.email.error
+    with app.engine.connect() as conn:
+        stored = conn.execute(select(OutboxMessage.last_error)).scalar_one()
+    assert "token" not in stored and "https://" not in stored
+
+
 def test_an_untrusted_certificate_is_refused(
     starttls: SmtpServer, sqlite_url: str, clock: FrozenClock, active_key: str
 ) -> None:

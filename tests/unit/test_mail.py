@@ -96,3 +96,21 @@ def test_file_transport_writes_one_private_eml_per_message(tmp_path: Path) -> No
     with pytest.raises(SendError) as failed:
         FileTransport(tmp_path / "blocked" / "mail").connect()
     assert failed.value.connection and "cannot create the mail folder" in failed.value.reason
+
+
+def test_send_errors_never_carry_a_link_or_a_token() -> None:
+    import secrets
+
+    from mfactl.mail.transports import SendError
+
+    token = secrets.token_urlsafe(32)
+    error = SendError(
+        f"mail.example.com refused the message: 554 URL https://app.example.com/s?t={token} "
+        f"and token {token} blocked; see https://mail.example.com/why",
+        connection=False,
+    )
+    assert token not in error.reason and token not in str(error)
+    assert error.reason == (
+        "mail.example.com refused the message: 554 URL [link removed] and token [removed] "
+        "blocked; see [link removed]"
+    )
