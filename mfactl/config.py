@@ -382,11 +382,13 @@ def _check_env(path: str, raw: str) -> Any:
             raise _Invalid(f"{exc} (from {env_name(path)})") from None
 
 
-def _read_key_file(path_text: str, base: Path | None) -> str:
+def _key_path(path_text: str, base: Path | None) -> Path:
     path = Path(path_text)
-    if not path.is_absolute() and base is not None:
-        path = base / path
-    return path.read_text(encoding="ascii").strip()
+    return base / path if not path.is_absolute() and base is not None else path
+
+
+def _read_key_file(path_text: str, base: Path | None) -> str:
+    return _key_path(path_text, base).read_text(encoding="ascii").strip()
 
 
 def _world_readable(path: Path) -> bool:
@@ -441,6 +443,12 @@ def load_settings(
             except (OSError, UnicodeDecodeError) as exc:
                 problems.append(f"secretStore.{name}File: cannot read {file_ref}: {exc}")
                 continue
+            key_file = _key_path(file_ref, base)
+            if _world_readable(key_file):
+                warnings.append(
+                    f"{key_file} holds a secret key and is readable by other users; "
+                    f"run: chmod 600 {key_file}"
+                )
         if inline:
             why = key_problem(inline)
             if why:
@@ -471,6 +479,16 @@ def load_settings(
             problems=problems,
         )
 
+    if (
+        checked.get("email.transport", "smtp") == "smtp"
+        and checked.get("email.smtp.password")
+        and checked.get("email.smtp.security", "starttls") == "none"
+        and checked.get("email.smtp.host", "localhost") not in ("localhost", "127.0.0.1", "::1")
+    ):
+        warnings.append(
+            "email.smtp.password goes over the network unencrypted with email.smtp.security: "
+            "none; use starttls or tls"
+        )
     secret_leaves = {"secretStore.activeKey", "secretStore.rollingKey", "email.smtp.password"}
     if path is not None and from_file & secret_leaves and _world_readable(path):
         warnings.append(

@@ -118,6 +118,43 @@ def test_warns_when_a_file_with_keys_is_readable_by_others(tmp_path: Path) -> No
     assert load_settings(path, environ={}).warnings == ()
 
 
+def test_warns_when_a_key_file_is_readable_by_others(tmp_path: Path) -> None:
+    key_file = tmp_path / "active.key"
+    key_file.write_text(generate_key())
+    path = tmp_path / "values.yaml"
+    path.write_text("secretStore: {activeKeyFile: active.key}\n")
+    path.chmod(0o644)  # no key in it: no warning for it
+    key_file.chmod(0o644)
+    assert load_settings(path, environ={}).warnings == (
+        f"{key_file} holds a secret key and is readable by other users; run: chmod 600 {key_file}",
+    )
+    key_file.chmod(0o600)
+    assert load_settings(path, environ={}).warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("host", "security", "warned"),
+    [
+        ("mail.example.com", "none", True),
+        ("mail.example.com", "starttls", False),
+        ("mail.example.com", "tls", False),
+        ("127.0.0.1", "none", False),  # a relay on this host: nothing crosses a network
+    ],
+)
+def test_warns_when_the_smtp_password_would_cross_the_network_in_clear(
+    host: str, security: str, warned: bool
+) -> None:
+    environ = {
+        "MFACTL_EMAIL_SMTP_HOST": host,
+        "MFACTL_EMAIL_SMTP_SECURITY": security,
+        "MFACTL_EMAIL_SMTP_USERNAME": "mailer",
+        "MFACTL_EMAIL_SMTP_PASSWORD": "pw",
+    }
+    warnings = load_settings(environ=environ).warnings
+    assert any("goes over the network unencrypted" in w for w in warnings) is warned
+    assert all("pw" not in w.split() for w in warnings)
+
+
 def test_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     Path("values.yaml").write_text("userLogin: {mfa: {digits: 8}}\n")
