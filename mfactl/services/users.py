@@ -178,13 +178,13 @@ def _imported_totp(app: App, row: dict[str, str]) -> tuple[str, TotpParams] | No
     algorithm = row.get("algorithm", "").strip().upper() or mfa.algorithm
     if algorithm not in totp.DIGESTS:
         raise InvalidInput(
-            f"algorithm {validation.shown(row['algorithm'])} must be SHA1, SHA256 or SHA512"
+            f"algorithm {validation.brief(row['algorithm'])} must be SHA1, SHA256 or SHA512"
         )
     digits, period = row.get("digits", "").strip(), row.get("period", "").strip()
     if digits and digits not in ("6", "8"):
-        raise InvalidInput(f"digits {validation.shown(digits)} must be 6 or 8")
+        raise InvalidInput(f"digits {validation.brief(digits)} must be 6 or 8")
     if period and not (period.isdigit() and 10 <= int(period) <= 120):
-        raise InvalidInput(f"period {validation.shown(period)} must be 10 to 120 seconds")
+        raise InvalidInput(f"period {validation.brief(period)} must be 10 to 120 seconds")
     return secret, TotpParams(
         algorithm, int(digits) if digits else mfa.digits, int(period) if period else mfa.period
     )
@@ -279,7 +279,7 @@ def import_users(app: App, org: str, path: Path) -> ImportResult:
                 continue
             admin = _parse_bool(row.get("admin", ""))
             if admin is None:
-                problem(line, f"admin {validation.shown(row['admin'])} must be true or false")
+                problem(line, f"admin {validation.brief(row['admin'])} must be true or false")
                 continue
             if handle in taken_handles:
                 problem(line, f"user {handle} already exists in organization {organization.slug}")

@@ -21,6 +21,12 @@ def shown(value: str) -> str:
     return repr(text)
 
 
+def brief(value: str, limit: int = 12) -> str:
+    """A value of a short field (admin, algorithm, digits, period) in a message: a long one is
+    not repeated, as it may be a secret that slipped into the wrong column of a CSV file."""
+    return shown(value) if len(value) <= limit else f"(a value of {len(value)} characters)"
+
+
 def org_slug(value: str) -> str:
     slug = value.strip().lower()
     if not _SLUG.fullmatch(slug):

@@ -169,3 +169,23 @@ def test_import_refuses_a_bad_secret_with_its_line(app: App, tmp_path: Path) -> 
     ]
     assert "JBSWY3DPEHPK3PXP" not in repr(raised.value.problems)
     assert count(app, User) == 0
+
+
+def test_import_never_repeats_a_secret_shifted_into_a_short_column(
+    app: App, tmp_path: Path
+) -> None:
+    orgs.add_org(app, "acme")
+    secret = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+    csv_file = tmp_path / "shifted.csv"
+    csv_file.write_text(
+        "handle,email,admin,totp_secret,algorithm\n"
+        f"alice,alice@example.com,{secret},,\n"
+        f"bob,bob@example.com,no,{secret},{secret}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(InvalidInput) as raised:
+        users.import_users(app, "acme", csv_file)
+    assert raised.value.problems == [
+        "line 2: admin (a value of 32 characters) must be true or false",
+        "line 3: algorithm (a value of 32 characters) must be SHA1, SHA256 or SHA512",
+    ]
