@@ -12,6 +12,13 @@ from mfactl.errors import InvalidInput, UsageError
 FILE_SUFFIXES = (".png", ".svg")
 
 
+class QrNotWritten(InvalidInput):
+    """The QR file could not be written (full disk, a folder that refuses files)."""
+
+    def __init__(self, target: Path, exc: OSError) -> None:
+        super().__init__(f"cannot write the QR code to {target}: {exc.strerror or exc}")
+
+
 def stderr_is_terminal() -> bool:
     return sys.stderr.isatty()
 
@@ -27,6 +34,8 @@ def parse_target(value: str) -> str | Path:
         )
     if not path.parent.is_dir():
         raise InvalidInput(f"--qr {value!r}: folder {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise InvalidInput(f"--qr {value!r}: folder {path.parent} is not writable")
     return path
 
 
@@ -47,12 +56,17 @@ def show(uri: str, target: str | Path, *, to_stderr: bool = False) -> None:
         return
     assert isinstance(target, Path)
     kind = target.suffix.lower().lstrip(".")
-    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".mfactl-qr-", suffix=f".{kind}")
+    try:
+        fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".mfactl-qr-", suffix=f".{kind}")
+    except OSError as exc:
+        raise QrNotWritten(target, exc) from None
     try:
         with os.fdopen(fd, "wb") as handle:  # mkstemp made it 0600: the QR holds the secret
             code.save(handle, kind=kind, scale=8, border=4)
         os.replace(temporary, target)
-    except BaseException:
+    except BaseException as exc:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise QrNotWritten(target, exc) from None
         raise
     sys.stderr.write(f"QR code written to {target}\n")

@@ -194,7 +194,14 @@ def enable(
     started = enrollment.enable_user(mfa_app, org, user, keep_pending=code is not None)
     where = f"{started.org}/{started.user}"
     if started.otpauth_uri is not None:
-        qrcode.show(started.otpauth_uri, target, to_stderr=json_)
+        try:
+            qrcode.show(started.otpauth_uri, target, to_stderr=json_)
+        except qrcode.QrNotWritten as exc:
+            exc.hint = (
+                f"the MFA of {where} stays pending, its secret unshown: run `mfactl user "
+                "enable` again with another --qr (it makes a new secret)"
+            )
+            raise
         if not json_:
             sys.stdout.write(f"otpauth URI: {started.otpauth_uri}\n")
             sys.stdout.flush()

@@ -191,6 +191,24 @@ def test_code_confirms_an_existing_pending_secret(acme: Mfactl, clock: FrozenClo
     )
 
 
+def test_a_qr_file_that_cannot_be_written_is_one_sentence_and_shows_no_secret(
+    acme: Mfactl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_full(**kwargs: object) -> tuple[int, str]:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("mfactl.cli.qrcode.tempfile.mkstemp", disk_full)
+    target = tmp_path / "alice.png"
+    result = acme("user", "enable", "--org", "acme", "--user", "alice", "--qr", str(target))
+    assert result.exit_code == 2 and result.stdout == "" and not target.exists()
+    assert result.stderr == (
+        f"error: cannot write the QR code to {target}: No space left on device\n"
+        "hint: the MFA of acme/alice stays pending, its secret unshown: run `mfactl user enable` "
+        "again with another --qr (it makes a new secret)\n"
+    )
+    assert acme.json("user", "status", "--org", "acme", "--user", "alice")["mfa"] == "pending"
+
+
 def test_alias_behaves_like_the_grouped_command(acme: Mfactl) -> None:
     grouped = acme.json(
         "user", "enable", "--org", "acme", "--user", "alice", "--no-confirm", "--qr", "none"
