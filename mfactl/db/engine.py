@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +40,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if backend == "sqlite":
         options["connect_args"] = {"timeout": 30}
         if parsed.database and parsed.database != ":memory:":
-            folder = Path(parsed.database).expanduser().parent
-            if not folder.exists():
-                raise Unavailable(f"database folder {folder} does not exist")
+            path = Path(parsed.database).expanduser()
+            if not path.parent.exists():
+                raise Unavailable(f"database folder {path.parent} does not exist")
+            _create_private(path)
     elif backend in ("mysql", "mariadb"):
         if "charset" not in parsed.query:
             parsed = parsed.update_query_dict({"charset": "utf8mb4"})
@@ -56,6 +59,15 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def _create_private(path: Path) -> None:
+    """A new SQLite file is made readable by its owner only (SQLite gives its -wal and -shm
+    files the same mode): it holds email addresses and the audit log, if no secret in clear."""
+    # there already, or not possible here (a read-only folder, a directory by that name):
+    # connecting reports the latter in its own words
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -37,6 +37,16 @@ def test_init_creates_then_reports_current(tmp_path: Path, active_key: str) -> N
     first = cli.json("init")
     assert first["before"] is None and first["changed"] is True
     assert cli.json("init")["changed"] is False
+    # the new SQLite file holds addresses and the audit log: its owner's alone
+    assert (tmp_path / "new.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_init_leaves_the_mode_of_an_existing_sqlite_file(tmp_path: Path, active_key: str) -> None:
+    existing = tmp_path / "shared.db"
+    existing.touch(mode=0o640)
+    existing.chmod(0o640)
+    Mfactl(write_values(tmp_path / "v.yaml", f"sqlite:///{existing}", active_key)).json("init")
+    assert existing.stat().st_mode & 0o777 == 0o640
 
 
 def smtp_values(tmp_path: Path, url: str, key: str, smtp: dict[str, object]) -> Path:
