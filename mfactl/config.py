@@ -338,8 +338,17 @@ def _read_yaml(path: Path) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "not valid YAML"
+        problem = _masked(getattr(exc, "problem", None) or "not valid YAML")
         raise ConfigError(f"values file {path} is not valid YAML{where}: {problem}") from None
+
+
+_FERNET_SHAPED = re.compile(r"[A-Za-z0-9_-]{43}=")
+
+
+def _masked(text: str) -> str:
+    """Messages quote what they found; a key that landed in a mapping key or a YAML tag
+    (a slip of the editor) must not be printed with them."""
+    return _FERNET_SHAPED.sub("[key removed]", text)
 
 
 def _flatten(data: Mapping[str, Any], prefix: str, problems: list[str]) -> dict[str, Any]:
@@ -357,7 +366,7 @@ def _flatten(data: Mapping[str, Any], prefix: str, problems: list[str]) -> dict[
                 continue
             flat.update(_flatten(value, path, problems))
         else:
-            problems.append(f"{path}: unknown setting")
+            problems.append(f"{_masked(path)}: unknown setting")
     return flat
 
 

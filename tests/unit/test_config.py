@@ -155,6 +155,17 @@ def test_warns_when_the_smtp_password_would_cross_the_network_in_clear(
     assert all("pw" not in w.split() for w in warnings)
 
 
+def test_a_key_in_the_wrong_place_is_not_quoted_back(tmp_path: Path) -> None:
+    key = generate_key()
+    for text in (f"secretStore:\n  {key}: 1\n", f"secretStore:\n  activeKey: !{key}\n"):
+        path = tmp_path / "values.yaml"
+        path.write_text(text)
+        with pytest.raises(ConfigError) as raised:
+            load_settings(path, environ={})
+        shown = raised.value.message + " ".join(raised.value.problems)
+        assert key not in shown and "[key removed]" in shown
+
+
 def test_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     Path("values.yaml").write_text("userLogin: {mfa: {digits: 8}}\n")
