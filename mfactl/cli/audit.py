@@ -14,6 +14,7 @@ from mfactl.cli.common import (
     get_app,
     info,
     iso,
+    org_value,
     print_json,
     print_table,
 )
@@ -46,7 +47,9 @@ def parse_since(value: str, now: datetime) -> datetime:
 @app.command("list")
 def list_(
     ctx: typer.Context,
-    org: str | None = typer.Option(None, "--org", help="Only this organization."),
+    org: str | None = typer.Option(
+        None, "--org", help="Only this organization.", callback=org_value
+    ),
     user: str | None = typer.Option(None, "--user", help="Only this user handle."),
     action: str | None = typer.Option(
         None, "--action", help="Only this action (e.g. user.reset; 'user.*' for a prefix)."

@@ -22,7 +22,19 @@ if TYPE_CHECKING:
     from mfactl.bootstrap import App
 
 JSON_OPTION = typer.Option(False, "--json", help="Print one JSON document on stdout.")
-ORG_OPTION = typer.Option(..., "--org", help="Organization slug.")
+
+
+def org_value(value: str | None) -> str | None:
+    """An --org that is given must name one: "" (an unset $ORG in a script) is not "every
+    organization"."""
+    if value is not None and not value.strip():
+        from mfactl.errors import InvalidInput
+
+        raise InvalidInput("--org is empty: name an organization")
+    return value
+
+
+ORG_OPTION = typer.Option(..., "--org", help="Organization slug.", callback=org_value)
 USER_OPTION = typer.Option(..., "--user", help="User handle or email.")
 
 
@@ -217,7 +229,14 @@ class MfactlGroup(TyperGroup):
         except MfactlError as exc:
             render_error(exc, as_json=bool(ctx.meta.get("mfactl.json")))
             ctx.exit(exc.exit_code)
-        except (typer.Exit, typer.Abort, typer.TyperException, KeyboardInterrupt):
+        except typer.TyperException as exc:
+            if exc.exit_code == 2 and ctx.meta.get("mfactl.json"):  # a usage error, for a script
+                from mfactl.errors import UsageError
+
+                render_error(UsageError(exc.format_message()), as_json=True)
+                ctx.exit(2)
+            raise
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
         except Exception as exc:
             if os.environ.get("MFACTL_DEBUG") == "1":

@@ -14,6 +14,7 @@ from mfactl.cli.common import (
     err_console,
     get_app,
     info,
+    org_value,
     print_fields,
     print_json,
 )
@@ -198,7 +199,9 @@ def migrate(
     ),
     batch_size: int = BATCH_OPTION,
     workers: int = WORKERS_OPTION,
-    org: str | None = typer.Option(None, "--org", help="Only this organization's secrets."),
+    org: str | None = typer.Option(
+        None, "--org", help="Only this organization's secrets.", callback=org_value
+    ),
     json_: bool = JSON_OPTION,
 ) -> None:
     """Re-encrypt every secret and outbox body under the active key, online and resumable."""

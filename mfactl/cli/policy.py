@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mfactl.cli.common import JSON_OPTION, get_app, info, print_json, print_table
+from mfactl.cli.common import JSON_OPTION, get_app, info, org_value, print_json, print_table
 
 app = typer.Typer(help="The MFA policy: check who breaks it.", no_args_is_help=True)
 
@@ -12,7 +12,9 @@ app = typer.Typer(help="The MFA policy: check who breaks it.", no_args_is_help=T
 @app.command("check")
 def check(
     ctx: typer.Context,
-    org: str | None = typer.Option(None, "--org", help="Only this organization."),
+    org: str | None = typer.Option(
+        None, "--org", help="Only this organization.", callback=org_value
+    ),
     json_: bool = JSON_OPTION,
 ) -> None:
     """List the users the policy requires MFA from who have not activated it (exit 8 if any)."""

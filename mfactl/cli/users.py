@@ -9,7 +9,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import typer
 
-from mfactl.cli.common import JSON_OPTION, get_app, info, print_json
+from mfactl.cli.common import JSON_OPTION, get_app, info, org_value, print_json
 from mfactl.errors import UsageError
 
 if TYPE_CHECKING:
@@ -35,10 +35,14 @@ class MfaState(StrEnum):
     none = "none"
 
 
-FILTER_ORG_OPTION = typer.Option(None, "--org", help="Only this organization (slug).")
+FILTER_ORG_OPTION = typer.Option(
+    None, "--org", help="Only this organization (slug).", callback=org_value
+)
 # Bulk changes act on one organization at a time (DESIGN.md): a forgotten --org must not reach
 # every organization of the platform.
-BULK_ORG_OPTION = typer.Option(..., "--org", help="The organization (slug) to act on.")
+BULK_ORG_OPTION = typer.Option(
+    ..., "--org", help="The organization (slug) to act on.", callback=org_value
+)
 FILTER_MFA_OPTION = typer.Option(
     None, "--mfa", help="Only users whose MFA is active, pending (not confirmed) or none."
 )

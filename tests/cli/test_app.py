@@ -60,6 +60,17 @@ def test_flags_do_not_look_like_they_take_a_value(mfactl: Mfactl) -> None:
     assert "<bool>" not in result.stdout and line.split()[1:3] == ["--no-confirm", "Leave"]
 
 
+def test_usage_errors_are_json_for_json_readers(mfactl: Mfactl) -> None:
+    for args, message in (
+        (("users", "reset", "--reason", "x", "--json"), "Missing option '--org'."),
+        (("audit", "list", "--limit", "0", "--json"), "Invalid value for '--limit': "),
+    ):
+        result = mfactl(*args)
+        assert result.exit_code == 2
+        error = json.loads(result.stderr)["error"]
+        assert error["code"] == "usage" and error["message"].startswith(message)
+
+
 def test_errors_are_one_sentence_on_stderr_with_the_exit_code(mfactl: Mfactl) -> None:
     result = mfactl("user", "status", "--org", "nope", "--user", "alice")
     assert result.exit_code == 3

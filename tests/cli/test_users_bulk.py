@@ -158,3 +158,22 @@ def test_progress_bar_only_on_a_terminal(
         update(2, 2)
     drawn = capsys.readouterr()
     assert drawn.out == "" and "sending setup links" in drawn.err and "2/2" in drawn.err
+
+
+@pytest.mark.parametrize("blank", ["", " "])
+def test_an_empty_org_is_refused_not_read_as_every_organization(crowd: Mfactl, blank: str) -> None:
+    for args in (
+        ("users", "reset", "--org", blank, "--reason", "x", "--yes", "--no-email"),
+        ("users", "enable", "--org", blank, "--send-email", "--yes"),
+        ("users", "list", "--org", blank),
+        ("audit", "list", "--org", blank),
+        ("policy", "check", "--org", blank),
+        ("keys", "migrate", "--org", blank),
+    ):
+        result = crowd(*args)
+        assert (result.exit_code, result.stderr) == (
+            2,
+            "error: --org is empty: name an organization\n",
+        ), args
+    assert crowd.json("audit", "list", "--action", "user.reset") == []
+    assert crowd.json("audit", "list", "--action", "user.enroll_email") == []
