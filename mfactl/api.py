@@ -80,7 +80,8 @@ class Mfa:
         enrollment.confirm_user(self.app, org, user, code)
 
     def verify(self, org: str, user: str, code: str) -> VerifyResult:
-        """Check a login code: ok, wrong, replayed, throttled, locked or not_enrolled."""
+        """Check a login code: ok, wrong, replayed, throttled, locked, not_enrolled, or
+        malformed (not digits of the right length: neither compared nor counted)."""
         return verification.verify(self.app, org, user, code)
 
     def remember(self, org: str, user: str) -> IssuedToken:

@@ -284,6 +284,7 @@ VERIFY_MEANINGS = {
     "throttled": "throttled: too many wrong codes",
     "locked": "locked: too many wrong codes; clear it with `mfactl user unlock`",
     "not_enrolled": "not_enrolled: the user has no active MFA",
+    "malformed": "malformed: not a code of the user's app (digits only, 6 or 8); not counted",
 }
 
 

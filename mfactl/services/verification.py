@@ -23,7 +23,7 @@ from mfactl.db.models import MfaSecret, Organization, User
 from mfactl.errors import Conflict
 from mfactl.services import audit, lookup
 
-RESULTS = ("ok", "wrong", "replayed", "throttled", "locked", "not_enrolled")
+RESULTS = ("ok", "wrong", "replayed", "throttled", "locked", "not_enrolled", "malformed")
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,10 @@ def _check(
         return VerifyResult("not_enrolled")
     if row.locked:
         return VerifyResult("locked")
+    if not _looks_like_a_code(code, row.digits):
+        # a slip of the keyboard (letters, empty, too short or long) can never match: it is
+        # neither compared nor counted, so it cannot start a back-off or lock anybody out
+        return VerifyResult("malformed")
     now = app.now()
     throttle = app.settings.user_login.mfa.throttle
     wait = _retry_after(throttle, row.failed_attempts, row.last_failed_at, now)
@@ -149,6 +153,11 @@ def _check(
     if accepted.rowcount == 1:  # type: ignore[attr-defined]
         return VerifyResult("ok")
     return VerifyResult("replayed")  # a concurrent use of this code (or a later one) won
+
+
+def _looks_like_a_code(code: str, digits: int) -> bool:
+    code = code.strip().replace(" ", "")  # as totp.match reads it
+    return len(code) == digits and code.isascii() and code.isdigit()
 
 
 def _claim(session: Session, target: _Target, row: Any, now: datetime) -> bool:

@@ -49,7 +49,7 @@ def test_demo_then_the_readme_api_example(tmp_path: Path, monkeypatch: pytest.Mo
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         exec(compile(example, "README.md", "exec"), {})
-    assert printed.getvalue().split() == ["allow", "code", "replayed", "wrong", "allow"]
+    assert printed.getvalue().split() == ["allow", "code", "replayed", "malformed", "allow"]
 
 
 def test_connect_fails_at_start_up_on_a_bad_setup(tmp_path: Path, sqlite_url: str) -> None:

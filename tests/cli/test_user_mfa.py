@@ -315,7 +315,7 @@ def test_lock_and_unlock(
     uri = enroll(cli, clock)
     clock.advance(30)
     for _ in range(2):
-        assert verify(cli, "alice", "00000000").exit_code == 4
+        assert verify(cli, "alice", "000000").exit_code == 4
     locked = verify(cli, "alice", phone_code(uri, clock.now))
     assert locked.stdout == "locked: too many wrong codes; clear it with `mfactl user unlock`\n"
     assert cli.json("user", "status", "--org", "acme", "--user", "alice")["locked"] is True

@@ -104,6 +104,19 @@ def test_lock_after_failures_and_unlock(app: App, clock: FrozenClock) -> None:
         verification.unlock(app, "acme", "zed")
 
 
+def test_a_malformed_code_is_neither_compared_nor_counted(app: App, clock: FrozenClock) -> None:
+    people(app, "alice")
+    uri = enrolled(app)
+    clock.advance(30)
+    with_throttle(app, base_delay_seconds=1, lock_after_failures=3)
+    for slip in ("", "abc", "12345", "1234567", "12 34 5a", "١٢٣٤٥٦", "9" * 10_000):
+        assert verification.verify(app, "acme", "alice", slip).result == "malformed", slip
+    with app.uow() as uow:
+        failures = uow.session.scalar(select(MfaSecret.failed_attempts))
+    assert failures == 0  # no back-off, no lock: the right code goes straight through
+    assert verification.verify(app, "acme", "alice", phone_code(uri, app.now())).ok
+
+
 @pytest.mark.parametrize("algorithm", ["SHA1", "SHA256", "SHA512"])
 def test_rfc6238_vectors_through_the_service(app: App, clock: FrozenClock, algorithm: str) -> None:
     people(app, "alice")
