@@ -178,6 +178,13 @@ def enable_user(app: App, org: str, user_ref: str, *, keep_pending: bool = False
             if current is not None and current.state == "pending":
                 require_mfa_enabled(app)
                 return Enrollment(organization.slug, user.handle, "pending", None)
+            if current is None:  # a code for a secret not made yet can never be right
+                who = lookup.who(organization, user)
+                raise Conflict(
+                    f"{who} has no pending MFA enrollment for a code to confirm",
+                    hint=f"start one with `mfactl user enable --org {organization.slug} "
+                    f"--user {user.handle} --no-confirm`, then give the code the app shows",
+                )
         try:
             uri = begin_enrollment(uow.session, app, organization, user)
             audit.record(

@@ -164,20 +164,19 @@ def test_code_confirms_an_existing_pending_secret(acme: Mfactl, clock: FrozenClo
         "error: MFA is already active for acme/alice\n"
         "hint: reset it first: mfactl user reset --org acme --user alice\n"
     )
-    # --code without a pending secret: a new one is made and shown; a wrong code leaves it pending
-    wrong = acme(
-        "user",
-        "enable",
-        "--org",
-        "acme",
-        "--user",
-        "bob",
-        "--code",
-        "12345678",
-        "--qr",
-        "none",
-        "--json",
-    )
+    # --code without a pending secret: no code can be right for a secret made just now
+    early = acme("user", "enable", "--org", "acme", "--user", "bob", "--code", "123456", "--json")
+    assert early.exit_code == 4 and early.stdout == ""
+    assert json.loads(early.stderr)["error"] == {
+        "code": "conflict",
+        "message": "acme/bob has no pending MFA enrollment for a code to confirm",
+        "hint": "start one with `mfactl user enable --org acme --user bob --no-confirm`, "
+        "then give the code the app shows",
+    }
+    assert acme.json("user", "status", "--org", "acme", "--user", "bob")["mfa"] == "none"
+    # with one pending, a wrong code leaves it pending
+    acme("user", "enable", "--org", "acme", "--user", "bob", "--no-confirm", "--qr", "none")
+    wrong = acme("user", "enable", "--org", "acme", "--user", "bob", "--code", "1234", "--json")
     assert wrong.exit_code == 4
     assert json.loads(wrong.stdout)["state"] == "pending"
     assert json.loads(wrong.stderr)["error"]["message"] == "the code is wrong for acme/bob"
