@@ -32,9 +32,11 @@ def system_clock() -> datetime:
 
 
 def default_actor() -> str:
+    from mfactl.services import validation
+
     actor = os.environ.get("MFACTL_ACTOR")
-    if actor:
-        return actor
+    if actor:  # set and not empty (an empty variable is an unset one)
+        return validation.actor(actor, "MFACTL_ACTOR")
     try:
         return getpass.getuser()
     except Exception:
@@ -103,9 +105,11 @@ def bootstrap(
     actor: str | None = None,
 ) -> App:
     """Load the settings (unless given) and wire an App."""
+    from mfactl.services import validation
+
     settings = settings if settings is not None else load_settings(values)
     return App(
         settings=settings,
         clock=clock or system_clock,
-        actor=actor or default_actor(),
+        actor=validation.actor(actor) if actor is not None else default_actor(),
     )

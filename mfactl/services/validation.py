@@ -79,3 +79,19 @@ def display_name(value: str | None) -> str:
 
 def org_name(value: str | None, slug: str) -> str:
     return display_name(value) or slug
+
+
+ACTOR_MAX = 200
+
+
+def actor(value: str, source: str = "--actor") -> str:
+    """Who acts, as the audit log records it: one line (a line break would forge a second
+    event in `audit list`), not empty, not cut short."""
+    name = value.strip()
+    if not name:
+        raise InvalidInput(f"{source} is empty: name who is acting")
+    if _CONTROL.search(name):
+        raise InvalidInput(f"{source} {shown(name)} contains a line break or control character")
+    if len(name) > ACTOR_MAX:
+        raise InvalidInput(f"{source} is longer than {ACTOR_MAX} characters")
+    return name

@@ -71,6 +71,24 @@ def test_usage_errors_are_json_for_json_readers(mfactl: Mfactl) -> None:
         assert error["code"] == "usage" and error["message"].startswith(message)
 
 
+def test_an_actor_is_one_line_so_nobody_forges_audit_lines(mfactl: Mfactl) -> None:
+    forged = "admin\n2026-11-22T07:00:00Z  root  user.reset  acme/bob  ok"
+    for args, env, message in (
+        (("--actor", forged), {}, "--actor 'admin\\n2026-11-22T07:00:00Z  root  user.reset"),
+        ((), {"MFACTL_ACTOR": forged}, "MFACTL_ACTOR 'admin\\n2026"),
+        (("--actor", " "), {}, "--actor is empty: name who is acting"),
+        (("--actor", "x" * 201), {}, "--actor is longer than 200 characters"),
+    ):
+        result = mfactl.runner.invoke(
+            cli_app,
+            ["--values", str(mfactl.values), *args, "org", "add", "forged"],
+            env={"NO_COLOR": "1", **env},
+        )
+        assert result.exit_code == 2, result.output
+        assert result.stderr.startswith(f"error: {message}")
+    assert mfactl.json("audit", "list") == []
+
+
 def test_errors_are_one_sentence_on_stderr_with_the_exit_code(mfactl: Mfactl) -> None:
     result = mfactl("user", "status", "--org", "nope", "--user", "alice")
     assert result.exit_code == 3
