@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from mfactl import __version__
@@ -67,4 +69,17 @@ app.command("migrate-keys", rich_help_panel=ALIASES, help="Alias of `keys migrat
 
 
 def main() -> None:
+    for position, argument in enumerate(sys.argv[1:], start=1):
+        try:
+            argument.encode("utf-8")
+        except UnicodeEncodeError:  # bytes from a Latin-1 terminal, kept by surrogateescape
+            from mfactl.cli.common import render_error
+            from mfactl.errors import UsageError
+
+            shown = argument.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            render_error(
+                UsageError(f"argument {position} ({shown!r}) is not valid UTF-8"),
+                as_json="--json" in sys.argv or "--jsonl" in sys.argv,
+            )
+            sys.exit(2)
     app(prog_name="mfactl")

@@ -33,7 +33,10 @@ def parse_since(value: str, now: datetime) -> datetime:
     text = value.strip()
     relative = _RELATIVE.fullmatch(text)
     if relative:
-        return now - timedelta(**{_UNITS[relative[2]]: int(relative[1])})
+        try:
+            return now - timedelta(**{_UNITS[relative[2]]: int(relative[1])})
+        except OverflowError:
+            raise InvalidInput(f"--since {text!r} reaches back before the year 1") from None
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -55,7 +58,9 @@ def list_(
         None, "--action", help="Only this action (e.g. user.reset; 'user.*' for a prefix)."
     ),
     since: str | None = typer.Option(None, "--since", help="ISO time, or a span: 90m, 24h, 7d."),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="Only the last N events."),
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, max=1_000_000_000, help="Only the last N events."
+    ),
     json_: bool = JSON_OPTION,
 ) -> None:
     """List audit events, oldest first."""

@@ -52,7 +52,11 @@ def check(ctx: typer.Context, json_: bool = JSON_OPTION) -> None:
             state = "answers" if db.reachable else f"does not answer ({db.error})"
             out.write(f"database: {db.url} {state}\n")
             if db.reachable:
-                hint = {"missing": " (run `mfactl init`)", "behind": " (run `mfactl init`)"}
+                hint = {
+                    "missing": " (run `mfactl init`)",
+                    "behind": " (run `mfactl init`)",
+                    "newer": " (made by a newer mfactl: upgrade mfactl)",
+                }
                 out.write(f"schema: {db.schema}{hint.get(db.schema, '')}\n")
         if smtp is not None:
             state = "answers" if smtp.reachable else f"does not answer ({smtp.error})"

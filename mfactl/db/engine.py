@@ -98,6 +98,11 @@ def current_revision(engine: Engine) -> str | None:
                 raise
             return None if row is None else str(row[0])
     except DBAPIError as exc:
+        if "file is not a database" in str(exc.orig):
+            raise ConfigError(
+                f"database.url: {redact(engine.url.render_as_string(False))} is not an SQLite "
+                "database file"
+            ) from None
         if isinstance(exc, (SAOperationalError,)) or exc.connection_invalidated:
             raise unavailable(engine, exc) from None
         raise
@@ -115,16 +120,25 @@ def check_schema(engine: Engine) -> None:
     if revision is None:
         raise ConfigError(f"the database at {where} has no mfactl schema; run `mfactl init` first")
     if revision != SCHEMA_REVISION:
-        known = sorted(p.name.split("_")[0] for p in (MIGRATIONS_DIR / "versions").glob("*.py"))
-        if revision in known:
+        if is_known_revision(revision):
             raise ConfigError(
                 f"the database schema is at revision {revision} but this mfactl needs "
                 f"{SCHEMA_REVISION}; run `mfactl init` to upgrade it"
             )
-        raise ConfigError(
-            f"the database schema is at revision {revision}, which this mfactl does not know; "
-            "it was probably made by a newer mfactl"
-        )
+        raise _newer_schema(revision)
+
+
+def is_known_revision(revision: str) -> bool:
+    """A revision of this mfactl's migrations (the current one or an older one)."""
+    return any(p.name.split("_")[0] == revision for p in (MIGRATIONS_DIR / "versions").glob("*.py"))
+
+
+def _newer_schema(revision: str) -> ConfigError:
+    return ConfigError(
+        f"the database schema is at revision {revision}, which this mfactl does not know; "
+        "it was probably made by a newer mfactl",
+        hint="upgrade mfactl; nothing was changed",
+    )
 
 
 def upgrade_schema(engine: Engine) -> tuple[str | None, str]:
@@ -133,6 +147,8 @@ def upgrade_schema(engine: Engine) -> tuple[str | None, str]:
     from alembic.config import Config
 
     before = current_revision(engine)
+    if before is not None and not is_known_revision(before):
+        raise _newer_schema(before)  # Alembic would fail with "Can't locate revision"
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     with engine.begin() as connection:

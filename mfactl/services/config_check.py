@@ -12,7 +12,7 @@ from mfactl.errors import ConfigError, MfactlError
 class DatabaseCheck:
     url: str
     reachable: bool = False
-    schema: str = "unknown"  # current | missing | behind | unknown
+    schema: str = "unknown"  # current | missing | behind | newer | unknown
     revision: str | None = None
     error: str | None = None
 
@@ -112,7 +112,13 @@ def _rolling_key_warnings(settings: Settings) -> list[str]:
 
 
 def _check_database(settings: Settings) -> DatabaseCheck:
-    from mfactl.db.engine import SCHEMA_REVISION, current_revision, make_engine, redact
+    from mfactl.db.engine import (
+        SCHEMA_REVISION,
+        current_revision,
+        is_known_revision,
+        make_engine,
+        redact,
+    )
 
     result = DatabaseCheck(url=redact(settings.database.url))
     try:
@@ -127,8 +133,10 @@ def _check_database(settings: Settings) -> DatabaseCheck:
             result.schema = "missing"
         elif result.revision == SCHEMA_REVISION:
             result.schema = "current"
-        else:
+        elif is_known_revision(result.revision):
             result.schema = "behind"
+        else:
+            result.schema = "newer"
     except MfactlError as exc:
         result.error = exc.message
     finally:

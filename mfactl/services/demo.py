@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 from mfactl.bootstrap import App, Clock, bootstrap
-from mfactl.errors import Conflict
+from mfactl.errors import Conflict, InvalidInput
 
 DEMO_ORG = "acme"
 DEMO_USERS = (
@@ -57,7 +57,10 @@ email:
 def write_values(folder: Path) -> Path:
     from mfactl.crypto import generate_key
 
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidInput(f"cannot create the demo folder {folder}: {exc.strerror}") from None
     values = folder / "values.yaml"
     text = VALUES_TEMPLATE.format(
         db=(folder / "mfactl.db").resolve(), key=generate_key(), mail=(folder / "mail").resolve()
@@ -172,6 +175,8 @@ STEPS: list[Callable[[DemoContext], Step]] = [_setup, _people, _enroll, _verify,
 
 def run_demo(folder: Path, *, clock: Clock | None = None) -> Iterator[Step]:
     """Create ``folder`` with its values file and database, then run the tour step by step."""
+    if folder.exists() and not folder.is_dir():
+        raise InvalidInput(f"--dir {folder} is a file, not a folder")
     if folder.exists() and any(folder.iterdir()):
         raise Conflict(
             f"demo folder {folder} already exists and is not empty",

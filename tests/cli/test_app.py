@@ -12,7 +12,8 @@ from typer.main import get_command
 
 from mfactl import __version__
 from mfactl.cli.app import app as cli_app
-from tests.cli.conftest import Mfactl
+from mfactl.crypto import generate_key
+from tests.cli.conftest import Mfactl, write_values
 
 
 def test_help_does_not_import_heavy_modules() -> None:
@@ -87,6 +88,43 @@ def test_an_actor_is_one_line_so_nobody_forges_audit_lines(mfactl: Mfactl) -> No
         assert result.exit_code == 2, result.output
         assert result.stderr.startswith(f"error: {message}")
     assert mfactl.json("audit", "list") == []
+
+
+def test_odd_input_is_one_sentence_never_a_traceback(mfactl: Mfactl, tmp_path: Path) -> None:
+    since = mfactl("audit", "list", "--since", "99999999d")
+    assert (since.exit_code, since.stderr) == (
+        2,
+        "error: --since '99999999d' reaches back before the year 1\n",
+    )
+    assert mfactl("audit", "list", "--limit", "99999999999999999999").exit_code == 2
+    a_file = tmp_path / "taken"
+    a_file.write_text("")
+    demo = mfactl("demo", "--dir", str(a_file))
+    assert (demo.exit_code, demo.stderr) == (2, f"error: --dir {a_file} is a file, not a folder\n")
+    not_a_db = tmp_path / "notes.db"
+    not_a_db.write_text("shopping list\n")
+    other = Mfactl(write_values(tmp_path / "other.yaml", f"sqlite:///{not_a_db}", generate_key()))
+    for command in (("init",), ("org", "list")):
+        result = other(*command)
+        assert (result.exit_code, result.stderr) == (
+            5,
+            f"error: database.url: sqlite:///{not_a_db} is not an SQLite database file\n",
+        )
+    # bytes from a Latin-1 terminal: sys.argv holds them as surrogates
+    latin1 = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mfactl",
+            "org",
+            "add",
+            b"caf\xe9".decode("utf-8", "surrogateescape"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert latin1.returncode == 2
+    assert latin1.stderr == "error: argument 3 ('caf\ufffd') is not valid UTF-8\n"
 
 
 def test_errors_are_one_sentence_on_stderr_with_the_exit_code(mfactl: Mfactl) -> None:

@@ -41,6 +41,28 @@ def test_init_creates_then_reports_current(tmp_path: Path, active_key: str) -> N
     assert (tmp_path / "new.db").stat().st_mode & 0o777 == 0o600
 
 
+def test_a_schema_from_a_newer_mfactl_is_left_alone(tmp_path: Path, active_key: str) -> None:
+    import sqlite3
+
+    db = tmp_path / "new.db"
+    cli = Mfactl(write_values(tmp_path / "v.yaml", f"sqlite:///{db}", active_key))
+    cli.json("init")
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    for command in (("init",), ("org", "list")):
+        result = cli(*command)
+        assert result.exit_code == 5, result.output
+        assert result.stderr == (
+            "error: the database schema is at revision 9999, which this mfactl does not know; "
+            "it was probably made by a newer mfactl\nhint: upgrade mfactl; nothing was changed\n"
+        )
+    check = cli("config", "check")
+    assert check.exit_code == 5
+    assert "schema: newer (made by a newer mfactl: upgrade mfactl)\n" in check.stdout
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("9999",)]
+
+
 def test_init_leaves_the_mode_of_an_existing_sqlite_file(tmp_path: Path, active_key: str) -> None:
     existing = tmp_path / "shared.db"
     existing.touch(mode=0o640)
