@@ -42,7 +42,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         if parsed.database and parsed.database != ":memory:":
             path = Path(parsed.database).expanduser()
             if not path.parent.exists():
-                raise Unavailable(f"database folder {path.parent} does not exist")
+                raise ConfigError(f"database.url: folder {path.parent} does not exist")
             _create_private(path)
     elif backend in ("mysql", "mariadb"):
         if "charset" not in parsed.query:

@@ -31,6 +31,18 @@ def test_config_check_database_down(tmp_path: Path, active_key: str) -> None:
     assert json.loads(result.stdout)["database"]["reachable"] is False
 
 
+def test_a_sqlite_folder_that_does_not_exist_is_a_configuration_error(
+    tmp_path: Path, active_key: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'nowhere' / 'mfactl.db'}"
+    result = Mfactl(write_values(tmp_path / "v.yaml", url, active_key))("init")
+    assert (result.exit_code, result.stderr) == (
+        5,
+        f"error: database.url: folder {tmp_path / 'nowhere'} does not exist\n",
+    )
+    assert not (tmp_path / "nowhere").exists()
+
+
 def test_init_creates_then_reports_current(tmp_path: Path, active_key: str) -> None:
     values = write_values(tmp_path / "v.yaml", f"sqlite:///{tmp_path / 'new.db'}", active_key)
     cli = Mfactl(values)
