@@ -50,6 +50,9 @@ class App:
     settings: Settings
     clock: Clock = system_clock
     actor: str = field(default_factory=default_actor)
+    # may the engine create a SQLite file that is not there yet (only `mfactl init` and the
+    # library; the other commands report a missing database instead of making an empty one)
+    creates_database: bool = True
     _schema_checked: bool = False
     _engine_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -60,7 +63,9 @@ class App:
     def engine(self) -> Engine:
         from mfactl.db.engine import make_engine
 
-        return make_engine(self.settings.database.url, **self._engine_kwargs)
+        return make_engine(
+            self.settings.database.url, create_file=self.creates_database, **self._engine_kwargs
+        )
 
     @cached_property
     def session_factory(self) -> sessionmaker[Session]:

@@ -45,8 +45,9 @@ class Globals:
     app: App | None = None
 
 
-def get_app(ctx: typer.Context) -> App:
-    """The App for this invocation, built once from the global options."""
+def get_app(ctx: typer.Context, *, creates_database: bool = False) -> App:
+    """The App for this invocation, built once from the global options; only `init` may
+    create a SQLite database file."""
     root = ctx.find_root()
     if root.obj is None:
         root.obj = Globals()
@@ -55,6 +56,7 @@ def get_app(ctx: typer.Context) -> App:
         from mfactl.bootstrap import bootstrap
 
         globals_.app = bootstrap(globals_.values, actor=globals_.actor)
+        globals_.app.creates_database = creates_database
         for warning in globals_.app.settings.warnings:
             warn(warning)
         root.call_on_close(globals_.app.close)

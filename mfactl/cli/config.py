@@ -50,7 +50,7 @@ def check(ctx: typer.Context, json_: bool = JSON_OPTION) -> None:
             out.write(f"warning: {warning}\n")
         if db is not None:
             state = "answers" if db.reachable else f"does not answer ({db.error})"
-            out.write(f"database: {db.url} {state}\n")
+            out.write(f"database: {db.url} {state if db.exists else 'does not exist yet'}\n")
             if db.reachable:
                 hint = {
                     "missing": " (run `mfactl init`)",

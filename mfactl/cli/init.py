@@ -11,7 +11,7 @@ def init(ctx: typer.Context, json_: bool = JSON_OPTION) -> None:
     """Create the database schema, or upgrade it to this version of mfactl."""
     from mfactl.services import schema
 
-    result = schema.init_schema(get_app(ctx))
+    result = schema.init_schema(get_app(ctx, creates_database=True))
     if json_:
         print_json(
             {

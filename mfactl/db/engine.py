@@ -28,7 +28,14 @@ def redact(url: str) -> str:
         return "<unparseable database URL>"
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+class DatabaseMissing(ConfigError):
+    """A SQLite database file that is not there (yet): `mfactl init` makes it."""
+
+
+def make_engine(url: str, *, create_file: bool = True, **kwargs: Any) -> Engine:
+    """An engine for ``url``. A SQLite file that is not there yet is created (readable by its
+    owner only) with ``create_file``; without it, that is a configuration error: commands other
+    than `mfactl init` leave no stray empty database behind a mistyped path."""
     from sqlalchemy import create_engine
 
     try:
@@ -43,7 +50,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             path = Path(parsed.database).expanduser()
             if not path.parent.exists():
                 raise ConfigError(f"database.url: folder {path.parent} does not exist")
-            _create_private(path)
+            if create_file:
+                _create_private(path)
+            elif not path.exists():
+                raise DatabaseMissing(
+                    f"the database at {redact(url)} does not exist; run `mfactl init` to create it"
+                )
     elif backend in ("mysql", "mariadb"):
         if "charset" not in parsed.query:
             parsed = parsed.update_query_dict({"charset": "utf8mb4"})

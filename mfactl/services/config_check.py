@@ -15,6 +15,7 @@ class DatabaseCheck:
     schema: str = "unknown"  # current | missing | behind | newer | unknown
     revision: str | None = None
     error: str | None = None
+    exists: bool = True  # False: a SQLite file `mfactl init` has yet to make
 
 
 @dataclass
@@ -95,7 +96,7 @@ def _rolling_key_warnings(settings: Settings) -> list[str]:
     from mfactl.db.engine import make_engine
     from mfactl.services.keys import rolling_key_in_use
 
-    engine = make_engine(settings.database.url)
+    engine = make_engine(settings.database.url, create_file=False)
     try:
         secrets, outbox = rolling_key_in_use(engine, key_id(settings.secret_store.rolling_key))
     except Exception as exc:  # the database answered a moment ago; say so rather than fail
@@ -114,6 +115,7 @@ def _rolling_key_warnings(settings: Settings) -> list[str]:
 def _check_database(settings: Settings) -> DatabaseCheck:
     from mfactl.db.engine import (
         SCHEMA_REVISION,
+        DatabaseMissing,
         current_revision,
         is_known_revision,
         make_engine,
@@ -122,7 +124,10 @@ def _check_database(settings: Settings) -> DatabaseCheck:
 
     result = DatabaseCheck(url=redact(settings.database.url))
     try:
-        engine = make_engine(settings.database.url)
+        engine = make_engine(settings.database.url, create_file=False)
+    except DatabaseMissing:
+        result.exists, result.reachable, result.schema = False, True, "missing"
+        return result
     except MfactlError as exc:
         result.error = exc.message
         return result

@@ -145,7 +145,16 @@ def test_json_errors(mfactl: Mfactl) -> None:
 def test_missing_schema_is_exit_5(tmp_path: Path, active_key: str) -> None:
     from tests.cli.conftest import write_values
 
-    values = write_values(tmp_path / "v.yaml", f"sqlite:///{tmp_path / 'fresh.db'}", active_key)
+    fresh = tmp_path / "fresh.db"
+    values = write_values(tmp_path / "v.yaml", f"sqlite:///{fresh}", active_key)
+    result = Mfactl(values)("org", "list")
+    assert (result.exit_code, result.stderr) == (
+        5,
+        f"error: the database at sqlite:///{fresh} does not exist; "
+        "run `mfactl init` to create it\n",
+    )
+    assert not fresh.exists()  # no stray empty database left behind a mistyped path
+    fresh.touch()  # a file, but no schema in it
     result = Mfactl(values)("org", "list")
     assert result.exit_code == 5
     assert "has no mfactl schema; run `mfactl init` first" in result.stderr
