@@ -12,6 +12,7 @@ from mfactl.cli.common import (
     JSON_OPTION,
     ORG_OPTION,
     USER_OPTION,
+    counted,
     get_app,
     info,
     print_fields,
@@ -79,7 +80,7 @@ def import_(
     if json_:
         print_json({"org": result.org, "imported": result.imported})
     else:
-        info(f"imported {result.imported} users into {result.org}")
+        info(f"imported {counted(result.imported, 'user')} into {result.org}")
 
 
 @app.command("status")

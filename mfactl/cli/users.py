@@ -9,7 +9,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import typer
 
-from mfactl.cli.common import JSON_OPTION, get_app, info, org_value, print_json
+from mfactl.cli.common import JSON_OPTION, counted, get_app, info, org_value, print_json
 from mfactl.errors import UsageError
 
 if TYPE_CHECKING:
@@ -187,9 +187,15 @@ def write_csv(rows: Iterable[ListedUser], out: IO[str]) -> None:
     out.flush()
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP, CSV injection)
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _csv_value(value: object) -> object:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value  # shown as text, never run; only in CSV: scripts read JSON verbatim
     return value
 
 
@@ -336,14 +342,15 @@ def reset(
         selected = reset_service.select_users(app_, flt)
         sysadmins = [f"{t.org}/{t.user}" for t in selected if t.admin]
         warning = (
-            f"{len(sysadmins)} of them are SYSADMINS: "
+            f"{len(sysadmins)} of them "
+            + ("is a SYSADMIN: " if len(sysadmins) == 1 else "are SYSADMINS: ")
             + ", ".join(sysadmins[:10])
             + (" …" if len(sysadmins) > 10 else "")
             if sysadmins
             else None
         )
         confirm(
-            f"Reset the MFA of {len(selected)} users in {flt.org}?",
+            f"Reset the MFA of {counted(len(selected), 'user')} in {flt.org}?",
             yes=yes,
             what="users reset",
             warning=warning,
@@ -352,7 +359,7 @@ def reset(
         result = reset_service.reset_users(
             app_, flt, reason, send_email=not no_email, progress=progress
         )
-    _bulk_outcome(result, json_, f"reset the MFA of {result.changed} users")
+    _bulk_outcome(result, json_, f"reset the MFA of {counted(result.changed, 'user')}")
 
 
 @app.command("enable")
@@ -386,7 +393,7 @@ def enable(
     if not yes:
         invited = [t for t in reset_service.select_users(app_, flt) if t.mfa != "active"]
         confirm(
-            f"Mail an enrollment link to {len(invited)} users in {flt.org}?",
+            f"Mail an enrollment link to {counted(len(invited), 'user')} in {flt.org}?",
             yes=yes,
             what="users enable --send-email",
         )
@@ -395,5 +402,6 @@ def enable(
     _bulk_outcome(
         result,
         json_,
-        f"invited {result.changed} users ({result.skipped} already have MFA active)",
+        f"invited {counted(result.changed, 'user')} ({result.skipped} already "
+        f"{'has' if result.skipped == 1 else 'have'} MFA active)",
     )

@@ -21,7 +21,7 @@ from mfactl.db.models import AuditEvent, MfaSecret, Organization, RememberToken,
 from mfactl.errors import Conflict, InvalidInput
 from mfactl.mail import outbox
 from mfactl.mail.outbox import NewMail, Progress, chunks
-from mfactl.services import lookup
+from mfactl.services import lookup, validation
 from mfactl.services.links import LinkTarget, end_unused_links, issue_links
 from mfactl.services.selection import UserFilter, apply_filter
 
@@ -74,6 +74,8 @@ def reason_text(reason: str | None) -> str:
         raise InvalidInput("a reason is required (--reason), for the audit log")
     if _CONTROL.search(cleaned):
         raise InvalidInput("the reason must be one line without control characters")
+    if validation.BIDI_CONTROL.search(cleaned):
+        raise InvalidInput("the reason contains a bidirectional control character")
     if len(cleaned) > MAX_REASON:
         raise InvalidInput(f"the reason is longer than {MAX_REASON} characters")
     return cleaned

@@ -134,7 +134,7 @@ def _parse_bool(value: str) -> bool | None:
     return None
 
 
-def _rows(text: str) -> Iterable[tuple[int, dict[str, str]]]:
+def _rows(text: str, path: Path) -> Iterable[tuple[int, dict[str, str]]]:
     reader = csv.reader(io.StringIO(text, newline=""))
     header: list[str] | None = None
     for record in reader:
@@ -142,15 +142,24 @@ def _rows(text: str) -> Iterable[tuple[int, dict[str, str]]]:
         if not record or all(not cell.strip() for cell in record):
             continue
         if header is None:
+            first = record[0]
+            if len(record) == 1 and "," not in first and (";" in first or "\t" in first):
+                separator = max(";\t", key=first.count)  # a spreadsheet's "CSV" export, or TSV
+                raise InvalidInput(
+                    f"{path} looks separated by {separator!r}: "
+                    "mfactl reads comma-separated files (RFC 4180)"
+                )
             header = [cell.strip().lower() for cell in record]
             unknown = [c for c in header if c not in IMPORT_COLUMNS]
             missing = [c for c in REQUIRED_COLUMNS if c not in header]
-            if unknown or missing or len(set(header)) != len(header):
+            duplicated = list(dict.fromkeys(c for c in header if header.count(c) > 1))
+            if unknown or missing or duplicated:
                 raise InvalidInput(
                     f"line {line}: the header row must name the columns "
                     f"{', '.join(IMPORT_COLUMNS)} (handle and email required)"
                     + (f"; unknown: {', '.join(unknown)}" if unknown else "")
                     + (f"; missing: {', '.join(missing)}" if missing else "")
+                    + (f"; duplicated: {', '.join(duplicated)}" if duplicated else "")
                 )
             continue
         if len(record) != len(header):
@@ -263,7 +272,7 @@ def import_users(app: App, org: str, path: Path) -> ImportResult:
         taken_handles = {h for h, _ in existing}
         taken_emails = {e for _, e in existing}
         try:
-            rows = list(_rows(text))
+            rows = list(_rows(text, path))
         except csv.Error as exc:
             raise InvalidInput(f"{path} is not valid CSV: {exc}") from None
         for line, row in rows:

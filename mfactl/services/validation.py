@@ -13,6 +13,9 @@ _EMAIL = re.compile(
     r"@(?P<domain>(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63})"
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# The bidirectional controls (embeddings, overrides, isolates, marks): they reorder how a table,
+# a log or an email shows the text around them ("Trojan Source", CVE-2021-42574).
+BIDI_CONTROL = re.compile(r"[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
 
 
 def shown(value: str) -> str:
@@ -71,6 +74,8 @@ def display_name(value: str | None) -> str:
         return ""
     if _CONTROL.search(value):
         raise InvalidInput(f"name {shown(value)} contains a line break or control character")
+    if BIDI_CONTROL.search(value):
+        raise InvalidInput(f"name {shown(value)} contains a bidirectional control character")
     cleaned = value.strip()
     if len(cleaned) > 200:
         raise InvalidInput(f"name {shown(value)} is longer than 200 characters")

@@ -48,6 +48,20 @@ def test_crlf_in_email_is_refused(mfactl: Mfactl) -> None:
     assert mfactl.json("org", "list")[0]["users"] == 0
 
 
+def test_a_right_to_left_override_in_a_name_is_refused(mfactl: Mfactl) -> None:
+    mfactl("org", "add", "acme")
+    add = ("user", "add", "--org", "acme", "--user", "eve", "--email", "eve@example.com")
+    result = mfactl(*add, "--name", "Eve \u202enimda")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: name 'Eve \\u202enimda' contains a bidirectional control character\n"
+    )
+    assert mfactl.json("org", "list")[0]["users"] == 0
+    bad = mfactl("org", "add", "beta", "--name", "Beta \u2067Corp", "--json")
+    assert bad.exit_code == 2
+    assert json.loads(bad.stderr)["error"]["code"] == "invalid_input"
+
+
 def test_import_reports_bad_rows_and_imports_nothing(mfactl: Mfactl, tmp_path: Path) -> None:
     mfactl("org", "add", "acme")
     bad = tmp_path / "bad.csv"
@@ -62,6 +76,21 @@ def test_import_reports_bad_rows_and_imports_nothing(mfactl: Mfactl, tmp_path: P
         "org": "acme",
         "imported": 1,
     }
+    one = tmp_path / "one.csv"
+    one.write_text("handle,email\nbob,bob@example.com\n")
+    result = mfactl("user", "import", str(one), "--org", "acme")
+    assert (result.exit_code, result.stderr) == (0, "imported 1 user into acme\n")
+
+
+def test_import_of_a_semicolon_separated_file_says_so(mfactl: Mfactl, tmp_path: Path) -> None:
+    mfactl("org", "add", "acme")
+    people = tmp_path / "people.csv"
+    people.write_text("handle;email;name\nalice;alice@example.com;Alice\n")
+    result = mfactl("user", "import", str(people), "--org", "acme")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: {people} looks separated by ';': mfactl reads comma-separated files (RFC 4180)\n"
+    )
 
 
 def test_audit_filters(mfactl: Mfactl) -> None:

@@ -104,6 +104,22 @@ def test_awkward_values_are_quoted_in_csv(mfactl: Mfactl, seeded: App) -> None:
     assert next(csv.DictReader(io.StringIO(result.stdout)))["name"] == 'Zed "Z", Jr.'
 
 
+def test_csv_cells_never_run_as_spreadsheet_formulas(mfactl: Mfactl, seeded: App) -> None:
+    formula = '=HYPERLINK("http://evil","click")'
+    users.add_user(seeded, "acme", "zed", "zed@acme.test", name=formula)
+    users.add_user(seeded, "acme", "zoe", "-2+3@acme.test", name="@SUM(1)")
+    users.add_user(seeded, "acme", "zia", "+zia@acme.test", name="Zia - the 2nd")
+    result = mfactl("users", "list", "--csv", "--search", "z")
+    rows = {r["user"]: r for r in csv.DictReader(io.StringIO(result.stdout))}
+    assert rows["zed"]["name"] == "'" + formula
+    assert (rows["zoe"]["name"], rows["zoe"]["email"]) == ("'@SUM(1)", "'-2+3@acme.test")
+    assert (rows["zia"]["name"], rows["zia"]["email"]) == ("Zia - the 2nd", "'+zia@acme.test")
+    assert rows["zed"]["remember_tokens"] == "0"
+    # scripts read JSON as it is
+    listed = {r["user"]: r for r in mfactl.json("users", "list", "--search", "z")}
+    assert (listed["zed"]["name"], listed["zoe"]["email"]) == (formula, "-2+3@acme.test")
+
+
 def test_non_ascii_is_written_as_utf8(mfactl: Mfactl, seeded: App) -> None:
     users.add_user(seeded, "acme", "zoe", "zoe@acme.test", name="Zoë 山田")
     jsonl = mfactl("users", "list", "--jsonl", "--search", "zoe").stdout_bytes

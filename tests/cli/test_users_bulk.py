@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.cli.conftest import Mfactl
+from tests.conftest import FrozenClock
+from tests.unit.helpers import phone_code
 
 
 @pytest.fixture
@@ -77,6 +79,26 @@ def test_users_reset_asks_on_a_terminal(crowd: Mfactl, monkeypatch: pytest.Monke
     assert "Reset the MFA of 12 users in acme?" in declined.stderr
     assert "2 of them are SYSADMINS: acme/u00, acme/u01" in declined.stderr
     assert crowd.json("audit", "list", "--action", "user.reset") == []
+
+
+def test_one_user_is_one_user(
+    crowd: Mfactl, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one = ("--org", "acme", "--search", "u01")
+    with monkeypatch.context() as terminal:
+        terminal.setattr("mfactl.cli.interact.interactive", lambda: True)
+        declined = crowd("users", "reset", *one, "--reason", "breach", input="n\n")
+        assert "Reset the MFA of 1 user in acme?" in declined.stderr
+        assert "1 of them is a SYSADMIN: acme/u01" in declined.stderr
+        declined = crowd("users", "enable", *one, "--send-email", input="n\n")
+        assert "Mail an enrollment link to 1 user in acme?" in declined.stderr
+    started = crowd.json("user", "enable", *one[:2], "--user", "u01", "--no-confirm")
+    code = phone_code(started["otpauth_uri"], clock.now)
+    assert crowd("user", "confirm", *one[:2], "--user", "u01", "--code", code).exit_code == 0
+    invited = crowd("users", "enable", "--org", "acme", "--search", "u0", "--send-email", "--yes")
+    assert invited.stderr.startswith("invited 9 users (1 already has MFA active); emails:")
+    reset = crowd("users", "reset", *one, "--reason", "breach", "--yes")
+    assert reset.stderr.startswith("reset the MFA of 1 user; emails: 1 sent")
 
 
 def test_users_enable_mails_everyone_without_mfa(

@@ -156,7 +156,7 @@ def test_link_open_confirm_once_expiry_and_other_org(mail_app: App, clock: Froze
 def test_reset_refuses_without_a_reason_and_changes_nothing(mail_app: App) -> None:
     people(mail_app, "alice")
     enrolled(mail_app, "alice")
-    for reason in ("", "   ", "two\nlines"):
+    for reason in ("", "   ", "two\nlines", "lost \u202ephone"):
         with pytest.raises(InvalidInput):
             reset.reset_user(mail_app, "acme", "alice", reason)
     assert users.user_status(mail_app, "acme", "alice").mfa == "active"

@@ -64,6 +64,31 @@ def test_bad_emails_are_refused(sqlite_app: App, email: str) -> None:
     assert "\n" not in caught.value.message and "\r" not in caught.value.message
 
 
+BIDI_CONTROLS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+
+
+@pytest.mark.parametrize("bidi", list(BIDI_CONTROLS), ids=lambda c: f"U+{ord(c):04X}")
+def test_bidirectional_controls_are_refused(sqlite_app: App, bidi: str) -> None:
+    orgs.add_org(sqlite_app, "acme")
+    with pytest.raises(InvalidInput) as caught:
+        users.add_user(
+            sqlite_app, "acme", "alice", "alice@example.com", name=f"Alice {bidi}fdp.exe"
+        )
+    assert caught.value.exit_code == 2
+    assert caught.value.message == (
+        f"name {f'Alice {bidi}fdp.exe'!r} contains a bidirectional control character"
+    )
+    assert bidi not in caught.value.message  # shown escaped: the message itself is not reordered
+    with pytest.raises(InvalidInput, match="bidirectional control character"):
+        orgs.add_org(sqlite_app, "beta", f"Beta {bidi}Corp")
+    with pytest.raises(InvalidInput, match="is not valid"):
+        users.add_user(sqlite_app, "acme", f"alice{bidi}", "alice@example.com")
+    with pytest.raises(InvalidInput, match="is not a valid address"):
+        users.add_user(sqlite_app, "acme", "alice", f"alice{bidi}@example.com")
+    assert count(sqlite_app, User) == 0
+    assert [o.slug for o in orgs.list_orgs(sqlite_app)] == ["acme"]
+
+
 def test_unknown_org_and_user(app: App) -> None:
     with pytest.raises(NotFound, match="organization 'nope' does not exist"):
         users.add_user(app, "nope", "alice", "alice@example.com")
@@ -83,6 +108,7 @@ def test_import_is_all_or_nothing_with_line_numbers(app: App, tmp_path: Path) ->
         "carol,carol2@example.com,,\n"
         "alice,alice2@example.com,,no\n"
         "dave,dave@example.com,,perhaps\n"
+        "erin,erin@example.com,Erin \u202eexe.pdf,no\n"
     )
     with pytest.raises(InvalidInput) as caught:
         users.import_users(app, "acme", csv_file)
@@ -91,6 +117,7 @@ def test_import_is_all_or_nothing_with_line_numbers(app: App, tmp_path: Path) ->
         "line 4: user carol already exists in organization acme",
         "line 5: user alice is already on line 2",
         "line 6: admin 'perhaps' must be true or false",
+        "line 7: name 'Erin \\u202eexe.pdf' contains a bidirectional control character",
     ]
     assert "nothing was imported" in caught.value.message
     assert count(app, User) == 1
@@ -118,6 +145,19 @@ def test_import_header_is_checked(sqlite_app: App, tmp_path: Path) -> None:
     csv_file.write_text("")
     with pytest.raises(InvalidInput, match="empty"):
         users.import_users(sqlite_app, "acme", csv_file)
+    csv_file.write_text("handle,email,Email,name\nalice,alice@example.com,a@example.com,Alice\n")
+    with pytest.raises(InvalidInput) as caught:
+        users.import_users(sqlite_app, "acme", csv_file)
+    assert caught.value.message.startswith("line 1: the header row must name the columns ")
+    assert caught.value.message.endswith("(handle and email required); duplicated: email")
+    for separator, shown in ((";", "';'"), ("\t", "'\\t'")):
+        csv_file.write_text(separator.join(("handle", "email", "name")) + "\nbob;bob@x.test;\n")
+        with pytest.raises(InvalidInput) as caught:
+            users.import_users(sqlite_app, "acme", csv_file)
+        assert caught.value.message == (
+            f"{csv_file} looks separated by {shown}: mfactl reads comma-separated files (RFC 4180)"
+        )
+    assert count(sqlite_app, User) == 0
 
 
 def test_import_with_totp_secrets(app: App, tmp_path: Path) -> None:
