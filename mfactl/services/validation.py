@@ -97,6 +97,8 @@ def actor(value: str, source: str = "--actor") -> str:
         raise InvalidInput(f"{source} is empty: name who is acting")
     if _CONTROL.search(name):
         raise InvalidInput(f"{source} {shown(name)} contains a line break or control character")
+    if BIDI_CONTROL.search(name):
+        raise InvalidInput(f"{source} {shown(name)} contains a bidirectional control character")
     if len(name) > ACTOR_MAX:
         raise InvalidInput(f"{source} is longer than {ACTOR_MAX} characters")
     return name

@@ -78,6 +78,7 @@ def test_an_actor_is_one_line_so_nobody_forges_audit_lines(mfactl: Mfactl) -> No
         (("--actor", forged), {}, "--actor 'admin\\n2026-11-22T07:00:00Z  root  user.reset"),
         ((), {"MFACTL_ACTOR": forged}, "MFACTL_ACTOR 'admin\\n2026"),
         (("--actor", " "), {}, "--actor is empty: name who is acting"),
+        (("--actor", "root\u202e"), {}, "--actor 'root\\u202e' contains a bidirectional"),
         (("--actor", "x" * 201), {}, "--actor is longer than 200 characters"),
     ):
         result = mfactl.runner.invoke(
