@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import hashlib
 import os
 import re
@@ -23,6 +24,14 @@ from mfactl.errors import ConfigError
 
 SEARCH_PATHS = (Path("values.yaml"), Path("/etc/mfactl/values.yaml"))
 ENV_PREFIX = "MFACTL_"
+# MFACTL_ variables that are not settings, so not taken for a mistyped one
+OTHER_VARIABLES = (
+    "MFACTL_VALUES",  # the values file (find_values_file)
+    "MFACTL_ACTOR",  # who acts, for the audit log (bootstrap)
+    "MFACTL_DEBUG",  # show the traceback of an unexpected error (cli.common)
+    "MFACTL_TEST_POSTGRES_URL",  # the servers of the test suite and the benchmarks
+    "MFACTL_TEST_MARIADB_URL",
+)
 
 
 @dataclass(frozen=True)
@@ -181,6 +190,27 @@ def _choice(*choices: Any) -> Validator:
     return check
 
 
+def _mailbox(value: Any) -> str:
+    """One RFC 5322 mailbox: ``Name <addr@domain>`` or ``addr@domain``."""
+    from email.headerregistry import AddressHeader, HeaderRegistry
+
+    text = str(_str(allow_empty=False, max_len=300)(value))
+    try:
+        header = HeaderRegistry()("from", text)
+    except Exception:  # the stdlib parser raises on some input ("ops@": IndexError)
+        header = None
+    if (
+        not isinstance(header, AddressHeader)
+        or header.defects
+        or len(header.groups) != 1
+        or header.groups[0].display_name is not None
+        or len(header.addresses) != 1
+        or not (header.addresses[0].username and header.addresses[0].domain)
+    ):
+        raise _Invalid('is not an email address (like "Example Platform <no-reply@example.com>")')
+    return text
+
+
 def _db_url(value: Any) -> str:
     url = str(_str(allow_empty=False)(value))
     if not re.match(r"^(sqlite|postgresql(\+psycopg)?|mysql\+pymysql|mariadb\+pymysql)://", url):
@@ -232,7 +262,7 @@ SCHEMA: dict[str, Any] = {
         "rollingKeyFile": _optional_str,
     },
     "email": {
-        "from": _str(allow_empty=False, max_len=300),
+        "from": _mailbox,
         "transport": _choice("smtp", "file"),
         "fileDir": _str(allow_empty=False),
         "templatesDir": _optional_str,
@@ -374,30 +404,44 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, str]:
     return {path: environ[env_name(path)] for path in LEAVES if env_name(path) in environ}
 
 
+def _unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each MFACTL_ variable that is no setting's: a typo is otherwise ignored."""
+    known = [*(env_name(leaf) for leaf in LEAVES), *OTHER_VARIABLES]
+    stems = [name.removeprefix(ENV_PREFIX) for name in known]  # the shared prefix is no likeness
+    warnings = []
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name not in known:
+            close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), stems, n=1)
+            hint = f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else ""
+            warnings.append(f"{name} is not a setting mfactl knows{hint}")
+    return warnings
+
+
 def _check_env(path: str, raw: str) -> Any:
     """Validate an environment value: as the string it is, else read as a YAML scalar."""
     import yaml
 
     try:
         return LEAVES[path](raw)
-    except _Invalid:
+    except _Invalid as as_string:
         try:
             value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            raise _Invalid(f"{env_name(path)}: not a valid value") from None
+        except yaml.YAMLError:  # not YAML either: say what is wrong with the string
+            raise _Invalid(f"{as_string} (from {env_name(path)})") from None
         try:
             return LEAVES[path](value)
         except _Invalid as exc:
             raise _Invalid(f"{exc} (from {env_name(path)})") from None
 
 
-def _key_path(path_text: str, base: Path | None) -> Path:
+def _resolve(path_text: str, base: Path | None) -> Path:
+    """A path from the settings (a key file, templatesDir): relative to the values file's folder."""
     path = Path(path_text)
     return base / path if not path.is_absolute() and base is not None else path
 
 
 def _read_key_file(path_text: str, base: Path | None) -> str:
-    return _key_path(path_text, base).read_text(encoding="ascii").strip()
+    return _resolve(path_text, base).read_text(encoding="ascii").strip()
 
 
 def _world_readable(path: Path) -> bool:
@@ -415,7 +459,7 @@ def load_settings(
     environ = os.environ if environ is None else environ
     path = find_values_file(values)
     problems: list[str] = []
-    warnings: list[str] = []
+    warnings = _unknown_variables(environ)
     flat: dict[str, Any] = {}
     data: Any = None
     if path is not None:
@@ -452,7 +496,10 @@ def load_settings(
             except (OSError, UnicodeDecodeError) as exc:
                 problems.append(f"secretStore.{name}File: cannot read {file_ref}: {exc}")
                 continue
-            key_file = _key_path(file_ref, base)
+            if not inline:
+                problems.append(f"secretStore.{name}File: {file_ref} is empty")
+                continue
+            key_file = _resolve(file_ref, base)
             if _world_readable(key_file):
                 warnings.append(
                     f"{key_file} holds a secret key and is readable by other users; "
@@ -473,6 +520,16 @@ def load_settings(
         and "secretStore.activeKey" not in {p.split(":")[0] for p in problems}
     ):
         problems.append("secretStore.activeKey: must be set when rollingKey is set")
+
+    if checked.get("email.templatesDir"):
+        folder = _resolve(checked["email.templatesDir"], base)
+        if not folder.is_dir():
+            problems.append(
+                f"email.templatesDir: {folder} is not a folder"
+                if folder.exists()
+                else f"email.templatesDir: folder {folder} does not exist"
+            )
+        checked["email.templatesDir"] = str(folder)  # the renderer reads it from any folder
 
     throttle_base = checked.get("userLogin.mfa.throttle.baseDelaySeconds", 1)
     throttle_max = checked.get("userLogin.mfa.throttle.maxDelaySeconds", 900)

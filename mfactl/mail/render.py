@@ -1,7 +1,8 @@
 """Render an email from its Jinja2 templates and build the MIME message (text + HTML).
 
-Templates are looked up first in ``email.templatesDir`` (when set), then in the packaged
-``templates/email`` (the ``mfactl.templates`` package). Each kind of email has three files:
+Templates are looked up first in ``email.templatesDir`` (when set; the settings resolve a
+relative one against the values file's folder), then in the packaged ``templates/email`` (the
+``mfactl.templates`` package). Each kind of email has three files:
 ``<kind>.subject.txt``, ``<kind>.txt`` and ``<kind>.html``; only the HTML one is autoescaped.
 """
 

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
 
-from mfactl.config import key_id, load_settings
+from mfactl.config import LEAVES, OTHER_VARIABLES, env_name, key_id, load_settings
 from mfactl.crypto import generate_key
 from mfactl.errors import ConfigError
 
@@ -176,3 +177,87 @@ def test_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings(environ=dict(os.environ)).user_login.mfa.period == 60
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "missing.yaml", environ={})
+
+
+NOT_AN_ADDRESS = (
+    'email.from: is not an email address (like "Example Platform <no-reply@example.com>")'
+)
+
+
+@pytest.mark.parametrize(
+    "sender",
+    ["not an address", "Ops <ops>", "@example.com", "ops@", "Ops <>", "a@example.com, b@x.org"],
+)
+def test_email_from_must_be_one_address(sender: str, tmp_path: Path) -> None:
+    assert problems_of(f"email: {{from: '{sender}'}}\n", tmp_path) == [NOT_AN_ADDRESS]
+
+
+@pytest.mark.parametrize("sender", ["ops@example.com", '"Doe, Jo" <jo@example.com>'])
+def test_email_from_takes_an_address_with_or_without_a_name(
+    sender: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(environ={"MFACTL_EMAIL_FROM": sender})
+    assert settings.email.sender == sender
+
+
+def test_a_line_break_in_an_environment_value_is_named(tmp_path: Path) -> None:
+    environ = {"MFACTL_EMAIL_FROM": "ops@example.com\r\nBcc: all@example.com"}
+    assert problems_of("{}\n", tmp_path, environ) == [
+        "email.from: must not contain a line break (from MFACTL_EMAIL_FROM)"
+    ]
+
+
+def test_templates_dir_is_relative_to_the_values_file_and_must_exist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    monkeypatch.chdir(tmp_path)
+    problems = problems_of("email: {templatesDir: values.yaml}\n", folder)
+    assert problems == [f"email.templatesDir: {folder / 'values.yaml'} is not a folder"]
+    problems = problems_of("email: {templatesDir: mail}\n", folder)
+    assert problems == [f"email.templatesDir: folder {folder / 'mail'} does not exist"]
+    (folder / "mail").mkdir()
+    settings = load_settings(folder / "values.yaml", environ={})
+    assert settings.email.templates_dir == str(folder / "mail")
+
+
+@pytest.mark.parametrize("name", ["activeKeyFile", "rollingKeyFile"])
+@pytest.mark.parametrize("content", ["", " \n"])
+def test_an_empty_key_file_is_a_problem(name: str, content: str, tmp_path: Path) -> None:
+    (tmp_path / "some.key").write_text(content)
+    problems = problems_of(f"secretStore: {{{name}: some.key}}\n", tmp_path)
+    assert problems == [f"secretStore.{name}: some.key is empty"]
+
+
+def test_warns_about_an_unknown_mfactl_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    environ = {
+        "MFACTL_DATABASE_UR": "sqlite:///x.db",
+        "MFACTL_COLOUR": "blue",
+        "MFACTL_DATABASE_URL": "sqlite:///x.db",
+        "MFACTL_ACTOR": "ci",
+        "MFACTL_DEBUG": "1",
+        "PATH": "/usr/bin",
+    }
+    assert load_settings(environ=environ).warnings == (
+        "MFACTL_COLOUR is not a setting mfactl knows",
+        "MFACTL_DATABASE_UR is not a setting mfactl knows (did you mean MFACTL_DATABASE_URL?)",
+    )
+
+
+def test_no_variable_mfactl_reads_is_taken_for_a_typo() -> None:
+    root = Path(__file__).parents[2]
+    sources = [*root.glob("mfactl/**/*.py"), *root.glob("tests/**/*.py"), *root.glob("bench/*.py")]
+    sources += [root / "README.md", root / "values.example.yaml"]
+    names = {
+        name
+        for source in sources
+        if source != Path(__file__)  # the typos above
+        for name in re.findall(r"\bMFACTL_[A-Z0-9_]*[A-Z0-9]\b", source.read_text("utf-8"))
+    }
+    assert "MFACTL_ACTOR" in names
+    assert names <= {env_name(leaf) for leaf in LEAVES} | set(OTHER_VARIABLES)
