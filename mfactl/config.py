@@ -530,6 +530,9 @@ def load_settings(
                 else f"email.templatesDir: folder {folder} does not exist"
             )
         checked["email.templatesDir"] = str(folder)  # the renderer reads it from any folder
+    for leaf in ("email.fileDir", "email.smtp.caFile"):  # relative to the values file, too
+        if checked.get(leaf):
+            checked[leaf] = str(_resolve(checked[leaf], base))
 
     throttle_base = checked.get("userLogin.mfa.throttle.baseDelaySeconds", 1)
     throttle_max = checked.get("userLogin.mfa.throttle.maxDelaySeconds", 900)

@@ -261,3 +261,15 @@ def test_no_variable_mfactl_reads_is_taken_for_a_typo() -> None:
     }
     assert "MFACTL_ACTOR" in names
     assert names <= {env_name(leaf) for leaf in LEAVES} | set(OTHER_VARIABLES)
+
+
+def test_relative_mail_paths_are_relative_to_the_values_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "conf").mkdir()
+    path = tmp_path / "conf" / "values.yaml"
+    path.write_text("email: {fileDir: mail, smtp: {caFile: ca.pem}}\n")
+    monkeypatch.chdir(tmp_path)  # not where the values file is
+    email = load_settings(path, environ={}).email
+    assert email.file_dir == str(tmp_path / "conf" / "mail")
+    assert email.smtp.ca_file == str(tmp_path / "conf" / "ca.pem")
