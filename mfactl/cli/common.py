@@ -57,8 +57,12 @@ def get_app(ctx: typer.Context, *, creates_database: bool = False) -> App:
 
         globals_.app = bootstrap(globals_.values, actor=globals_.actor)
         globals_.app.creates_database = creates_database
+        as_json = bool(root.meta.get("mfactl.json"))
         for warning in globals_.app.settings.warnings:
-            warn(warning)
+            if as_json:  # for a script reading stderr: every line of it one JSON document
+                sys.stderr.write(dumps({"warning": warning}) + "\n")
+            else:
+                warn(warning)
         root.call_on_close(globals_.app.close)
     return globals_.app
 

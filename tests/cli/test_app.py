@@ -128,6 +128,25 @@ def test_odd_input_is_one_sentence_never_a_traceback(mfactl: Mfactl, tmp_path: P
     assert latin1.stderr == "error: argument 3 ('caf\ufffd') is not valid UTF-8\n"
 
 
+def test_with_json_every_line_of_stderr_is_a_json_document(tmp_path: Path, active_key: str) -> None:
+    values = write_values(tmp_path / "v.yaml", f"sqlite:///{tmp_path / 'x.db'}", active_key)
+    values.chmod(0o644)  # holds a key: a warning
+    cli = Mfactl(values)
+    cli("init")
+    result = cli("user", "status", "--org", "nope", "--user", "bob", "--json")
+    assert result.exit_code == 3
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    assert lines == [
+        {
+            "warning": f"{values} holds secret keys and is readable by other users; "
+            f"run: chmod 600 {values}"
+        },
+        {"error": {"code": "not_found", "message": "organization 'nope' does not exist"}},
+    ]
+    plain = cli("org", "list")
+    assert plain.stderr.startswith(f"warning: {values} holds secret keys")
+
+
 def test_errors_are_one_sentence_on_stderr_with_the_exit_code(mfactl: Mfactl) -> None:
     result = mfactl("user", "status", "--org", "nope", "--user", "alice")
     assert result.exit_code == 3
