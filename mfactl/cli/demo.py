@@ -28,8 +28,25 @@ def demo(
         sys.stdout.flush()
     values = shlex.quote(str((directory / "values.yaml").resolve()))
     console.print("\nThe demo is ready. Try it yourself:", style="bold")
+    me = _how_to_run_me()
     sys.stdout.write(
         f"    export MFACTL_VALUES={values}\n"
-        "    mfactl user status --org acme --user alice\n"
-        "    mfactl audit list\n"
+        f"    {me} user status --org acme --user alice\n"
+        f"    {me} audit list\n"
     )
+
+
+def _how_to_run_me() -> str:
+    """`mfactl` when that is on the PATH and is this one; else the way to this one
+    (`.venv/bin/mfactl` right after the Quick start, with the venv not activated)."""
+    import os
+    import shutil
+
+    script = sys.argv[0]
+    if os.path.basename(script) != "mfactl":  # python -m mfactl
+        return f"{shlex.quote(sys.executable)} -m mfactl"
+    found = shutil.which("mfactl")
+    if found and os.path.realpath(found) == os.path.realpath(script):
+        return "mfactl"
+    relative = os.path.relpath(script)
+    return shlex.quote(relative if not relative.startswith("..") else os.path.abspath(script))

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -31,3 +34,27 @@ def test_demo_builds_a_working_folder(tmp_path: Path) -> None:
     assert status.exit_code == 0 and '"user": "bob"' in status.stdout
     again = runner.invoke(cli_app, ["demo", "--dir", str(folder)])
     assert again.exit_code == 4 and "already exists" in again.stderr
+
+
+def test_the_try_it_lines_run_as_printed(tmp_path: Path) -> None:
+    """Right after the Quick start the venv is not activated: `mfactl` alone would not run."""
+    script = Path(sys.executable).parent / "mfactl"
+    hidden = {**os.environ, "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [str(script), "demo", "--dir", "d1"],
+        cwd=tmp_path,
+        env=hidden,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"    {script} audit list\n" in done.stdout
+    on_path = {**os.environ, "PATH": f"{script.parent}:/usr/bin:/bin"}
+    done = subprocess.run(
+        [str(script), "demo", "--dir", "d2"],
+        cwd=tmp_path,
+        env=on_path,
+        capture_output=True,
+        text=True,
+    )
+    assert "    mfactl audit list\n" in done.stdout
