@@ -39,22 +39,14 @@ def test_demo_builds_a_working_folder(tmp_path: Path) -> None:
 def test_the_try_it_lines_run_as_printed(tmp_path: Path) -> None:
     """Right after the Quick start the venv is not activated: `mfactl` alone would not run."""
     script = Path(sys.executable).parent / "mfactl"
-    hidden = {**os.environ, "PATH": "/usr/bin:/bin"}
-    done = subprocess.run(
-        [str(script), "demo", "--dir", "d1"],
-        cwd=tmp_path,
-        env=hidden,
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
-    assert f"    {script} audit list\n" in done.stdout
-    on_path = {**os.environ, "PATH": f"{script.parent}:/usr/bin:/bin"}
-    done = subprocess.run(
-        [str(script), "demo", "--dir", "d2"],
-        cwd=tmp_path,
-        env=on_path,
-        capture_output=True,
-        text=True,
-    )
-    assert "    mfactl audit list\n" in done.stdout
+
+    def demo(folder: str, path: str) -> str:
+        env = {**os.environ, "PATH": path}
+        done = subprocess.run(
+            [str(script), "demo", "--dir", folder], cwd=tmp_path, env=env, capture_output=True
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.decode()
+
+    assert f"    {script} audit list\n" in demo("d1", "/usr/bin:/bin")
+    assert "    mfactl audit list\n" in demo("d2", f"{script.parent}:/usr/bin:/bin")
