@@ -146,11 +146,12 @@ def drift_hint(drift_steps: int | None, period: int) -> str:
     """'' or '; it matches … ago/ahead: the device clock is off by about …'."""
     if not drift_steps:
         return ""
-    seconds = abs(drift_steps) * period
+    steps = abs(drift_steps)
     direction = "behind" if drift_steps < 0 else "ahead"
     return (
-        f" (it was valid {abs(drift_steps)} steps {'earlier' if drift_steps < 0 else 'later'}: "
-        f"the device clock is about {seconds} s {direction})"
+        f" (it was valid {steps} step{'s' if steps != 1 else ''} "
+        f"{'earlier' if drift_steps < 0 else 'later'}: "
+        f"the device clock is about {steps * period} s {direction})"
     )
 
 
