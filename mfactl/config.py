@@ -337,14 +337,17 @@ def key_id(key: str) -> str:
 # --- loading -------------------------------------------------------------------------------------
 
 
-def find_values_file(explicit: str | os.PathLike[str] | None) -> Path | None:
+def find_values_file(
+    explicit: str | os.PathLike[str] | None,
+    environ: Mapping[str, str] | None = None,
+) -> Path | None:
     """The values file the search order picks, or None for pure defaults."""
     if explicit:
         path = Path(explicit)
         if not path.is_file():
             raise ConfigError(f"values file {path} does not exist or is not a file")
         return path
-    env = os.environ.get("MFACTL_VALUES")
+    env = (os.environ if environ is None else environ).get("MFACTL_VALUES")
     if env:
         path = Path(env)
         if not path.is_file():
@@ -457,7 +460,7 @@ def load_settings(
 ) -> Settings:
     """Load, merge and validate; raise ConfigError listing every problem."""
     environ = os.environ if environ is None else environ
-    path = find_values_file(values)
+    path = find_values_file(values, environ)
     problems: list[str] = []
     warnings = _unknown_variables(environ)
     flat: dict[str, Any] = {}

@@ -173,8 +173,11 @@ def test_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     other = tmp_path / "other.yaml"
     other.write_text("userLogin: {mfa: {period: 60}}\n")
     assert load_settings(environ={}).user_login.mfa.digits == 8
+    assert load_settings(environ={"MFACTL_VALUES": str(other)}).user_login.mfa.period == 60
     monkeypatch.setenv("MFACTL_VALUES", str(other))
     assert load_settings(environ=dict(os.environ)).user_login.mfa.period == 60
+    # the environ given is the whole environment: the process's MFACTL_VALUES does not leak in
+    assert load_settings(environ={}).user_login.mfa.digits == 8
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "missing.yaml", environ={})
 
