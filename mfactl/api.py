@@ -15,17 +15,20 @@ the same rules (replay refusal, throttling, sealed secrets, audit events for eve
 Ordinary outcomes are results, not exceptions: a wrong, replayed or throttled code is a
 ``VerifyResult`` with its reason. Exceptions (all ``MfactlError``) mean the request cannot be
 served: unknown org or user (``NotFound``), a state conflict such as enrolling twice
-(``Conflict``), a secret no key opens (``SecretStoreError``), the database is down
-(``Unavailable``). One ``Mfa`` object is safe to share between threads.
+(``Conflict``, also when a concurrent change to the same user got in first), a secret no key
+opens (``SecretStoreError``), the database is down or busy past its timeout (``Unavailable``).
+One ``Mfa`` object is safe to share between threads.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
+from typing import ParamSpec, TypeVar
 
 from mfactl.bootstrap import App, bootstrap
 from mfactl.errors import (
@@ -34,6 +37,7 @@ from mfactl.errors import (
     NotFound,
     SecretStoreError,
     Unavailable,
+    from_database,
 )
 from mfactl.services import enrollment, links, policy, remember, verification
 from mfactl.services.links import ConfirmedLink, OpenedLink
@@ -57,49 +61,81 @@ __all__ = [
 ]
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _served(method: Callable[P, R]) -> Callable[P, R]:
+    """Database failures leave as the documented errors (Unavailable, Conflict), never as
+    SQLAlchemy's own exceptions."""
+
+    @functools.wraps(method)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except MfactlError:
+            raise
+        except Exception as exc:
+            translated = from_database(exc)
+            if translated is None:
+                raise
+            raise translated from exc
+
+    return call
+
+
 @dataclass
 class Mfa:
     """The login server's handle on mfactl; build it with ``connect``."""
 
     app: App
 
+    @_served
     def requirement(
         self, org: str, user: str, *, remember_token: str | None = None
     ) -> LoginRequirement:
         """After the password check: allow, enroll (first) or code?"""
         return policy.login_requirement(self.app, org, user, remember_token=remember_token)
 
+    @_served
     def enroll(self, org: str, user: str) -> str:
         """Start (or restart) enrollment; returns the otpauth URI to show as a QR code, once."""
         uri = enrollment.enable_user(self.app, org, user).otpauth_uri
         assert uri is not None
         return uri
 
+    @_served
     def confirm(self, org: str, user: str, code: str) -> None:
         """Activate the pending enrollment with the first code; Conflict when it is wrong."""
         enrollment.confirm_user(self.app, org, user, code)
 
+    @_served
     def verify(self, org: str, user: str, code: str) -> VerifyResult:
         """Check a login code: ok, wrong, replayed, throttled, locked, not_enrolled, or
         malformed (not digits of the right length: neither compared nor counted)."""
         return verification.verify(self.app, org, user, code)
 
+    @_served
     def remember(self, org: str, user: str) -> IssuedToken:
         """A remember-me token for this device (put ``.token`` in a cookie; it is not stored)."""
         return remember.issue(self.app, org, user)
 
+    @_served
     def is_remembered(self, org: str, user: str, token: str) -> bool:
         return remember.check(self.app, org, user, token)
 
+    @_served
     def forget(self, org: str, user: str, token_id: int | None = None) -> int:
         """Revoke one remember-me token by id, or all of the user's; returns how many."""
         return remember.revoke(self.app, org, user, token_id)
 
+    @_served
     def open_link(self, org: str, token: str) -> OpenedLink:
         """Open an emailed link: a new pending secret and its otpauth URI (the link stays
         usable until confirmed). Unknown token: NotFound; used or expired: Conflict."""
         return links.open_link(self.app, org, token)
 
+    @_served
     def confirm_link(self, org: str, token: str, code: str) -> ConfirmedLink:
         """Activate the pending secret with the first code and use the link up."""
         return links.confirm_link(self.app, org, token, code)

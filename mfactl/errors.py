@@ -80,3 +80,42 @@ class EmailQueued(MfactlError):
 
     exit_code = 9
     code = "email_queued"
+
+
+def from_database(exc: BaseException) -> MfactlError | None:
+    """A database failure as the error it means for the caller; None for anything else.
+
+    The database gone or busy past its timeout is Unavailable (7); a change the database gave
+    up because a concurrent one got in its way (a deadlock, a lock wait timeout, a duplicate
+    key) is a Conflict (4): nothing was changed, and running it again is the remedy.
+    SQLAlchemy is only looked at when something has imported it already.
+    """
+    import sys
+
+    if "sqlalchemy.exc" not in sys.modules:
+        return None
+    from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+    from sqlalchemy.orm.exc import StaleDataError
+
+    if isinstance(exc, PoolTimeout):
+        return Unavailable("the database is unavailable: no connection was free in time")
+    if not isinstance(exc, (DBAPIError, StaleDataError)):
+        return None
+    reason = _first_line(exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc)
+    concurrent = "nothing was changed; run it again"
+    if isinstance(exc, (IntegrityError, StaleDataError)):
+        return Conflict(f"a concurrent change to the same data got in first; {concurrent}")
+    lowered = reason.lower()
+    if any(s in lowered for s in ("deadlock", "lock wait timeout", "could not serialize")):
+        return Conflict(
+            f"the database stopped this change for a concurrent one ({reason}); {concurrent}"
+        )
+    if isinstance(exc, OperationalError) or exc.connection_invalidated:
+        return Unavailable(f"the database is unavailable: {reason}")
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:300]

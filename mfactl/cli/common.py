@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from typer.core import TyperGroup
 
-from mfactl.errors import MfactlError
+from mfactl.errors import MfactlError, from_database
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -206,22 +206,6 @@ def render_error(exc: MfactlError, *, as_json: bool) -> None:
     sys.stderr.write("\n".join(lines) + "\n")
 
 
-def _database_error(exc: BaseException) -> MfactlError | None:
-    """A SQLAlchemy connection failure as exit 7; None for anything else."""
-    if "sqlalchemy.exc" not in sys.modules:
-        return None
-    from sqlalchemy.exc import DBAPIError, OperationalError
-
-    from mfactl.errors import Unavailable
-
-    if isinstance(exc, OperationalError) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    ):
-        reason = str(exc.orig).strip().splitlines()[0][:300] if exc.orig else type(exc).__name__
-        return Unavailable(f"the database is unavailable: {reason}")
-    return None
-
-
 class MfactlGroup(TyperGroup):
     """The root group: turns MfactlError into one sentence and its exit code."""
 
@@ -249,7 +233,7 @@ class MfactlGroup(TyperGroup):
                 raise
             if isinstance(exc, BrokenPipeError):
                 raise
-            translated = _database_error(exc)
+            translated = from_database(exc)
             if translated is not None:
                 render_error(translated, as_json=bool(ctx.meta.get("mfactl.json")))
                 ctx.exit(translated.exit_code)

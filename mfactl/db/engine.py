@@ -61,8 +61,15 @@ def make_engine(url: str, *, create_file: bool = True, **kwargs: Any) -> Engine:
             parsed = parsed.update_query_dict({"charset": "utf8mb4"})
         options["connect_args"] = {"connect_timeout": 10}
         options["poolclass"] = NullPool
+        # each statement sees what is committed when it starts, as on PostgreSQL: a read after
+        # taking a user's lock must see the change that held it (REPEATABLE READ, MariaDB's
+        # default, would keep showing the transaction's first snapshot), and no gap locks
+        options["isolation_level"] = "READ COMMITTED"
     elif backend == "postgresql":
         options["connect_args"] = {"connect_timeout": 10}
+        # a pooled connection the server has closed (a restart, a failover) is replaced before
+        # use, rather than failing the request that draws it
+        options["pool_pre_ping"] = True
     options.update(kwargs)
     try:
         engine = create_engine(parsed, hide_parameters=True, **options)

@@ -45,6 +45,7 @@ def begin_enrollment(session: Session, app: App, org: Organization, user: User) 
     Raises Conflict when MFA is already active or MFA is disabled by policy.
     """
     require_mfa_enabled(app)
+    lookup.lock_users(session, [user.id])
     existing = session.get(MfaSecret, user.id, populate_existing=True)
     if existing is not None and existing.state == "active":
         raise Conflict(
@@ -96,6 +97,7 @@ def confirm_enrollment(
     Raises Conflict when there is no pending secret or the code is wrong.
     """
     who = lookup.who(org, user)
+    lookup.lock_users(session, [user.id])
     pending = session.get(MfaSecret, user.id, populate_existing=True)
     if pending is None:
         raise Conflict(
@@ -174,13 +176,14 @@ def enable_user(app: App, org: str, user_ref: str, *, keep_pending: bool = False
     """
     with app.uow() as uow:
         organization, user = lookup.get_org_user(uow.session, org, user_ref)
+        who = lookup.who(organization, user)
         if keep_pending:
+            lookup.lock_users(uow.session, [user.id])
             current = uow.session.get(MfaSecret, user.id)
             if current is not None and current.state == "pending":
                 require_mfa_enabled(app)
                 return Enrollment(organization.slug, user.handle, "pending", None)
             if current is None:  # a code for a secret not made yet can never be right
-                who = lookup.who(organization, user)
                 raise Conflict(
                     f"{who} has no pending MFA enrollment for a code to confirm",
                     hint=f"start one with `mfactl user enable --org {organization.slug} "
@@ -198,9 +201,7 @@ def enable_user(app: App, org: str, user_ref: str, *, keep_pending: bool = False
             )
             uow.commit()
         except IntegrityError:  # two enrollments of one user raced; the other one won
-            raise Conflict(
-                f"another enrollment of {lookup.who(organization, user)} started meanwhile"
-            ) from None
+            raise Conflict(f"another enrollment of {who} started meanwhile") from None
         return Enrollment(organization.slug, user.handle, "pending", uri)
 
 

@@ -19,12 +19,13 @@ from urllib.parse import quote
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from mfactl.bootstrap import App
 from mfactl.db.models import ActionToken, MfaSecret, Organization, User
 from mfactl.errors import Conflict, InvalidInput, NotFound
 from mfactl.mail.outbox import chunks
-from mfactl.services import audit
+from mfactl.services import audit, lookup
 from mfactl.services.enrollment import begin_enrollment, confirm_enrollment
 
 PURPOSES = ("reset", "enroll")
@@ -76,6 +77,7 @@ def issue_links(
     links = app.settings.email.links
     expires_at = now + timedelta(hours=links.ttl_hours)
     template = links.reset_url if purpose == "reset" else links.enroll_url
+    lookup.lock_users(session, [t.user_id for t in targets])
     end_unused_links(session, now, [t.user_id for t in targets], purpose)
     issued: list[IssuedLink] = []
     rows = []
@@ -138,6 +140,10 @@ def _checked_token(
     if row is None or row[1].slug != org.strip().lower():
         raise NotFound(f"this link is not valid for organization {org.strip().lower()}")
     link, organization, user = row
+    # the user's lock orders this after any reset, newer link or enrollment of the user: the
+    # link's state and the user's MFA state are read again under it
+    lookup.lock_users(session, [user.id])
+    session.refresh(link)
     if link.used_at is not None:
         raise Conflict(USED)
     if link.expires_at <= app.now():
@@ -151,6 +157,11 @@ def _checked_token(
             f"MFA is already active for {organization.slug}/{user.handle}; the link cannot be used"
         )
     return link, organization, user
+
+
+def _usable(now: datetime) -> tuple[ColumnElement[bool], ...]:
+    """The conditions of a link that still works, for the statements that claim it."""
+    return (ActionToken.used_at.is_(None), ActionToken.expires_at > now)
 
 
 def _audit(
@@ -169,10 +180,11 @@ def open_link(app: App, org: str, token: str) -> OpenedLink:
         link, organization, user = _checked_token(uow.session, app, org, token)
         if link.opened_at is not None:
             raise Conflict(OPENED)
+        now = app.now()
         claimed = uow.session.execute(
             update(ActionToken)
-            .where(ActionToken.id == link.id, ActionToken.opened_at.is_(None))
-            .values(opened_at=app.now())
+            .where(ActionToken.id == link.id, *_usable(now), ActionToken.opened_at.is_(None))
+            .values(opened_at=now)
             .execution_options(synchronize_session=False)
         )
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
@@ -189,15 +201,18 @@ def confirm_link(app: App, org: str, token: str, code: str) -> ConfirmedLink:
         link, organization, user = _checked_token(uow.session, app, org, token)
         if link.opened_at is None:
             raise Conflict("this link has not been opened yet; open it to get the QR code first")
-        confirm_enrollment(uow.session, app, organization, user, code)
+        # the link is used up first, then the secret activated, in one transaction: a wrong
+        # code rolls both back, and a link that is no longer usable activates nothing
+        now = app.now()
         used = uow.session.execute(
             update(ActionToken)
-            .where(ActionToken.id == link.id, ActionToken.used_at.is_(None))
-            .values(used_at=app.now())
+            .where(ActionToken.id == link.id, *_usable(now), ActionToken.opened_at.is_not(None))
+            .values(used_at=now)
             .execution_options(synchronize_session=False)
         )
         if used.rowcount != 1:  # type: ignore[attr-defined]
             raise Conflict(USED)
+        confirm_enrollment(uow.session, app, organization, user, code)
         _audit(uow.session, app, "link.confirm", link, organization, user)
         uow.commit()
         return ConfirmedLink(organization.slug, user.handle, link.purpose)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
@@ -42,6 +44,32 @@ def get_user(session: Session, org: Organization, user_ref: str) -> User:
 def get_org_user(session: Session, org_slug: str, user_ref: str) -> tuple[Organization, User]:
     org = get_org(session, org_slug)
     return org, get_user(session, org, user_ref)
+
+
+def lock_users(session: Session, user_ids: Iterable[int]) -> None:
+    """Hold the users' row locks until the transaction ends.
+
+    Every change to a user's MFA state (enrollment, confirmation, verification, a link opened or
+    confirmed, a reset, a new link, a remember-me token) takes this lock first and reads that
+    state after it, so changes to one user run one after the other, each on what the previous
+    one committed, and always locking in the same order (users, by id), which also keeps them
+    from deadlocking one another. SQLite has no row locks: its one write lock is taken at once
+    (BEGIN IMMEDIATE), where it would otherwise come at the first write, after the reads.
+    """
+    ids = sorted(set(user_ids))
+    if not ids:
+        return
+    connection = session.connection()
+    if connection.dialect.name == "sqlite":
+        raw = connection.connection.dbapi_connection
+        # the driver opens a transaction only at the first write; once it has, the write lock
+        # is held already
+        if raw is not None and not raw.in_transaction:
+            raw.execute("BEGIN IMMEDIATE")
+        return
+    for start in range(0, len(ids), 1000):
+        part = ids[start : start + 1000]
+        session.execute(select(User.id).where(User.id.in_(part)).order_by(User.id).with_for_update())
 
 
 def who(org: Organization, user: User) -> str:

@@ -54,7 +54,10 @@ def issue(app: App, org: str, user_ref: str) -> IssuedToken:
         reason = refusal(app, user)
         if reason:
             raise Conflict(f"cannot remember a device of {who}: {reason}")
-        secret = uow.session.get(MfaSecret, user.id)
+        # under the user's lock, a reset running meanwhile either comes first (and MFA is not
+        # active here) or after (and revokes this token with the others)
+        lookup.lock_users(uow.session, [user.id])
+        secret = uow.session.get(MfaSecret, user.id, populate_existing=True)
         if secret is None or secret.state != "active":
             raise Conflict(f"cannot remember a device of {who}: MFA is not active")
         token = secrets.token_urlsafe(32)
@@ -93,6 +96,8 @@ def is_remembered(session: Session, app: App, user: User, token: str) -> bool:
             RememberToken.revoked_at.is_(None),
             RememberToken.expires_at > app.now(),
             MfaSecret.state == "active",  # nothing to skip without active MFA
+            # issued for this enrollment, not for a secret that a reset has since replaced
+            RememberToken.created_at >= MfaSecret.confirmed_at,
         )
     )
     return found is not None

@@ -106,8 +106,12 @@ def _targets(session: Session, query: Any) -> list[Target]:
     ]
 
 
-def _one(session: Session, org: str, user: str) -> Target:
+def _one(session: Session, org: str, user: str, *, lock: bool = False) -> Target:
+    """One user; with ``lock``, read under the user's lock, so what it shows (the MFA state) is
+    what the change that follows acts on."""
     _, found = lookup.get_org_user(session, org, user)
+    if lock:
+        lookup.lock_users(session, [found.id])
     [target] = _targets(session, _targets_query().where(User.id == found.id))
     return target
 
@@ -197,6 +201,7 @@ def _reset(
 ) -> dict[int, int]:
     now = app.now()
     user_ids = [t.user_id for t in targets]
+    lookup.lock_users(session, user_ids)
     for part in chunks(user_ids):
         session.execute(delete(MfaSecret).where(MfaSecret.user_id.in_(part)))
         session.execute(
@@ -257,7 +262,7 @@ def reset_user(
     """Remove a user's MFA setup (the user and their data stay) and mail them a setup link."""
     why = reason_text(reason)
     with app.uow() as uow:
-        target = _one(uow.session, org, user)
+        target = _one(uow.session, org, user, lock=True)
         if send_email:
             _check_mfa_enabled(app)
         queued = _reset(uow.session, app, [target], why, send_email=send_email, bulk=False)
@@ -303,7 +308,7 @@ def send_enroll_email(app: App, org: str, user: str) -> ResetResult:
 def _send_link(app: App, org: str, user: str, purpose: str) -> ResetResult:
     _check_mfa_enabled(app)
     with app.uow() as uow:
-        target = _one(uow.session, org, user)
+        target = _one(uow.session, org, user, lock=True)
         if target.mfa == "active":
             hint = (
                 f"; a reset link is only sent after a reset (mfactl user reset --org {target.org} "

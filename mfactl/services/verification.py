@@ -1,9 +1,11 @@
 """Verifying a TOTP code: throttle, constant-time compare, replay refusal, atomic bookkeeping.
 
 The order is django-otp's: throttle check, compare, replay check, then reset or increment the
-failure count. Acceptance is one conditional UPDATE (``… WHERE last_used_step < :step``), so two
-concurrent uses of one code give exactly one success; failures are counted in SQL
-(``failed_attempts = failed_attempts + 1``), never read-modify-written in Python.
+failure count. Attempts on one user take turns under the user's row lock (``lookup.lock_users``),
+so each reads what the previous one committed. Acceptance is one conditional UPDATE (``… WHERE
+last_used_step < :step`` on the very ciphertext compared), so two concurrent uses of one code
+give exactly one success; failures are counted in SQL (``failed_attempts = failed_attempts +
+1``), never read-modify-written in Python.
 """
 
 from __future__ import annotations
@@ -78,24 +80,14 @@ class _Target:
     handle: str
 
 
-def verify_code(
-    session: Session,
-    app: App,
-    org: Organization,
-    user: User,
-    code: str,
-    *,
-    explain: bool = False,
-) -> VerifyResult:
-    """Check one code for one user inside the caller's session (the caller commits).
-
-    ``explain`` also looks outside the window, to tell how far a wrong code's clock is off.
-    """
-    row = session.execute(
-        select(*_SECRET_COLUMNS).where(MfaSecret.user_id == user.id)
+def _locked_secret(session: Session, user_id: int) -> Any:
+    """The user's secret row, read under the user's lock: attempts on one user take turns, so
+    each sees what the previous one wrote (its failures, its accepted step) and none compares a
+    code against a secret that a reset or re-enrollment has replaced meanwhile."""
+    lookup.lock_users(session, [user_id])
+    return session.execute(
+        select(*_SECRET_COLUMNS).where(MfaSecret.user_id == user_id)
     ).one_or_none()
-    target = _Target(user.id, user.uid, org.slug, user.handle)
-    return _check(session, app, target, row, code, explain)
 
 
 def _check(
@@ -115,15 +107,6 @@ def _check(
     wait = _retry_after(throttle, row.failed_attempts, row.last_failed_at, now)
     if wait:
         return VerifyResult("throttled", retry_after_seconds=wait)
-    if (
-        row.failed_attempts
-        and throttle.base_delay_seconds
-        and not _claim(session, target, row, now)
-    ):
-        # another attempt started since we read the row: during a back-off, one at a time
-        return VerifyResult(
-            "throttled", retry_after_seconds=backoff_seconds(throttle, row.failed_attempts)
-        )
     who = f"{target.org}/{target.handle}"
     secret = app.secrets.open_secret(target.uid, row.ciphertext, who).plaintext
     params = totp.TotpParams(row.algorithm, row.digits, row.period)
@@ -136,13 +119,16 @@ def _check(
         look_for_drift=explain,
     )
     if found.step is None:
-        return _count_failure(session, app, target, found.drift_steps, now)
+        return _count_failure(session, app, target, row.ciphertext, found.drift_steps, now)
     if found.step <= row.last_used_step:
         return VerifyResult("replayed")
+    # Conditional on the very secret the code was compared with, and on no later step used:
+    # the user's lock already orders attempts, this keeps the rule in the statement itself.
     accepted = session.execute(
         update(MfaSecret)
         .where(
             MfaSecret.user_id == target.user_id,
+            MfaSecret.ciphertext == row.ciphertext,
             MfaSecret.state == "active",
             MfaSecret.locked.is_(False),
             MfaSecret.last_used_step < found.step,
@@ -160,33 +146,13 @@ def _looks_like_a_code(code: str, digits: int) -> bool:
     return len(code) == digits and code.isascii() and code.isdigit()
 
 
-def _claim(session: Session, target: _Target, row: Any, now: datetime) -> bool:
-    """Take the one attempt a back-off allows: compare-and-swap on the failure state we read.
-
-    Without it, attempts racing in parallel would all be compared while the back-off is due.
-    Moving last_failed_at to now is harmless: a failure sets it anyway, a success clears it.
-    """
-    seen_at = (
-        MfaSecret.last_failed_at.is_(None)
-        if row.last_failed_at is None
-        else MfaSecret.last_failed_at == row.last_failed_at
-    )
-    claimed = session.execute(
-        update(MfaSecret)
-        .where(
-            MfaSecret.user_id == target.user_id,
-            MfaSecret.state == "active",
-            MfaSecret.failed_attempts == row.failed_attempts,
-            seen_at,
-        )
-        .values(last_failed_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(claimed.rowcount == 1)  # type: ignore[attr-defined]
-
-
 def _count_failure(
-    session: Session, app: App, target: _Target, drift: int | None, now: datetime
+    session: Session,
+    app: App,
+    target: _Target,
+    ciphertext: str,
+    drift: int | None,
+    now: datetime,
 ) -> VerifyResult:
     throttle = app.settings.user_login.mfa.throttle
     lock_after = throttle.lock_after_failures
@@ -199,7 +165,11 @@ def _count_failure(
     # engine sees the old failed_attempts in both expressions.
     session.execute(
         update(MfaSecret)
-        .where(MfaSecret.user_id == target.user_id, MfaSecret.state == "active")
+        .where(
+            MfaSecret.user_id == target.user_id,
+            MfaSecret.ciphertext == ciphertext,
+            MfaSecret.state == "active",
+        )
         .ordered_values(
             (MfaSecret.locked, locks),
             (MfaSecret.failed_attempts, MfaSecret.failed_attempts + 1),
@@ -207,11 +177,14 @@ def _count_failure(
         )
         .execution_options(synchronize_session=False)
     )
-    failures, locked = session.execute(
+    counted = session.execute(
         select(MfaSecret.failed_attempts, MfaSecret.locked).where(
-            MfaSecret.user_id == target.user_id
+            MfaSecret.user_id == target.user_id, MfaSecret.ciphertext == ciphertext
         )
-    ).one()
+    ).one_or_none()
+    if counted is None:  # reset meanwhile (only possible without the user's lock)
+        return VerifyResult("not_enrolled")
+    failures, locked = counted
     if locked and lock_after > 0 and failures == lock_after:
         audit.record(
             session,
@@ -237,18 +210,18 @@ def verify(
 ) -> VerifyResult:
     """Verify a code in its own unit of work; ``audited`` records an mfa.verify event too."""
     with app.uow() as uow:
-        # one query for the org, the user and the secret: this is a login server's hot path
+        # one query for the org and the user: this is a login server's hot path
         row = uow.session.execute(
-            select(User.id, User.uid, Organization.slug, User.handle, *_SECRET_COLUMNS)
+            select(User.id, User.uid, Organization.slug, User.handle)
             .join(Organization, Organization.id == User.organization_id)
-            .outerjoin(MfaSecret, MfaSecret.user_id == User.id)
             .where(lookup.matches_org(org), lookup.matches_user(user_ref))
         ).first()
         if row is None:
             lookup.get_org_user(uow.session, org, user_ref)  # raises the right NotFound
             raise AssertionError("unreachable")
         target = _Target(row.id, row.uid, row.slug, row.handle)
-        result = _check(uow.session, app, target, row if row.state else None, code, explain)
+        secret = _locked_secret(uow.session, target.user_id)
+        result = _check(uow.session, app, target, secret, code, explain)
         if audited:
             audit.record(
                 uow.session,
@@ -275,7 +248,8 @@ def unlock(app: App, org: str, user_ref: str) -> Unlocked:
     """Clear the failure count and the lock, with an audit event."""
     with app.uow() as uow:
         organization, user = lookup.get_org_user(uow.session, org, user_ref)
-        secret = uow.session.get(MfaSecret, user.id, with_for_update=True)
+        lookup.lock_users(uow.session, [user.id])
+        secret = uow.session.get(MfaSecret, user.id, populate_existing=True)
         if secret is None:
             raise Conflict(f"{lookup.who(organization, user)} has no MFA secret to unlock")
         before = Unlocked(
