@@ -102,6 +102,7 @@ def retry(
                 "queued": report.queued,
                 "cancelled": len(report.cancelled),
                 "waiting": report.waiting,
+                "held": report.held,
                 "error": report.first_error,
             }
         )
@@ -116,8 +117,16 @@ def retry(
                 f"{len(report.cancelled)} not sent because their link had expired or been "
                 "replaced (see `mfactl mail list --status cancelled`)"
             )
-        if report.waiting and not report.queued:
-            info("those are not due yet (see `mfactl mail list`); `--all` sends them now")
+        if report.held:
+            until = report.held_until.strftime("%H:%M UTC") if report.held_until else "soon"
+            info(
+                f"{report.held} {'is' if report.held == 1 else 'are'} held by another sender, "
+                f"or by one that was stopped; they go out with it, or from {until}, when its "
+                "hold runs out"
+            )
+        if report.waiting > report.held and not report.queued and not all_:
+            those = "the others" if report.held else "those"
+            info(f"{those} are not due yet (see `mfactl mail list`); `--all` sends them now")
     if report.queued:
         raise emails_queued(
             report.queued, report.first_error, "`mfactl mail list --status failed` shows each"

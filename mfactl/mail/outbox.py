@@ -30,7 +30,8 @@ from mfactl.mail.render import Envelope, build_message, check_header, new_envelo
 from mfactl.mail.transports import Connection, SendError
 
 STATUSES = ("pending", "sending", "failed", "sent", "cancelled")
-LEASE = timedelta(minutes=15)
+LEASE = timedelta(minutes=15)  # how long a sender holds a row it took, renewed at each message
+CLAIM = 20  # rows claimed at once: what a killed sender leaves held until their lease runs out
 FIRST_RETRY = timedelta(minutes=1)
 LONGEST_RETRY = timedelta(hours=6)
 CHUNK = 500
@@ -139,8 +140,11 @@ class Delivery:
     failed: dict[int, str] = field(default_factory=dict)  # id -> error, tried and failed
     cancelled: list[int] = field(default_factory=list)  # their link died before they went out
     not_tried: list[int] = field(default_factory=list)  # left queued after a connection failure
+    taken: list[int] = field(default_factory=list)  # our hold ran out; another sender has them
     stopped: str | None = None  # why the run stopped early (the server is unavailable)
     waiting: int = 0  # unsent messages left in the outbox after the run, due or not
+    held: int = 0  # of those, how many a sender holds (another run, or one that was killed)
+    held_until: datetime | None = None  # when the last of those holds runs out
 
     @property
     def queued(self) -> int:
@@ -183,11 +187,19 @@ def deliver(
     force: bool = False,
     progress: Progress | None = None,
 ) -> Delivery:
-    """Send the given messages (default: those due); each outcome is committed as it happens."""
+    """Send the given messages (default: those due); each outcome is committed as it happens.
+
+    Rows are claimed a few at a time (``CLAIM``), and each one is taken again just before it
+    is sent: its hold renewed by a compare-and-swap (so a hold that ran out meanwhile, and was
+    claimed by another sender, is left to that sender) and its link looked at that moment (so a
+    reset made while earlier messages went out cancels it). An interruption (Ctrl-C) gives the
+    claimed rows not tried yet back to the queue, due at once, and ends the run as a
+    connection failure does: what was not sent is reported as queued.
+    """
     wanted = list(ids) if ids is not None else due_ids(app, force=force)
     report = Delivery()
     if not wanted:
-        report.waiting = waiting_count(app)
+        _count_waiting(app, report)
         return report
     connection: Connection | None = None
     done = 0
@@ -195,52 +207,89 @@ def deliver(
         # plain Core statements on one connection, committed as they go: the ORM session's
         # per-statement overhead would dominate when ten thousand messages go out
         with app.engine.connect() as db:
-            for part in chunks(wanted, 200):
+            for part in chunks(wanted, CLAIM):
                 if report.stopped:
                     report.not_tried.extend(part)
                     continue
                 lease, rows = _claim(db, app, part, force)
                 done += len(part) - len(rows)  # claimed by someone else, or already sent
-                opened = {row.id: _envelope(app, row) for row in rows}
-                links = _link_states(db, opened.values())
-                for position, row in enumerate(rows):
-                    if report.stopped:
-                        _release(db, app, [r.id for r in rows[position:]], lease)
-                        report.not_tried.extend(r.id for r in rows[position:])
-                        break
-                    try:
-                        envelope = opened[row.id]
-                        if isinstance(envelope, MfactlError):
-                            raise envelope
-                        dead = _dead_link(app, envelope.link_hash, links)
-                        if dead:
-                            _cancelled(db, app, row.id, lease, dead)
-                            report.cancelled.append(row.id)
-                            continue
-                        message = build_message(envelope, row.recipient, row.subject)
-                        if connection is None:
-                            connection = app.mail_transport.connect()
-                        connection.send(_envelope_from(app), row.recipient, message)
-                    except SendError as exc:
-                        _failed(db, app, row.id, lease, exc.reason)
-                        report.failed[row.id] = exc.reason
-                        if exc.connection:
-                            report.stopped = exc.reason
-                    except MfactlError as exc:  # a body no key opens: only this one fails
-                        _failed(db, app, row.id, lease, exc.message)
-                        report.failed[row.id] = exc.message
-                    else:
-                        _sent(db, app, row.id, lease)
-                        report.sent.append(row.id)
-                    finally:
+                untried = [row.id for row in rows]
+                try:
+                    for row in rows:
+                        if report.stopped:
+                            break
+                        untried.remove(row.id)
+                        connection = _deliver_one(app, db, row, lease, connection, report)
                         done += 1
                         if progress is not None:
                             progress(done, len(wanted))
+                except KeyboardInterrupt:
+                    report.stopped = "interrupted"
+                if untried:
+                    _release(db, app, untried, lease)
+                    report.not_tried.extend(untried)
     finally:
         if connection is not None:
             connection.close()
-    report.waiting = waiting_count(app)
+    _count_waiting(app, report)
     return report
+
+
+def _deliver_one(
+    app: App,
+    db: Db,
+    row: _Row,
+    lease: datetime,
+    connection: Connection | None,
+    report: Delivery,
+) -> Connection | None:
+    """Take one claimed row again and send it; its outcome is committed and put in the report.
+    Returns the SMTP connection (opened at the first message that needs it)."""
+    held = _take(db, app, row.id, lease)
+    if held is None:  # our hold ran out and another sender has the row now
+        report.taken.append(row.id)
+        return connection
+    try:
+        envelope = _envelope(app, row)
+        if isinstance(envelope, MfactlError):
+            raise envelope
+        dead = _dead_link(app, envelope.link_hash, _link_states(db, [envelope]))
+        if dead:
+            _cancelled(db, app, row.id, held, dead)
+            report.cancelled.append(row.id)
+            return connection
+        message = build_message(envelope, row.recipient, row.subject)
+        if connection is None:
+            connection = app.mail_transport.connect()
+        connection.send(_envelope_from(app), row.recipient, message)
+    except SendError as exc:
+        _failed(db, app, row.id, held, exc.reason)
+        report.failed[row.id] = exc.reason
+        if exc.connection:
+            report.stopped = exc.reason
+    except MfactlError as exc:  # a body no key opens: only this one fails
+        _failed(db, app, row.id, held, exc.message)
+        report.failed[row.id] = exc.message
+    else:
+        _sent(db, app, row.id, held)
+        report.sent.append(row.id)
+    return connection
+
+
+def _count_waiting(app: App, report: Delivery) -> None:
+    """Unsent messages left after the run, and how many of them another sender holds."""
+    now = app.now()
+    with app.uow() as uow:
+        holding = and_(OutboxMessage.status == "sending", OutboxMessage.next_attempt_at > now)
+        query = select(
+            func.count(),
+            func.count(case((holding, 1))),
+            func.max(case((holding, OutboxMessage.next_attempt_at))),
+        ).where(OutboxMessage.status.not_in(("sent", "cancelled")))
+        waiting, held, until = uow.session.execute(query).one()
+    report.waiting = int(waiting or 0)
+    report.held = int(held or 0)
+    report.held_until = until if report.held else None
 
 
 def waiting_count(app: App) -> int:
@@ -261,7 +310,7 @@ class _Row:
 def _claim(db: Db, app: App, ids: Sequence[int], force: bool) -> tuple[datetime, list[_Row]]:
     """Claim what nobody else holds with one conditional UPDATE; the unique lease marks ours."""
     now = app.now()
-    lease = now + LEASE + timedelta(microseconds=secrets.randbelow(1_000_000))
+    lease = _new_lease(now)
     db.execute(
         update(OutboxMessage)
         .where(OutboxMessage.id.in_(ids), _claimable(now, force))
@@ -287,6 +336,32 @@ def _claim(db: Db, app: App, ids: Sequence[int], force: bool) -> tuple[datetime,
     return lease, rows
 
 
+_TAKE = (
+    update(OutboxMessage)
+    .where(
+        OutboxMessage.id == bindparam("message_id"),
+        OutboxMessage.status == "sending",
+        OutboxMessage.next_attempt_at
+        == bindparam("lease", type_=OutboxMessage.next_attempt_at.type),
+    )
+    .values(next_attempt_at=bindparam("fresh", type_=OutboxMessage.next_attempt_at.type))
+)
+
+
+def _take(db: Db, app: App, message_id: int, lease: datetime) -> datetime | None:
+    """Renew the hold on one claimed row just before sending it; its new lease, or None when
+    the hold ran out and another sender claimed the row meanwhile."""
+    fresh = _new_lease(app.now())
+    taken = db.execute(_TAKE, {"message_id": message_id, "lease": lease, "fresh": fresh})
+    db.commit()
+    return fresh if taken.rowcount == 1 else None
+
+
+def _new_lease(now: datetime) -> datetime:
+    """A hold until now + LEASE, made unique by a random part: it marks this sender's rows."""
+    return now + LEASE + timedelta(microseconds=secrets.randbelow(1_000_000))
+
+
 def _envelope(app: App, row: _Row) -> Envelope | MfactlError:
     """The sealed body, opened; or the error that fails only this message (no key opens it)."""
     if row.body_ciphertext is None:
@@ -301,10 +376,10 @@ def _envelope(app: App, row: _Row) -> Envelope | MfactlError:
 
 
 def _link_states(
-    db: Db, envelopes: Iterable[Envelope | MfactlError]
+    db: Db, envelopes: Iterable[Envelope]
 ) -> dict[str, tuple[datetime | None, datetime]]:
-    """token hash -> (used_at, expires_at) for the links in a batch: one query per batch."""
-    hashes = [e.link_hash for e in envelopes if isinstance(e, Envelope) and e.link_hash]
+    """token hash -> (used_at, expires_at) for the links the emails carry."""
+    hashes = [e.link_hash for e in envelopes if e.link_hash]
     if not hashes:
         return {}
     query = select(ActionToken.token_hash, ActionToken.used_at, ActionToken.expires_at).where(

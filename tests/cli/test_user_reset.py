@@ -160,6 +160,7 @@ def test_server_down_then_retry_delivers_once(
             "queued": 0,
             "cancelled": 0,
             "waiting": 1,
+            "held": 0,
             "error": None,
         }
         clock.advance(61)
@@ -170,6 +171,7 @@ def test_server_down_then_retry_delivers_once(
             "queued": 0,
             "cancelled": 0,
             "waiting": 0,
+            "held": 0,
             "error": None,
         }
         again = acme("mail", "retry", "--all", "--json", env=env)

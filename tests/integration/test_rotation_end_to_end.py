@@ -201,10 +201,18 @@ def test_reset_during_an_outage_rotate_keys_then_deliver(
             "queued": 0,
             "cancelled": 0,
             "waiting": 0,
+            "held": 0,
             "error": None,
         }
         again = story.json("mail", "retry", "--all")
-        assert again == {"sent": 0, "queued": 0, "cancelled": 0, "waiting": 0, "error": None}
+        assert again == {
+            "sent": 0,
+            "queued": 0,
+            "cancelled": 0,
+            "waiting": 0,
+            "held": 0,
+            "error": None,
+        }
         assert story.json("config", "check")["smtp"]["reachable"] is True
     finally:
         server.stop()

@@ -216,6 +216,88 @@ def test_a_claimed_message_is_sent_by_one_sender_only(mail_app: App, clock: Froz
     assert outbox.due_ids(app) == [message_id]
 
 
+def _queued(app: App, *handles: str) -> list[int]:
+    """Reset the users with the mail server down, so their emails wait; their outbox ids."""
+    working = app.settings.email
+    app.settings = replace(app.settings, email=replace(working, file_dir="/proc/x"))
+    for handle in handles:
+        assert reset.reset_user(app, "acme", handle, "r").email.status == "queued"
+    app.settings = replace(app.settings, email=working)
+    app.__dict__.pop("mail_transport")
+    return outbox.due_ids(app, force=True)
+
+
+def test_a_sender_whose_hold_ran_out_leaves_the_message_to_the_next_one(
+    mail_app: App, clock: FrozenClock
+) -> None:
+    app = mail_app
+    people(app, "alice")
+    [message_id] = _queued(app, "alice")
+    with app.engine.connect() as db:
+        lease, [row] = outbox._claim(db, app, [message_id], force=True)
+        clock.advance(outbox.LEASE.total_seconds() + 1)  # a slow relay, a paused process
+        assert outbox.deliver(app).sent == [message_id]  # another run claims it and sends it
+        late = outbox.Delivery()
+        outbox._deliver_one(app, db, row, lease, None, late)  # the first one goes on
+    assert late.taken == [message_id] and late.sent == []
+    assert len(mails(app)) == 1  # sent once
+
+
+def test_a_reset_made_during_a_send_cancels_the_older_email_of_the_batch(
+    mail_app: App, clock: FrozenClock
+) -> None:
+    app = mail_app
+    people(app, "alice")
+    [old] = _queued(app, "alice")
+    with app.engine.connect() as db:
+        lease, [row] = outbox._claim(db, app, [old], force=True)  # a bulk send has it in hand
+        clock.advance(5)
+        assert reset.reset_user(app, "acme", "alice", "again").email.status == "sent"
+        report = outbox.Delivery()
+        outbox._deliver_one(app, db, row, lease, None, report)
+    assert report.cancelled == [old] and report.sent == []
+    [received] = mails(app)  # only the newer email, whose link works
+    assert links.open_link(app, "acme", token_in(received)).user == "alice"
+
+
+def test_an_interrupted_send_gives_back_what_it_did_not_try(
+    mail_app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = mail_app
+    people(app, "alice", "bob", "carol")
+    first, second, third = _queued(app, "alice", "bob", "carol")
+    sent_before = outbox._sent
+
+    def interrupted_after_the_first(db, app, message_id, lease):  # type: ignore[no-untyped-def]
+        sent_before(db, app, message_id, lease)
+        raise KeyboardInterrupt  # Ctrl-C
+
+    monkeypatch.setattr(outbox, "_sent", interrupted_after_the_first)
+    report = outbox.deliver(app, force=True)
+    assert report.sent == [] and report.stopped == "interrupted"  # (it was sent: see below)
+    assert report.not_tried == [second, third] and report.queued == 2
+    monkeypatch.undo()
+    rows = {r.id: r for r in outbox.list_messages(app)}
+    assert rows[first].status == "sent"
+    assert {rows[second].status, rows[third].status} == {"failed"}  # tried once, due at once
+    assert outbox.deliver(app).sent == [second, third]
+    assert len(mails(app)) == 3
+
+
+def test_messages_held_by_a_killed_sender_are_counted_and_left_alone(
+    mail_app: App, clock: FrozenClock
+) -> None:
+    app = mail_app
+    people(app, "alice", "bob")
+    held, free = _queued(app, "alice", "bob")
+    with app.engine.connect() as db:
+        lease, _ = outbox._claim(db, app, [held], force=True)  # then kill -9
+    report = outbox.deliver(app, force=True)
+    assert report.sent == [free] and report.held == 1 and report.held_until == lease
+    clock.advance(outbox.LEASE.total_seconds() + 1)
+    assert outbox.deliver(app).sent == [held]
+
+
 def test_links_use_the_configured_url_quoted(mail_app: App) -> None:
     app = mail_app
     app.settings = replace(
