@@ -382,25 +382,33 @@ class _Crypto:
             return lambda: answers
         size = -(-len(items) // self.workers)
         pool = self.pool
-        futures = [
-            pool.submit(_pool_chunk, items[i : i + size], blobs, write)
-            for i in range(0, len(items), size)
-        ]
+        try:
+            # the pool may have broken already, while the previous batch was in the workers
+            futures = [
+                pool.submit(_pool_chunk, items[i : i + size], blobs, write)
+                for i in range(0, len(items), size)
+            ]
+        except BrokenProcessPool:
+            raise _worker_died() from None
 
         def collect() -> list[_Answer]:
             try:
                 return [answer for future in futures for answer in future.result()]
             except BrokenProcessPool:
-                raise Unavailable(
-                    "a --workers process died (out of memory, or killed); the batches in "
-                    "progress were not written, and a new run does what is left"
-                ) from None
+                raise _worker_died() from None
 
         return collect
 
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _worker_died() -> Unavailable:
+    return Unavailable(
+        "a --workers process died (out of memory, or killed); the batches in progress were "
+        "not written, and a new run does what is left"
+    )
 
 
 # --- the walk shared by migrate, dry run and verify ------------------------------------------
