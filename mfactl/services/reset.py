@@ -230,8 +230,15 @@ def _check_mfa_enabled(app: App) -> None:
 def _outcome(message_id: int | None, delivery: outbox.Delivery | None) -> EmailOutcome:
     if message_id is None or delivery is None:
         return EmailOutcome("no_address")
-    error = delivery.error_for(message_id)
-    return EmailOutcome("queued", error) if error else EmailOutcome("sent")
+    if message_id in delivery.sent:
+        return EmailOutcome("sent")
+    if message_id in delivery.cancelled:
+        return EmailOutcome("queued", "not sent: its link was replaced by a newer one meanwhile")
+    error = delivery.error_for(message_id) or (
+        "not sent by this command: another mfactl process took it meanwhile (to send it, or to "
+        "cancel it for a newer link); `mfactl mail list` shows what became of it"
+    )
+    return EmailOutcome("queued", error)
 
 
 def _summary(

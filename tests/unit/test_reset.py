@@ -298,6 +298,25 @@ def test_messages_held_by_a_killed_sender_are_counted_and_left_alone(
     assert outbox.deliver(app).sent == [held]
 
 
+def test_a_reset_whose_email_another_sender_took_does_not_say_sent(
+    mail_app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = mail_app
+    people(app, "alice")
+    deliver = outbox.deliver
+
+    def a_mail_retry_gets_there_first(app: App, ids: list[int]) -> outbox.Delivery:
+        with app.engine.connect() as other:
+            outbox._claim(other, app, ids, force=False)
+        return deliver(app, ids)
+
+    monkeypatch.setattr(outbox, "deliver", a_mail_retry_gets_there_first)
+    result = reset.reset_user(app, "acme", "alice", "lost phone")
+    assert result.email.status == "queued"
+    assert result.email.error is not None and "another mfactl process" in result.email.error
+    assert mails(app) == []
+
+
 def test_links_use_the_configured_url_quoted(mail_app: App) -> None:
     app = mail_app
     app.settings = replace(
