@@ -10,6 +10,7 @@ import typer
 
 from mfactl.cli.common import err_console, info
 from mfactl.errors import EmailQueued, UsageError
+from mfactl.mail import INTERRUPTED
 
 RETRY_HINT = "run `mfactl mail retry` once the mail server answers"
 
@@ -66,6 +67,8 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
 
 def emails_queued(count: int, error: str | None, hint: str = RETRY_HINT) -> EmailQueued:
     """Exit 9: the change is done, but ``count`` emails wait in the outbox."""
+    if error and error.endswith(INTERRUPTED):
+        hint = "run `mfactl mail retry` to send them"
     return EmailQueued(
         f"{count} email{'s' if count != 1 else ''} could not be sent and "
         f"wait{'s' if count == 1 else ''} in the outbox: "

@@ -26,6 +26,7 @@ from mfactl.bootstrap import App
 from mfactl.crypto import outbox_label
 from mfactl.db.models import ActionToken, Organization, OutboxMessage, User
 from mfactl.errors import MfactlError
+from mfactl.mail import INTERRUPTED
 from mfactl.mail.render import Envelope, build_message, check_header, new_envelope, render
 from mfactl.mail.transports import Connection, SendError
 
@@ -224,7 +225,7 @@ def deliver(
                         if progress is not None:
                             progress(done, len(wanted))
                 except KeyboardInterrupt:
-                    report.stopped = "interrupted"
+                    report.stopped = INTERRUPTED
                 if untried:
                     _release(db, app, untried, lease)
                     report.not_tried.extend(untried)

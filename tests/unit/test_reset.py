@@ -14,11 +14,12 @@ import pytest
 from sqlalchemy import func, insert, select, update
 
 from mfactl.bootstrap import App
+from mfactl.cli.interact import emails_queued
 from mfactl.config import Email, Links
 from mfactl.crypto import outbox_label
 from mfactl.db.models import ActionToken, AuditEvent, MfaSecret, OutboxMessage, RememberToken, User
 from mfactl.errors import Conflict, InvalidInput, NotFound, SecretStoreError
-from mfactl.mail import outbox
+from mfactl.mail import INTERRUPTED, outbox
 from mfactl.services import enrollment, links, reset, users
 from mfactl.services.selection import UserFilter
 from tests.conftest import FrozenClock
@@ -274,8 +275,11 @@ def test_an_interrupted_send_gives_back_what_it_did_not_try(
 
     monkeypatch.setattr(outbox, "_sent", interrupted_after_the_first)
     report = outbox.deliver(app, force=True)
-    assert report.sent == [] and report.stopped == "interrupted"  # (it was sent: see below)
+    assert report.sent == [] and report.stopped == INTERRUPTED  # (it was sent: see below)
     assert report.not_tried == [second, third] and report.queued == 2
+    told = emails_queued(report.queued, report.first_error)  # what the command says, exit 9
+    assert told.message.endswith(INTERRUPTED)
+    assert told.hint == "run `mfactl mail retry` to send them"
     monkeypatch.undo()
     rows = {r.id: r for r in outbox.list_messages(app)}
     assert rows[first].status == "sent"
