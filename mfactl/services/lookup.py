@@ -65,7 +65,9 @@ def lock_users(session: Session, user_ids: Iterable[int]) -> None:
         # the driver opens a transaction only at the first write; once it has, the write lock
         # is held already
         if raw is not None and not raw.in_transaction:
-            raw.execute("BEGIN IMMEDIATE")
+            # through SQLAlchemy, so that a lock not had within the busy timeout is its
+            # OperationalError ("database is locked"), which callers report as unavailable
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
         return
     for start in range(0, len(ids), 1000):
         part = ids[start : start + 1000]

@@ -238,3 +238,32 @@ def test_the_api_survives_the_server_closing_its_pooled_connections(
         assert mfa.verify("acme", "alice", phone_code(uri, clock())).ok
     finally:
         application.close()
+
+
+def test_a_user_lock_not_had_in_time_on_sqlite_is_unavailable_not_a_traceback(
+    sqlite_app: App, clock: FrozenClock
+) -> None:
+    import sqlite3
+
+    from sqlalchemy import event
+
+    import mfactl.api
+
+    people(sqlite_app, "alice")
+    uri = enrolled(sqlite_app, "alice")
+    sqlite_app.engine.dispose()
+
+    @event.listens_for(sqlite_app.engine, "connect")
+    def impatient(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute("PRAGMA busy_timeout=200")  # instead of 30 s
+
+    other = sqlite3.connect(sqlite_app.engine.url.database or "", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        clock.advance(30)
+        with pytest.raises(Unavailable, match="database is locked"):
+            mfactl.api.Mfa(sqlite_app).verify("acme", "alice", phone_code(uri, clock()))
+    finally:
+        other.rollback()
+        other.close()
+    assert mfactl.api.Mfa(sqlite_app).verify("acme", "alice", phone_code(uri, clock())).ok
