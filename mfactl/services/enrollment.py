@@ -119,14 +119,14 @@ def confirm_enrollment(
     if found.step is None:
         hint = drift_hint(found.drift_steps, pending.period)
         raise Conflict(f"the code is wrong for {who}{hint}")
-    ciphertext = pending.ciphertext
-    # Compare-and-swap on the very secret that was checked: a concurrent re-enrollment wins.
+    # On the very enrollment that was checked (the user's lock already keeps a re-enrollment
+    # out; not the ciphertext, which an online `keys migrate` may re-encrypt meanwhile).
     activated = session.execute(
         update(MfaSecret)
         .where(
             MfaSecret.user_id == user.id,
             MfaSecret.state == "pending",
-            MfaSecret.ciphertext == ciphertext,
+            MfaSecret.created_at == pending.created_at,
         )
         .values(
             state="active",

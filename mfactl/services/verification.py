@@ -2,10 +2,11 @@
 
 The order is django-otp's: throttle check, compare, replay check, then reset or increment the
 failure count. Attempts on one user take turns under the user's row lock (``lookup.lock_users``),
-so each reads what the previous one committed. Acceptance is one conditional UPDATE (``… WHERE
-last_used_step < :step`` on the very ciphertext compared), so two concurrent uses of one code
-give exactly one success; failures are counted in SQL (``failed_attempts = failed_attempts +
-1``), never read-modify-written in Python.
+as do resets and enrollments, so each reads what the previous one committed. Acceptance is one
+conditional UPDATE (``… WHERE last_used_step < :step``), so two concurrent uses of one code give
+exactly one success even without it; the ciphertext is not part of the condition, because an
+online ``keys migrate`` re-encrypts the same secret meanwhile; failures are counted in SQL
+(``failed_attempts = failed_attempts + 1``), never read-modify-written in Python.
 """
 
 from __future__ import annotations
@@ -119,16 +120,14 @@ def _check(
         look_for_drift=explain,
     )
     if found.step is None:
-        return _count_failure(session, app, target, row.ciphertext, found.drift_steps, now)
+        return _count_failure(session, app, target, found.drift_steps, now)
     if found.step <= row.last_used_step:
         return VerifyResult("replayed")
-    # Conditional on the very secret the code was compared with, and on no later step used:
-    # the user's lock already orders attempts, this keeps the rule in the statement itself.
+    # the user's lock already orders attempts; the condition keeps the rule in the statement
     accepted = session.execute(
         update(MfaSecret)
         .where(
             MfaSecret.user_id == target.user_id,
-            MfaSecret.ciphertext == row.ciphertext,
             MfaSecret.state == "active",
             MfaSecret.locked.is_(False),
             MfaSecret.last_used_step < found.step,
@@ -150,7 +149,6 @@ def _count_failure(
     session: Session,
     app: App,
     target: _Target,
-    ciphertext: str,
     drift: int | None,
     now: datetime,
 ) -> VerifyResult:
@@ -165,11 +163,7 @@ def _count_failure(
     # engine sees the old failed_attempts in both expressions.
     session.execute(
         update(MfaSecret)
-        .where(
-            MfaSecret.user_id == target.user_id,
-            MfaSecret.ciphertext == ciphertext,
-            MfaSecret.state == "active",
-        )
+        .where(MfaSecret.user_id == target.user_id, MfaSecret.state == "active")
         .ordered_values(
             (MfaSecret.locked, locks),
             (MfaSecret.failed_attempts, MfaSecret.failed_attempts + 1),
@@ -179,7 +173,7 @@ def _count_failure(
     )
     counted = session.execute(
         select(MfaSecret.failed_attempts, MfaSecret.locked).where(
-            MfaSecret.user_id == target.user_id, MfaSecret.ciphertext == ciphertext
+            MfaSecret.user_id == target.user_id
         )
     ).one_or_none()
     if counted is None:  # reset meanwhile (only possible without the user's lock)

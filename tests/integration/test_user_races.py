@@ -267,3 +267,41 @@ def test_a_user_lock_not_had_in_time_on_sqlite_is_unavailable_not_a_traceback(
         other.rollback()
         other.close()
     assert mfactl.api.Mfa(sqlite_app).verify("acme", "alice", phone_code(uri, clock())).ok
+
+
+@pytest.mark.parametrize("right", [True, False])
+def test_a_check_during_an_online_key_migration_gives_the_right_answer(
+    app: App, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch, right: bool
+) -> None:
+    from mfactl.config import SecretStoreSettings
+    from mfactl.crypto import generate_key
+    from mfactl.services import keys
+
+    people(app, "alice")
+    uri = enrolled(app)
+    clock.advance(30)
+    old = app.settings.secret_store.active_key
+    rotated = App(
+        settings=replace(
+            app.settings,
+            secret_store=SecretStoreSettings(active_key=generate_key(), rolling_key=old),
+        ),
+        clock=clock,
+        actor="tester",
+    )
+    code = phone_code(uri, clock()) if right else "000000"
+    # the check pauses after opening the secret; the migration re-encrypts it meanwhile
+    paused = pausing(rotated.secrets, "open_secret", monkeypatch)
+    try:
+        checked, report = race(
+            lambda: verification.verify(rotated, "acme", "alice", code),
+            lambda: keys.migrate(rotated),
+            paused,
+        )
+    finally:
+        rotated.close()
+    assert report.migrated == 1
+    assert checked.result == ("ok" if right else "wrong")
+    with app.uow() as uow:
+        [secret] = uow.session.scalars(select(MfaSecret)).all()
+        assert secret.failed_attempts == (0 if right else 1)  # a wrong code is counted
