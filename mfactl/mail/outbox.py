@@ -10,6 +10,7 @@ crash can at worst resend the one message that was in flight.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -212,20 +213,30 @@ def deliver(
                 if report.stopped:
                     report.not_tried.extend(part)
                     continue
-                lease, rows = _claim(db, app, part, force)
-                done += len(part) - len(rows)  # claimed by someone else, or already sent
-                untried = [row.id for row in rows]
+                lease = _new_lease(app.now())
+                untried = list(part)  # what the lease may hold and was not done
                 try:
+                    rows = _claim(db, app, part, force, lease)
+                    done += len(part) - len(rows)  # claimed by someone else, or already sent
+                    untried = [row.id for row in rows]
                     for row in rows:
                         if report.stopped:
                             break
-                        untried.remove(row.id)
                         connection = _deliver_one(app, db, row, lease, connection, report)
+                        untried.remove(row.id)
                         done += 1
                         if progress is not None:
                             progress(done, len(wanted))
                 except KeyboardInterrupt:
+                    # it may have landed inside a statement, which leaves `db` unusable: the
+                    # rows go back over a new connection. Only rows still under the claim's
+                    # lease are given back; one taken for sending keeps its own lease (it may
+                    # have gone out) and waits for it to run out.
                     report.stopped = INTERRUPTED
+                    finished = _give_back(app, untried, lease)
+                    report.sent.extend(i for i in untried if i in finished)
+                    report.not_tried.extend(i for i in untried if i not in finished)
+                    continue
                 if untried:
                     _release(db, app, untried, lease)
                     report.not_tried.extend(untried)
@@ -308,10 +319,9 @@ class _Row:
     body_ciphertext: str | None
 
 
-def _claim(db: Db, app: App, ids: Sequence[int], force: bool) -> tuple[datetime, list[_Row]]:
+def _claim(db: Db, app: App, ids: Sequence[int], force: bool, lease: datetime) -> list[_Row]:
     """Claim what nobody else holds with one conditional UPDATE; the unique lease marks ours."""
     now = app.now()
-    lease = _new_lease(now)
     db.execute(
         update(OutboxMessage)
         .where(OutboxMessage.id.in_(ids), _claimable(now, force))
@@ -334,7 +344,7 @@ def _claim(db: Db, app: App, ids: Sequence[int], force: bool) -> tuple[datetime,
     )
     rows = [_Row(*r) for r in db.execute(query)]
     db.commit()
-    return lease, rows
+    return rows
 
 
 _TAKE = (
@@ -476,6 +486,19 @@ _MARK_CANCELLED = (
 def _cancelled(db: Db, app: App, message_id: int, lease: datetime, reason: str) -> None:
     db.execute(_MARK_CANCELLED, {"message_id": message_id, "lease": lease, "reason": reason})
     db.commit()
+
+
+def _give_back(app: App, ids: Sequence[int], lease: datetime) -> set[int]:
+    """_release over a new connection, after an interruption; returns those of the ids that
+    were sent after all (the interruption came after their outcome was committed). If even
+    that fails, the rows wait for their lease to run out (`mail retry` reports them as held)."""
+    with contextlib.suppress(Exception), app.engine.connect() as fresh:
+        _release(fresh, app, ids, lease)
+        query = select(OutboxMessage.id).where(
+            OutboxMessage.id.in_(ids), OutboxMessage.status == "sent"
+        )
+        return set(fresh.scalars(query))
+    return set()
 
 
 def _release(db: Db, app: App, ids: Sequence[int], lease: datetime) -> None:

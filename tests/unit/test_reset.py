@@ -5,13 +5,15 @@ from __future__ import annotations
 import email
 import re
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email import policy
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import Connection
 
 from mfactl.bootstrap import App
 from mfactl.cli.interact import emails_queued
@@ -202,6 +204,12 @@ def test_bulk_reset_and_invitations(mail_app: App) -> None:
         reset.reset_users(app, UserFilter(org="nope"), "r")
 
 
+def claim(db: Connection, app: App, ids: list[int]) -> tuple[datetime, list[Any]]:
+    """What a sender does first: claim the messages under a lease of its own."""
+    lease = outbox._new_lease(app.now())
+    return lease, outbox._claim(db, app, ids, True, lease)
+
+
 def test_a_claimed_message_is_sent_by_one_sender_only(mail_app: App, clock: FrozenClock) -> None:
     app = mail_app
     people(app, "alice")
@@ -209,8 +217,8 @@ def test_a_claimed_message_is_sent_by_one_sender_only(mail_app: App, clock: Froz
     assert reset.reset_user(app, "acme", "alice", "r").email.status == "queued"
     [message_id] = outbox.due_ids(app, force=True)
     with app.engine.connect() as one, app.engine.connect() as other:
-        _, first = outbox._claim(one, app, [message_id], force=True)
-        _, second = outbox._claim(other, app, [message_id], force=True)
+        _, first = claim(one, app, [message_id])
+        _, second = claim(other, app, [message_id])
     assert [r.id for r in first] == [message_id] and second == []
     assert outbox.due_ids(app, force=True) == []  # held by the first sender's lease
     clock.advance(outbox.LEASE.total_seconds() + 1)  # the first sender died: the lease runs out
@@ -235,7 +243,7 @@ def test_a_sender_whose_hold_ran_out_leaves_the_message_to_the_next_one(
     people(app, "alice")
     [message_id] = _queued(app, "alice")
     with app.engine.connect() as db:
-        lease, [row] = outbox._claim(db, app, [message_id], force=True)
+        lease, [row] = claim(db, app, [message_id])
         clock.advance(outbox.LEASE.total_seconds() + 1)  # a slow relay, a paused process
         assert outbox.deliver(app).sent == [message_id]  # another run claims it and sends it
         late = outbox.Delivery()
@@ -251,7 +259,7 @@ def test_a_reset_made_during_a_send_cancels_the_older_email_of_the_batch(
     people(app, "alice")
     [old] = _queued(app, "alice")
     with app.engine.connect() as db:
-        lease, [row] = outbox._claim(db, app, [old], force=True)  # a bulk send has it in hand
+        lease, [row] = claim(db, app, [old])  # a bulk send has it in hand
         clock.advance(5)
         assert reset.reset_user(app, "acme", "alice", "again").email.status == "sent"
         report = outbox.Delivery()
@@ -275,7 +283,7 @@ def test_an_interrupted_send_gives_back_what_it_did_not_try(
 
     monkeypatch.setattr(outbox, "_sent", interrupted_after_the_first)
     report = outbox.deliver(app, force=True)
-    assert report.sent == [] and report.stopped == INTERRUPTED  # (it was sent: see below)
+    assert report.sent == [first] and report.stopped == INTERRUPTED
     assert report.not_tried == [second, third] and report.queued == 2
     told = emails_queued(report.queued, report.first_error)  # what the command says, exit 9
     assert told.message.endswith(INTERRUPTED)
@@ -288,6 +296,34 @@ def test_an_interrupted_send_gives_back_what_it_did_not_try(
     assert len(mails(app)) == 3
 
 
+def test_an_interruption_inside_a_statement_still_gives_back_the_rest(
+    mail_app: App, clock: FrozenClock
+) -> None:
+    from sqlalchemy import event
+
+    app = mail_app
+    people(app, "alice", "bob", "carol")
+    first, second, third = _queued(app, "alice", "bob", "carol")
+
+    def ctrl_c(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.startswith("UPDATE outbox") and "sent_at" in statement:  # marking it sent
+            event.remove(app.engine, "before_cursor_execute", ctrl_c)
+            raise KeyboardInterrupt
+
+    event.listen(app.engine, "before_cursor_execute", ctrl_c)
+    report = outbox.deliver(app, force=True)  # no exception escapes
+    assert report.stopped == INTERRUPTED and report.sent == []
+    assert report.not_tried == [first, second, third]
+    rows = {r.id: r for r in outbox.list_messages(app)}
+    # the first went out (its file is there) but its outcome was never written: it stays
+    # held under its own lease, and goes again once that runs out (the one in flight)
+    assert len(mails(app)) == 1 and rows[first].status == "sending"
+    assert {rows[second].status, rows[third].status} == {"failed"}  # given back, due at once
+    assert outbox.deliver(app).sent == [second, third]
+    clock.advance(outbox.LEASE.total_seconds() + 1)
+    assert outbox.deliver(app).sent == [first]
+
+
 def test_messages_held_by_a_killed_sender_are_counted_and_left_alone(
     mail_app: App, clock: FrozenClock
 ) -> None:
@@ -295,7 +331,7 @@ def test_messages_held_by_a_killed_sender_are_counted_and_left_alone(
     people(app, "alice", "bob")
     held, free = _queued(app, "alice", "bob")
     with app.engine.connect() as db:
-        lease, _ = outbox._claim(db, app, [held], force=True)  # then kill -9
+        lease, _ = claim(db, app, [held])  # then kill -9
     report = outbox.deliver(app, force=True)
     assert report.sent == [free] and report.held == 1 and report.held_until == lease
     clock.advance(outbox.LEASE.total_seconds() + 1)
@@ -311,7 +347,7 @@ def test_a_reset_whose_email_another_sender_took_does_not_say_sent(
 
     def a_mail_retry_gets_there_first(app: App, ids: list[int]) -> outbox.Delivery:
         with app.engine.connect() as other:
-            outbox._claim(other, app, ids, force=False)
+            claim(other, app, ids)
         return deliver(app, ids)
 
     monkeypatch.setattr(outbox, "deliver", a_mail_retry_gets_there_first)
