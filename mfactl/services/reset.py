@@ -116,10 +116,21 @@ def _one(session: Session, org: str, user: str, *, lock: bool = False) -> Target
     return target
 
 
-def _selected(session: Session, app: App, flt: UserFilter) -> list[Target]:
+def _selected(
+    session: Session, app: App, flt: UserFilter, *, lock: bool = False
+) -> list[Target]:
+    """Everyone the filter selects; with ``lock``, those of them who still match it once their
+    locks are held, read under them (an enrollment finished meanwhile is seen)."""
     if flt.org:
         lookup.get_org(session, flt.org)  # an unknown organization is exit 3, not "0 users"
-    return _targets(session, apply_filter(_targets_query(), app.settings, flt))
+    query = apply_filter(_targets_query(), app.settings, flt)
+    targets = _targets(session, query)
+    if not lock:
+        return targets
+    ids = [t.user_id for t in targets]
+    lookup.lock_users(session, ids)
+    again = [t for part in chunks(ids) for t in _targets(session, query.where(User.id.in_(part)))]
+    return sorted(again, key=lambda t: (t.org, t.user))
 
 
 def describe_user(app: App, org: str, user: str) -> Target:
@@ -294,7 +305,7 @@ def reset_users(
     if send_email:
         _check_mfa_enabled(app)
     with app.uow() as uow:
-        targets = _selected(uow.session, app, flt)
+        targets = _selected(uow.session, app, flt, lock=True)
         queued = _reset(uow.session, app, targets, why, send_email=send_email, bulk=True)
         uow.commit()
     delivery = outbox.deliver(app, list(queued.values()), progress=progress)
@@ -338,7 +349,7 @@ def invite_users(app: App, flt: UserFilter, *, progress: Progress | None = None)
     """Mail enrollment links to everyone selected who has no active MFA (a mandatory rollout)."""
     _check_mfa_enabled(app)
     with app.uow() as uow:
-        selected = _selected(uow.session, app, flt)
+        selected = _selected(uow.session, app, flt, lock=True)
         targets = [t for t in selected if t.mfa != "active"]
         queued = _queue_links(uow.session, app, targets, "enroll")
         _audit(uow.session, app, "user.enroll_email", targets, {"purpose": "enroll", "bulk": True})

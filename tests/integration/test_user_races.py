@@ -305,3 +305,25 @@ def test_a_check_during_an_online_key_migration_gives_the_right_answer(
     with app.uow() as uow:
         [secret] = uow.session.scalars(select(MfaSecret)).all()
         assert secret.failed_attempts == (0 if right else 1)  # a wrong code is counted
+
+
+def test_invitations_read_the_state_under_the_locks(
+    mailing: App, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mfactl.services.selection import UserFilter
+
+    app = mailing
+    people(app, "alice")
+    uri = enrollment.enable_user(app, "acme", "alice").otpauth_uri
+    assert uri is not None
+    # the bulk invitation pauses after selecting alice (pending), before taking the locks;
+    # meanwhile she confirms her enrollment
+    paused = pausing(reset, "_targets", monkeypatch)
+    invited, confirmed = race(
+        lambda: reset.invite_users(app, UserFilter(org="acme")),
+        lambda: enrollment.confirm_user(app, "acme", "alice", phone_code(uri, app.now())),
+        paused,
+    )
+    assert confirmed.state == "active"
+    assert invited.selected == 1 and invited.skipped == 1 and invited.sent == 0
+    assert mails_of(app) == []  # no invitation to enroll for someone enrolled
