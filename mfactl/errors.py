@@ -87,7 +87,8 @@ def from_database(exc: BaseException) -> MfactlError | None:
 
     The database gone or busy past its timeout is Unavailable (7); a change the database gave
     up because a concurrent one got in its way (a deadlock, a lock wait timeout, a duplicate
-    key) is a Conflict (4): nothing was changed, and running it again is the remedy.
+    key) is a Conflict (4): that transaction was rolled back, and running it again is the
+    remedy (for the api's calls, each one transaction, nothing was changed).
     SQLAlchemy is only looked at when something has imported it already.
     """
     import sys
@@ -103,14 +104,15 @@ def from_database(exc: BaseException) -> MfactlError | None:
     if not isinstance(exc, (DBAPIError, StaleDataError)):
         return None
     reason = _first_line(exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc)
-    concurrent = "nothing was changed; run it again"
+    # (the step that failed was rolled back; a command that commits in steps, such as a reset
+    # and then its email, may have done the earlier ones: `mfactl audit list` shows them)
+    again = "its transaction was rolled back; check with `mfactl audit list`, then run it again"
     if isinstance(exc, (IntegrityError, StaleDataError)):
-        return Conflict(f"a concurrent change to the same data got in first; {concurrent}")
+        return Conflict(f"a concurrent change to the same data got in first; {again}")
     lowered = reason.lower()
-    if any(s in lowered for s in ("deadlock", "lock wait timeout", "could not serialize")):
-        return Conflict(
-            f"the database stopped this change for a concurrent one ({reason}); {concurrent}"
-        )
+    stopped = ("deadlock", "lock wait timeout", "lock timeout", "could not serialize")
+    if any(s in lowered for s in stopped):
+        return Conflict(f"the database stopped this for a concurrent change ({reason}); {again}")
     if isinstance(exc, OperationalError) or exc.connection_invalidated:
         return Unavailable(f"the database is unavailable: {reason}")
     return None

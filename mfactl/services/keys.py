@@ -447,20 +447,27 @@ class _Walk:
         try:
             while True:
                 conn = engine.connect()
-                if lock:
-                    # A batch lost in a server crash is simply done again by the next run (its
-                    # rows still open with the rolling key), so it need not wait for the disk.
-                    conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-                rows: list[_Read] = conn.execute(query, {"after": after}).all()  # type: ignore[assignment]
-                if not lock:
-                    conn.commit()  # no snapshot held while the crypto runs
+                try:
+                    if lock:
+                        # A batch lost in a server crash is simply done again by the next run
+                        # (its rows still open with the rolling key): it need not wait for disk.
+                        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+                    rows: list[_Read] = conn.execute(query, {"after": after}).all()  # type: ignore[assignment]
+                    if not lock:
+                        conn.commit()  # no snapshot held while the crypto runs
+                    if rows:
+                        binding = self.table.binding
+                        items: list[_Item] = [(binding(r), r[2], r[1]) for r in rows]
+                        collect = self.crypto.submit(items, blobs, write)
+                except BaseException:
+                    conn.rollback()  # the batch's row locks (PostgreSQL) go with it
+                    conn.close()
+                    raise
                 if not rows:
                     conn.close()
                     break
                 after = rows[-1][0]
-                binding = self.table.binding
-                items: list[_Item] = [(binding(r), r[2], r[1]) for r in rows]
-                in_flight.append((conn, rows, self.crypto.submit(items, blobs, write)))
+                in_flight.append((conn, rows, collect))
                 if len(in_flight) >= depth:
                     self._finish(*in_flight.popleft(), cas, active)
             while in_flight:

@@ -198,6 +198,8 @@ def test_database_failures_become_documented_errors() -> None:
     duplicate = IntegrityError("INSERT …", {}, Exception("duplicate key value"))
     assert isinstance(from_database(deadlock), Conflict)
     assert "run it again" in from_database(deadlock).message  # type: ignore[union-attr]
+    timeout = OperationalError("UPDATE …", {}, Exception("canceling statement due to lock timeout"))
+    assert isinstance(from_database(timeout), Conflict)
     assert isinstance(from_database(gone), Unavailable)
     assert isinstance(from_database(duplicate), Conflict)
     assert from_database(ValueError("not the database")) is None
