@@ -68,7 +68,10 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
 def emails_queued(count: int, error: str | None, hint: str = RETRY_HINT) -> EmailQueued:
     """Exit 9: the change is done, but ``count`` emails wait in the outbox."""
     if error and error.endswith(INTERRUPTED):
-        hint = "run `mfactl mail retry` to send them"
+        hint = (
+            "run `mfactl mail retry` to send them (one caught in flight waits for its lease "
+            "to run out: `mfactl mail list --status sending`)"
+        )
     return EmailQueued(
         f"{count} email{'s' if count != 1 else ''} could not be sent and "
         f"wait{'s' if count == 1 else ''} in the outbox: "

@@ -2,4 +2,4 @@
 
 # Why a delivery run left messages untried after Ctrl-C (here, so the CLI can recognize it
 # without importing the outbox and SQLAlchemy with it).
-INTERRUPTED = "interrupted (Ctrl-C) before they were tried"
+INTERRUPTED = "interrupted (Ctrl-C)"

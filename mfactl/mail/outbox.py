@@ -215,6 +215,7 @@ def deliver(
                     continue
                 lease = _new_lease(app.now())
                 untried = list(part)  # what the lease may hold and was not done
+                current: int | None = None  # the message being delivered
                 try:
                     rows = _claim(db, app, part, force, lease)
                     done += len(part) - len(rows)  # claimed by someone else, or already sent
@@ -222,20 +223,16 @@ def deliver(
                     for row in rows:
                         if report.stopped:
                             break
+                        current = row.id
                         connection = _deliver_one(app, db, row, lease, connection, report)
+                        current = None
                         untried.remove(row.id)
                         done += 1
                         if progress is not None:
                             progress(done, len(wanted))
                 except KeyboardInterrupt:
-                    # it may have landed inside a statement, which leaves `db` unusable: the
-                    # rows go back over a new connection. Only rows still under the claim's
-                    # lease are given back; one taken for sending keeps its own lease (it may
-                    # have gone out) and waits for it to run out.
                     report.stopped = INTERRUPTED
-                    finished = _give_back(app, untried, lease)
-                    report.sent.extend(i for i in untried if i in finished)
-                    report.not_tried.extend(i for i in untried if i not in finished)
+                    _interrupted(app, db, untried, current, lease, report)
                     continue
                 if untried:
                     _release(db, app, untried, lease)
@@ -486,6 +483,26 @@ _MARK_CANCELLED = (
 def _cancelled(db: Db, app: App, message_id: int, lease: datetime, reason: str) -> None:
     db.execute(_MARK_CANCELLED, {"message_id": message_id, "lease": lease, "reason": reason})
     db.commit()
+
+
+def _interrupted(
+    app: App, db: Db, untried: list[int], current: int | None, lease: datetime, report: Delivery
+) -> None:
+    """After Ctrl-C: give back what the claim holds and was not tried, and report it.
+
+    The interruption may have come between a statement and its commit, with `db` holding row
+    locks the give-back would wait for: `db` is dropped first (the server rolls its
+    transaction back), and the rows go back over a new connection. Only rows still under the
+    claim's lease are given back; one taken for sending keeps its own lease (it may have gone
+    out) and waits for it to run out.
+    """
+    with contextlib.suppress(Exception):
+        db.invalidate()
+    done = {*report.sent, *report.failed, *report.cancelled, *report.taken}
+    ids = [i for i in untried if i not in done]
+    finished = _give_back(app, ids, lease)  # sent after all: ours only if it was in hand
+    report.sent.extend(i for i in ids if i in finished and i == current)
+    report.not_tried.extend(i for i in ids if i not in finished)
 
 
 def _give_back(app: App, ids: Sequence[int], lease: datetime) -> set[int]:
