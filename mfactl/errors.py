@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import ClassVar
 
 
@@ -91,8 +92,6 @@ def from_database(exc: BaseException) -> MfactlError | None:
     remedy (for the api's calls, each one transaction, nothing was changed).
     SQLAlchemy is only looked at when something has imported it already.
     """
-    import sys
-
     if "sqlalchemy.exc" not in sys.modules:
         return None
     from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError

@@ -262,7 +262,7 @@ def _deliver_one(
         envelope = _envelope(app, row)
         if isinstance(envelope, MfactlError):
             raise envelope
-        dead = _dead_link(app, envelope.link_hash, _link_states(db, [envelope]))
+        dead = _dead_link(app, db, envelope.link_hash)
         if dead:
             _cancelled(db, app, row.id, held, dead)
             report.cancelled.append(row.id)
@@ -299,13 +299,6 @@ def _count_waiting(app: App, report: Delivery) -> None:
     report.waiting = int(waiting or 0)
     report.held = int(held or 0)
     report.held_until = until if report.held else None
-
-
-def waiting_count(app: App) -> int:
-    """Messages not sent yet (pending, being sent, or failed and waiting for a retry)."""
-    with app.uow() as uow:
-        query = select(func.count()).where(OutboxMessage.status.not_in(("sent", "cancelled")))
-        return int(uow.session.scalar(query) or 0)
 
 
 @dataclass(frozen=True)
@@ -383,26 +376,13 @@ def _envelope(app: App, row: _Row) -> Envelope | MfactlError:
     return Envelope.from_json(opened.plaintext)
 
 
-def _link_states(
-    db: Db, envelopes: Iterable[Envelope]
-) -> dict[str, tuple[datetime | None, datetime]]:
-    """token hash -> (used_at, expires_at) for the links the emails carry."""
-    hashes = [e.link_hash for e in envelopes if e.link_hash]
-    if not hashes:
-        return {}
-    query = select(ActionToken.token_hash, ActionToken.used_at, ActionToken.expires_at).where(
-        ActionToken.token_hash.in_(hashes)
-    )
-    return {h: (used, expires) for h, used, expires in db.execute(query)}
-
-
-def _dead_link(
-    app: App, link_hash: str | None, links: dict[str, tuple[datetime | None, datetime]]
-) -> str | None:
-    """Why the email's link can no longer be used (so the email is not worth sending), or None."""
+def _dead_link(app: App, db: Db, link_hash: str | None) -> str | None:
+    """Why the email's link can no longer be used (so the email is not worth sending), or None;
+    looked at just before sending."""
     if link_hash is None:
         return None
-    row = links.get(link_hash)
+    query = select(ActionToken.used_at, ActionToken.expires_at)
+    row = db.execute(query.where(ActionToken.token_hash == link_hash)).first()
     if row is None:
         return "not sent: its link no longer exists"
     used_at, expires_at = row

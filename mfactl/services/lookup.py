@@ -56,10 +56,17 @@ def lock_users(session: Session, user_ids: Iterable[int]) -> None:
     from deadlocking one another. SQLite has no row locks: its one write lock is taken at once
     (BEGIN IMMEDIATE), where it would otherwise come at the first write, after the reads.
     """
-    ids = sorted(set(user_ids))
+    connection = session.connection()
+    # a use case may reach this more than once (a reset, then its links): a lock held by this
+    # transaction is not asked for again
+    transaction, held = session.info.get("mfactl.locked", (None, set()))
+    if transaction is not session.get_transaction():
+        held = set()
+        session.info["mfactl.locked"] = (session.get_transaction(), held)
+    ids = sorted(set(user_ids) - held)
     if not ids:
         return
-    connection = session.connection()
+    held.update(ids)
     if connection.dialect.name == "sqlite":
         raw = connection.connection.dbapi_connection
         # the driver opens a transaction only at the first write; once it has, the write lock

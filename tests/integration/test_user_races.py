@@ -275,22 +275,15 @@ def test_a_user_lock_not_had_in_time_on_sqlite_is_unavailable_not_a_traceback(
 def test_a_check_during_an_online_key_migration_gives_the_right_answer(
     app: App, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch, right: bool
 ) -> None:
-    from mfactl.config import SecretStoreSettings
     from mfactl.crypto import generate_key
     from mfactl.services import keys
+    from tests.conftest import make_app
 
     people(app, "alice")
     uri = enrolled(app)
     clock.advance(30)
     old = app.settings.secret_store.active_key
-    rotated = App(
-        settings=replace(
-            app.settings,
-            secret_store=SecretStoreSettings(active_key=generate_key(), rolling_key=old),
-        ),
-        clock=clock,
-        actor="tester",
-    )
+    rotated = make_app(app.settings.database.url, clock, generate_key(), rolling_key=old)
     code = phone_code(uri, clock()) if right else "000000"
     # the check pauses after opening the secret; the migration re-encrypts it meanwhile
     paused = pausing(rotated.secrets, "open_secret", monkeypatch)

@@ -269,86 +269,67 @@ def test_a_reset_made_during_a_send_cancels_the_older_email_of_the_batch(
     assert links.open_link(app, "acme", token_in(received)).user == "alice"
 
 
-def test_an_interrupted_send_gives_back_what_it_did_not_try(
-    mail_app: App, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    app = mail_app
-    people(app, "alice", "bob", "carol")
-    first, second, third = _queued(app, "alice", "bob", "carol")
-    sent_before = outbox._sent
-
-    def interrupted_after_the_first(db, app, message_id, lease):  # type: ignore[no-untyped-def]
-        sent_before(db, app, message_id, lease)
-        raise KeyboardInterrupt  # Ctrl-C
-
-    monkeypatch.setattr(outbox, "_sent", interrupted_after_the_first)
-    report = outbox.deliver(app, force=True)
-    assert report.sent == [first] and report.stopped == INTERRUPTED
-    assert report.not_tried == [second, third] and report.queued == 2
-    told = emails_queued(report.queued, report.first_error)  # what the command says, exit 9
-    assert told.message.endswith(INTERRUPTED)
-    assert told.hint is not None and told.hint.startswith("run `mfactl mail retry` to send them")
-    monkeypatch.undo()
-    rows = {r.id: r for r in outbox.list_messages(app)}
-    assert rows[first].status == "sent"
-    assert {rows[second].status, rows[third].status} == {"failed"}  # tried once, due at once
-    assert outbox.deliver(app).sent == [second, third]
-    assert len(mails(app)) == 3
-
-
-def test_an_interruption_inside_a_statement_still_gives_back_the_rest(
-    mail_app: App, clock: FrozenClock
-) -> None:
+def _ctrl_c(app: App, monkeypatch: pytest.MonkeyPatch, moment: str) -> None:
+    """Make the next delivery run get a Ctrl-C at one moment of its first messages."""
     from sqlalchemy import event
 
-    app = mail_app
-    people(app, "alice", "bob", "carol")
-    first, second, third = _queued(app, "alice", "bob", "carol")
+    if moment == "after the first is marked sent":
+        sent = outbox._sent
 
-    def ctrl_c(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.startswith("UPDATE outbox") and "sent_at" in statement:  # marking it sent
-            event.remove(app.engine, "before_cursor_execute", ctrl_c)
+        def then_ctrl_c(*args: Any) -> None:
+            sent(*args)
             raise KeyboardInterrupt
 
-    event.listen(app.engine, "before_cursor_execute", ctrl_c)
-    report = outbox.deliver(app, force=True)  # no exception escapes
-    assert report.stopped == INTERRUPTED and report.sent == []
-    assert report.not_tried == [first, second, third]
-    rows = {r.id: r for r in outbox.list_messages(app)}
-    # the first went out (its file is there) but its outcome was never written: it stays
-    # held under its own lease, and goes again once that runs out (the one in flight)
-    assert len(mails(app)) == 1 and rows[first].status == "sending"
-    assert {rows[second].status, rows[third].status} == {"failed"}  # given back, due at once
-    assert outbox.deliver(app).sent == [second, third]
-    clock.advance(outbox.LEASE.total_seconds() + 1)
-    assert outbox.deliver(app).sent == [first]
+        monkeypatch.setattr(outbox, "_sent", then_ctrl_c)
+    elif moment == "inside the statement marking the first sent":
+
+        def in_statement(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            if statement.startswith("UPDATE outbox") and "sent_at" in statement:
+                event.remove(app.engine, "before_cursor_execute", in_statement)
+                raise KeyboardInterrupt
+
+        event.listen(app.engine, "before_cursor_execute", in_statement)
+    else:  # between the second message's take and its commit: its row lock still held
+        take = outbox._take
+        takes = {"count": 0, "armed": False}
+
+        def counted(*args: Any) -> Any:
+            takes["count"] += 1
+            takes["armed"] = takes["count"] == 2
+            return take(*args)
+
+        def before_commit(_conn: Any) -> None:
+            if takes["armed"]:
+                takes["armed"] = False
+                event.remove(app.engine, "commit", before_commit)
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(outbox, "_take", counted)
+        event.listen(app.engine, "commit", before_commit)
 
 
-def test_an_interruption_between_a_statement_and_its_commit_does_not_wait_on_itself(
-    mail_app: App, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("moment", "first_went"),
+    [
+        ("after the first is marked sent", "sent"),
+        # it went out, but its outcome was never written: it stays held under its own lease
+        ("inside the statement marking the first sent", "sending"),
+        ("between the second's take and its commit", "sent"),
+    ],
+)
+def test_an_interrupted_send_gives_back_what_it_did_not_try(
+    mail_app: App,
+    clock: FrozenClock,
+    monkeypatch: pytest.MonkeyPatch,
+    moment: str,
+    first_went: str,
 ) -> None:
     import threading
 
-    from sqlalchemy import event
-
     app = mail_app
     people(app, "alice", "bob", "carol")
     first, second, third = _queued(app, "alice", "bob", "carol")
-    takes = {"count": 0, "armed": False}
-    take = outbox._take
-
-    def counted_take(*args: Any) -> Any:
-        takes["count"] += 1
-        takes["armed"] = takes["count"] == 2  # bob's: after its UPDATE, before its COMMIT
-        return take(*args)
-
-    def ctrl_c(_conn: Any) -> None:
-        if takes["armed"]:
-            takes["armed"] = False
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(outbox, "_take", counted_take)
-    event.listen(app.engine, "commit", ctrl_c)
+    _ctrl_c(app, monkeypatch, moment)
     outcome: dict[str, Any] = {}
     # in a thread, so that a give-back waiting on the sender's own row lock fails the test
     # instead of hanging it (PostgreSQL would wait forever; SQLite and MariaDB time out)
@@ -357,14 +338,22 @@ def test_an_interruption_between_a_statement_and_its_commit_does_not_wait_on_its
     )
     runner.start()
     runner.join(10)
-    event.remove(app.engine, "commit", ctrl_c)
     assert not runner.is_alive(), "the give-back waited on the sender's own lock"
-    report = outcome["report"]
-    assert report.sent == [first] and report.not_tried == [second, third]
-    rows = {r.id: r.status for r in outbox.list_messages(app)}
-    assert rows == {first: "sent", second: "failed", third: "failed"}  # given back, due now
     monkeypatch.undo()
+    report = outcome["report"]  # no exception escaped
+    in_hand = [] if first_went == "sent" else [first]
+    assert report.stopped == INTERRUPTED
+    assert report.sent == ([first] if first_went == "sent" else [])
+    assert report.not_tried == [*in_hand, second, third]
+    told = emails_queued(report.queued, report.first_error)  # what the command says, exit 9
+    assert told.message.endswith(INTERRUPTED)
+    assert told.hint is not None and told.hint.startswith("run `mfactl mail retry` to send them")
+    rows = {r.id: r.status for r in outbox.list_messages(app)}
+    assert rows == {first: first_went, second: "failed", third: "failed"}  # given back, due now
+    assert len(mails(app)) == 1
     assert outbox.deliver(app).sent == [second, third]
+    clock.advance(outbox.LEASE.total_seconds() + 1)
+    assert outbox.deliver(app).sent == in_hand  # the one in flight goes again, once
 
 
 def test_messages_held_by_a_killed_sender_are_counted_and_left_alone(
@@ -462,7 +451,7 @@ def test_an_email_whose_link_died_while_queued_is_cancelled_not_sent(
         rows[first].last_error is not None and "replaced by a newer one" in rows[first].last_error
     )
     assert [m["To"] for m in mails(app)] == ["alice@example.com", "bob@example.com"]
-    assert outbox.waiting_count(app) == 0
+    assert report.waiting == 0
 
     reset.reset_user(app, "acme", "bob", "again", send_email=True)
     app.settings = replace(app.settings, email=replace(working, file_dir="/proc/x"))
