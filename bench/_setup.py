@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mfactl.bootstrap import App
+from mfactl.app import App
 from mfactl.config import Database, SecretStoreSettings, load_settings
 from mfactl.crypto import generate_key
 

@@ -25,7 +25,7 @@ from sqlalchemy import delete, insert, update
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._setup import database
-from mfactl.bootstrap import App
+from mfactl.app import App
 from mfactl.config import Database, Email, SecretStoreSettings, Smtp, load_settings
 from mfactl.crypto import generate_key
 from mfactl.db.models import (

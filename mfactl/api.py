@@ -30,7 +30,8 @@ from datetime import datetime
 from types import TracebackType
 from typing import ParamSpec, TypeVar
 
-from mfactl.bootstrap import App, bootstrap
+from mfactl.app import App
+from mfactl.bootstrap import bootstrap
 from mfactl.errors import (
     Conflict,
     MfactlError,

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from mfactl.bootstrap import App
+from mfactl.app import App
 from mfactl.config import Database, SecretStoreSettings, Settings, load_settings
 from mfactl.crypto import generate_key
 

@@ -19,7 +19,7 @@ from mfactl.errors import MfactlError, from_database
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from mfactl.bootstrap import App
+    from mfactl.app import App
 
 JSON_OPTION = typer.Option(False, "--json", help="Print one JSON document on stdout.")
 

@@ -18,14 +18,20 @@ def demo(
     ),
 ) -> None:
     """Create a demo folder (values file, SQLite database, users) and walk through mfactl."""
-    from mfactl.services.demo import run_demo
+    from mfactl.bootstrap import bootstrap
+    from mfactl.services.demo import prepare_folder, run_demo
 
+    values_file = prepare_folder(directory)
+    app = bootstrap(values_file, actor="demo")
     console = err_console()
-    for number, step in enumerate(run_demo(directory), start=1):
-        console.print(f"\n[{number}] {step.title}", style="bold")
-        for line in step.lines:
-            sys.stdout.write(f"    {line}\n")
-        sys.stdout.flush()
+    try:
+        for number, step in enumerate(run_demo(app, directory, values_file), start=1):
+            console.print(f"\n[{number}] {step.title}", style="bold")
+            for line in step.lines:
+                sys.stdout.write(f"    {line}\n")
+            sys.stdout.flush()
+    finally:
+        app.close()
     values = shlex.quote(str((directory / "values.yaml").resolve()))
     console.print("\nThe demo is ready. Try it yourself:", style="bold")
     me = _how_to_run_me()

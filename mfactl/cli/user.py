@@ -23,7 +23,7 @@ from mfactl.cli.common import (
 from mfactl.errors import Conflict, MfactlError, UsageError
 
 if TYPE_CHECKING:
-    from mfactl.bootstrap import App
+    from mfactl.app import App
 
 if TYPE_CHECKING:
     from mfactl.services.reset import ResetResult

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection as Db
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from mfactl.bootstrap import App
+from mfactl.app import App
 from mfactl.crypto import outbox_label
 from mfactl.db.models import ActionToken, Organization, OutboxMessage, User
 from mfactl.errors import MfactlError

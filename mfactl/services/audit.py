@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mfactl.bootstrap import App
+from mfactl.app import App
 from mfactl.db.models import AuditEvent
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from mfactl.bootstrap import App, Clock, bootstrap
+from mfactl.app import App
 from mfactl.errors import Conflict, InvalidInput
 
 DEMO_ORG = "acme"
@@ -173,8 +173,8 @@ def _reset(ctx: DemoContext) -> Step:
 STEPS: list[Callable[[DemoContext], Step]] = [_setup, _people, _enroll, _verify, _reset]
 
 
-def run_demo(folder: Path, *, clock: Clock | None = None) -> Iterator[Step]:
-    """Create ``folder`` with its values file and database, then run the tour step by step."""
+def prepare_folder(folder: Path) -> Path:
+    """Create the demo folder with its values file (a new key, SQLite, mail as files); its path."""
     if folder.exists() and not folder.is_dir():
         raise InvalidInput(f"--dir {folder} is a file, not a folder")
     if folder.exists() and any(folder.iterdir()):
@@ -182,11 +182,11 @@ def run_demo(folder: Path, *, clock: Clock | None = None) -> Iterator[Step]:
             f"demo folder {folder} already exists and is not empty",
             hint=f"remove it (rm -r {folder}) or choose another with --dir",
         )
-    values = write_values(folder)
-    app = bootstrap(values, clock=clock, actor="demo")
-    ctx = DemoContext(folder=folder, values_file=values, app=app)
-    try:
-        for step in STEPS:
-            yield step(ctx)
-    finally:
-        app.close()
+    return write_values(folder)
+
+
+def run_demo(app: App, folder: Path, values_file: Path) -> Iterator[Step]:
+    """Run the tour step by step on the App built from the folder's values file."""
+    ctx = DemoContext(folder=folder, values_file=values_file, app=app)
+    for step in STEPS:
+        yield step(ctx)

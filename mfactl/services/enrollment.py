@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mfactl import totp
-from mfactl.bootstrap import App
+from mfactl.app import App
 from mfactl.db.models import MfaSecret, Organization, User
 from mfactl.errors import Conflict
 from mfactl.services import audit, lookup

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 from sqlalchemy import Select, bindparam, func, null, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from mfactl.bootstrap import App
+from mfactl.app import App
 from mfactl.crypto import SecretStore, outbox_label
 from mfactl.db.models import MfaSecret, Organization, OutboxMessage, User
 from mfactl.errors import InvalidInput, SecretStoreError, Unavailable

@@ -21,7 +21,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from mfactl.bootstrap import App
+from mfactl.app import App
 from mfactl.db.models import ActionToken, MfaSecret, Organization, User
 from mfactl.errors import Conflict, InvalidInput, NotFound
 from mfactl.mail.outbox import chunks

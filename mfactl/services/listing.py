@@ -13,7 +13,7 @@ from typing import Any, TypedDict
 
 from sqlalchemy import Select, String, func, select, type_coerce
 
-from mfactl.bootstrap import App
+from mfactl.app import App
 from mfactl.db.models import MfaSecret, Organization, RememberToken, User
 from mfactl.services import lookup
 from mfactl.services.selection import UserFilter, active_key_id, apply_filter

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from mfactl.bootstrap import App
+from mfactl.app import App
 from mfactl.db.models import Organization, User
 from mfactl.errors import Conflict
 from mfactl.services import audit, validation

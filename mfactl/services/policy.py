@@ -13,7 +13,7 @@ from typing import cast
 
 from sqlalchemy import select
 
-from mfactl.bootstrap import App
+from mfactl.app import App
 from mfactl.config import Settings
 from mfactl.db.models import MfaSecret, User
 from mfactl.services import lookup, remember

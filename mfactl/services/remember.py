@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from mfactl.bootstrap import App
+from mfactl.app import App
 from mfactl.db.models import MfaSecret, RememberToken, User
 from mfactl.errors import Conflict, NotFound
 from mfactl.services import audit, lookup

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from mfactl.bootstrap import App
+from mfactl.app import App
 from mfactl.db.models import AuditEvent, MfaSecret, Organization, RememberToken, User
 from mfactl.errors import Conflict, InvalidInput
 from mfactl.mail import outbox

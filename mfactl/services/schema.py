@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.exc import OperationalError
 
-from mfactl.bootstrap import App
+from mfactl.app import App
 from mfactl.db.engine import redact, unavailable, upgrade_schema
 
 

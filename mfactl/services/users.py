@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mfactl import totp
-from mfactl.bootstrap import App
+from mfactl.app import App
 from mfactl.db.models import ActionToken, MfaSecret, RememberToken, User
 from mfactl.errors import Conflict, InvalidInput, MfactlError
 from mfactl.services import audit, lookup, validation

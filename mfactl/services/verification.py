@@ -20,7 +20,7 @@ from sqlalchemy import case, select, update
 from sqlalchemy.orm import Session
 
 from mfactl import totp
-from mfactl.bootstrap import App
+from mfactl.app import App
 from mfactl.config import Throttle
 from mfactl.db.models import MfaSecret, Organization, User
 from mfactl.errors import Conflict

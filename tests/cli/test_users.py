@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mfactl.bootstrap import App
+from mfactl.app import App
 from mfactl.services import users
 from tests.cli.conftest import Mfactl
 from tests.unit.test_listing import seed

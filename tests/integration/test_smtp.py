@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from sqlalchemy import select
 
-from mfactl.bootstrap import App
+from mfactl.app import App
 from mfactl.config import Email, Smtp
 from mfactl.db.models import OutboxMessage
 from mfactl.errors import Conflict

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.pool import NullPool
 
-from mfactl.bootstrap import App
+from mfactl.app import App
 from mfactl.config import Email
 from mfactl.db.models import MfaSecret, RememberToken
 from mfactl.errors import Conflict, MfactlError, Unavailable, from_database

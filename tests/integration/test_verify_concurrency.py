@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 from sqlalchemy import select
 
-from mfactl.bootstrap import App
+from mfactl.app import App
 from mfactl.config import Throttle
 from mfactl.db.models import MfaSecret, User
 from mfactl.services import verification

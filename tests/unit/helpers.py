@@ -6,7 +6,7 @@ from datetime import datetime
 from urllib.parse import parse_qs, urlparse
 
 from mfactl import totp
-from mfactl.bootstrap import App
+from mfactl.app import App
 from mfactl.services import orgs, users
 
 

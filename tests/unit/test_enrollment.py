@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 from sqlalchemy import select
 
-from mfactl.bootstrap import App
+from mfactl.app import App
 from mfactl.db.models import AuditEvent, MfaSecret, User
 from mfactl.errors import Conflict
 from mfactl.services import enrollment, lookup

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import delete, insert, select, update
 
-from mfactl.bootstrap import App
+from mfactl.app import App
 from mfactl.crypto import SecretStore, generate_key, outbox_label
 from mfactl.db.models import AuditEvent, MfaSecret, OutboxMessage
 from mfactl.errors import InvalidInput, NotFound, SecretStoreError, Unavailable

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from mfactl.bootstrap import App
+from mfactl.app import App
 from mfactl.config import Mfa, UserLogin, key_id
 from mfactl.db.models import MfaSecret, RememberToken, User
 from mfactl.errors import NotFound

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from mfactl.bootstrap import App
+from mfactl.app import App
 from mfactl.db.models import RememberToken
 from mfactl.errors import Conflict, NotFound
 from mfactl.services import policy, remember

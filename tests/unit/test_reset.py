@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
 
-from mfactl.bootstrap import App
+from mfactl.app import App
 from mfactl.cli.interact import emails_queued
 from mfactl.config import Email, Links
 from mfactl.crypto import outbox_label

@@ -10,7 +10,7 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from mfactl.bootstrap import App
+from mfactl.app import App
 from mfactl.db.engine import MIGRATIONS_DIR, SCHEMA_REVISION, check_schema, make_engine
 from mfactl.db.models import Base
 from mfactl.errors import ConfigError, Unavailable

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from mfactl.bootstrap import App
+from mfactl.app import App
 from mfactl.db.models import AuditEvent, User
 from mfactl.errors import Conflict, InvalidInput, NotFound
 from mfactl.services import audit, orgs, users

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select
 
-from mfactl.bootstrap import App
+from mfactl.app import App
 from mfactl.config import Throttle
 from mfactl.db.models import AuditEvent, MfaSecret, User
 from mfactl.errors import Conflict, SecretStoreError
