@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from types import TracebackType
+from typing import TYPE_CHECKING
 
 import typer
 
 from mfactl.cli.common import err_console, info
 from mfactl.errors import EmailQueued, UsageError
 from mfactl.mail import INTERRUPTED
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 RETRY_HINT = "run `mfactl mail retry` once the mail server answers"
 
@@ -33,36 +36,64 @@ def confirm(question: str, *, yes: bool, what: str, warning: str | None = None) 
         raise typer.Exit(1)
 
 
-@contextmanager
-def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
-    """A Rich progress bar on stderr, driven by ``callback(done, total)``.
+class ProgressBar:
+    """A Rich progress bar on stderr (rate and ETA), fed by the service's start/advance.
 
-    Only on a terminal: redirected, its last frame would land in the log, or before the JSON
-    error that ``--json`` promises is stderr's only content.
-    """
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+    Off a terminal (scripts, cron, CI) it does nothing, and Rich is not even imported."""
 
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err_console(),
-        transient=False,
-        disable=not sys.stderr.isatty(),
-    ) as progress:
-        task = progress.add_task(description, total=None)
+    def __init__(self, description: str) -> None:
+        self.description = description
+        self.bar: Progress | None = None
+        self.task: TaskID | None = None
 
-        def update(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
+    def __enter__(self) -> ProgressBar:
+        if not sys.stderr.isatty():
+            return self
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
-        yield update
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=err_console(),
+            transient=False,
+        )
+        self.bar.__enter__()
+        return self
+
+    def start(self, total: int) -> None:
+        if self.bar is None:
+            return
+        self.task = self.bar.add_task(self.description, total=total, rate="")
+
+    def advance(self, done: int) -> None:
+        if self.bar is None or self.task is None:
+            return
+        self.bar.advance(self.task, done)
+        speed = self.bar.tasks[0].speed
+        self.bar.update(self.task, rate=f"{speed:,.0f}/s" if speed else "")
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(exc_type, exc, tb)
 
 
 def emails_queued(count: int, error: str | None, hint: str = RETRY_HINT) -> EmailQueued:

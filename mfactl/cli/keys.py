@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -11,17 +10,15 @@ import typer
 from mfactl.cli.common import (
     JSON_OPTION,
     counted,
-    err_console,
     get_app,
     info,
     org_value,
     print_fields,
     print_json,
 )
+from mfactl.cli.interact import ProgressBar
 
 if TYPE_CHECKING:
-    from rich.progress import Progress, TaskID
-
     from mfactl.services.keys import Failure
 
 app = typer.Typer(
@@ -35,66 +32,6 @@ BATCH_OPTION = typer.Option(
 WORKERS_OPTION = typer.Option(
     1, "--workers", metavar="N", help="Processes doing the decryption and encryption."
 )
-
-
-class ProgressBar:
-    """A Rich progress bar on stderr (rate and ETA), fed by the service's start/advance.
-
-    Off a terminal (scripts, cron, CI) it does nothing, and Rich is not even imported."""
-
-    def __init__(self, description: str) -> None:
-        self.description = description
-        self.bar: Progress | None = None
-        self.task: TaskID | None = None
-
-    def __enter__(self) -> ProgressBar:
-        if not sys.stderr.isatty():
-            return self
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TaskProgressColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TaskProgressColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=err_console(),
-            transient=False,
-        )
-        self.bar.__enter__()
-        return self
-
-    def start(self, total: int) -> None:
-        if self.bar is None:
-            return
-        self.task = self.bar.add_task(self.description, total=total, rate="")
-
-    def advance(self, done: int) -> None:
-        if self.bar is None or self.task is None:
-            return
-        self.bar.advance(self.task, done)
-        speed = self.bar.tasks[0].speed
-        self.bar.update(self.task, rate=f"{speed:,.0f}/s" if speed else "")
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(exc_type, exc, tb)
 
 
 def _failed_json(failed: list[Failure]) -> list[dict[str, Any]]:

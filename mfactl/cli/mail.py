@@ -90,10 +90,10 @@ def retry(
     json_: bool = JSON_OPTION,
 ) -> None:
     """Send the queued emails that are due (all unsent ones with --all); exit 9 if some fail."""
-    from mfactl.cli.interact import emails_queued, progress_bar
+    from mfactl.cli.interact import ProgressBar, emails_queued
     from mfactl.mail import outbox
 
-    with progress_bar("sending queued emails") as progress:
+    with ProgressBar("sending queued emails") as progress:
         report = outbox.deliver(get_app(ctx), force=all_, progress=progress)
     if json_:
         print_json(

@@ -332,7 +332,7 @@ def reset(
     json_: bool = JSON_OPTION,
 ) -> None:
     """Reset the MFA of every user the filters select, and mail each a setup link."""
-    from mfactl.cli.interact import confirm, progress_bar
+    from mfactl.cli.interact import ProgressBar, confirm
     from mfactl.services import reset as reset_service
 
     app_ = get_app(ctx)
@@ -355,7 +355,7 @@ def reset(
             what="users reset",
             warning=warning,
         )
-    with progress_bar("sending setup links") as progress:
+    with ProgressBar("sending setup links") as progress:
         result = reset_service.reset_users(
             app_, flt, reason, send_email=not no_email, progress=progress
         )
@@ -379,7 +379,7 @@ def enable(
     json_: bool = JSON_OPTION,
 ) -> None:
     """Invite every selected user without active MFA to set it up (mails enrollment links)."""
-    from mfactl.cli.interact import confirm, progress_bar
+    from mfactl.cli.interact import ProgressBar, confirm
     from mfactl.errors import UsageError
     from mfactl.services import reset as reset_service
 
@@ -397,7 +397,7 @@ def enable(
             yes=yes,
             what="users enable --send-email",
         )
-    with progress_bar("sending enrollment links") as progress:
+    with ProgressBar("sending enrollment links") as progress:
         result = reset_service.invite_users(app_, flt, progress=progress)
     _bulk_outcome(
         result,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parseaddr
@@ -30,6 +30,7 @@ from mfactl.errors import MfactlError
 from mfactl.mail import INTERRUPTED
 from mfactl.mail.render import Envelope, build_message, check_header, new_envelope, render
 from mfactl.mail.transports import Connection, SendError
+from mfactl.services.progress import NO_PROGRESS, Progress
 
 STATUSES = ("pending", "sending", "failed", "sent", "cancelled")
 LEASE = timedelta(minutes=15)  # how long a sender holds a row it took, renewed at each message
@@ -37,9 +38,6 @@ CLAIM = 20  # rows claimed at once: what a killed sender leaves held until their
 FIRST_RETRY = timedelta(minutes=1)
 LONGEST_RETRY = timedelta(hours=6)
 CHUNK = 500
-
-Progress = Callable[[int, int], None]
-
 
 def backoff(attempts: int) -> timedelta:
     """1 min, 2 min, 4 min … up to 6 hours after the n-th failed attempt."""
@@ -199,12 +197,13 @@ def deliver(
     connection failure does: what was not sent is reported as queued.
     """
     wanted = list(ids) if ids is not None else due_ids(app, force=force)
+    progress = progress or NO_PROGRESS
+    progress.start(len(wanted))
     report = Delivery()
     if not wanted:
         _count_waiting(app, report)
         return report
     connection: Connection | None = None
-    done = 0
     try:
         # plain Core statements on one connection, committed as they go: the ORM session's
         # per-statement overhead would dominate when ten thousand messages go out
@@ -218,7 +217,7 @@ def deliver(
                 current: int | None = None  # the message being delivered
                 try:
                     rows = _claim(db, app, part, force, lease)
-                    done += len(part) - len(rows)  # claimed by someone else, or already sent
+                    progress.advance(len(part) - len(rows))  # claimed elsewhere, or sent
                     untried = [row.id for row in rows]
                     for row in rows:
                         if report.stopped:
@@ -227,9 +226,7 @@ def deliver(
                         connection = _deliver_one(app, db, row, lease, connection, report)
                         current = None
                         untried.remove(row.id)
-                        done += 1
-                        if progress is not None:
-                            progress(done, len(wanted))
+                        progress.advance(1)
                 except KeyboardInterrupt:
                     report.stopped = INTERRUPTED
                     _interrupted(app, db, untried, current, lease, report)

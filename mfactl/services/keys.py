@@ -30,7 +30,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import Select, bindparam, func, null, or_, select, update
 from sqlalchemy.engine import Connection, Engine
@@ -40,6 +40,7 @@ from mfactl.crypto import SecretStore, outbox_label
 from mfactl.db.models import MfaSecret, Organization, OutboxMessage, User
 from mfactl.errors import InvalidInput, SecretStoreError, Unavailable
 from mfactl.services import audit
+from mfactl.services.progress import NO_PROGRESS, Progress
 
 DEFAULT_BATCH_SIZE = 1000
 MAX_BATCH_SIZE = 100_000
@@ -91,22 +92,6 @@ class VerifyReport:
     secrets: int = 0
     outbox: int = 0
     failed: list[Failure] = field(default_factory=list)
-
-
-class Progress(Protocol):
-    """Where the long operations report how far they are (the CLI draws a bar)."""
-
-    def start(self, total: int) -> None: ...
-
-    def advance(self, done: int) -> None: ...
-
-
-class _NoProgress:
-    def start(self, total: int) -> None:
-        pass
-
-    def advance(self, done: int) -> None:
-        pass
 
 
 # --- status ----------------------------------------------------------------------------------
@@ -550,7 +535,7 @@ def migrate(
     _check_options(batch_size, workers)
     slug = _org_scope(app, org)
     store = app.secrets
-    progress = progress or _NoProgress()
+    progress = progress or NO_PROGRESS
     report = MigrateReport(dry_run=dry_run)
     with app.uow() as uow:  # also checks that the schema is current
         conn = uow.session.connection()
@@ -651,7 +636,7 @@ def verify(
     """Decrypt every secret and outbox body, checking each one's binding; nothing is written."""
     _check_options(batch_size, workers)
     active = app.secrets.active_key_id
-    progress = progress or _NoProgress()
+    progress = progress or NO_PROGRESS
     report = VerifyReport()
     with app.uow() as uow:
         conn = uow.session.connection()

@@ -20,9 +20,10 @@ from mfactl.app import App
 from mfactl.db.models import AuditEvent, MfaSecret, Organization, RememberToken, User
 from mfactl.errors import Conflict, InvalidInput
 from mfactl.mail import outbox
-from mfactl.mail.outbox import NewMail, Progress, chunks
+from mfactl.mail.outbox import NewMail, chunks
 from mfactl.services import lookup, validation
 from mfactl.services.links import LinkTarget, end_unused_links, issue_links
+from mfactl.services.progress import Progress
 from mfactl.services.selection import UserFilter, apply_filter
 
 MAX_REASON = 500

@@ -170,14 +170,16 @@ def test_users_reset_with_the_server_down_queues_everything(crowd: Mfactl) -> No
 def test_progress_bar_only_on_a_terminal(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mfactl.cli.interact import progress_bar
+    from mfactl.cli.interact import ProgressBar
 
-    with progress_bar("sending setup links") as update:
-        update(1, 2)
+    with ProgressBar("sending setup links") as bar:
+        bar.start(2)
+        bar.advance(1)
     assert capsys.readouterr() == ("", "")
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    with progress_bar("sending setup links") as update:
-        update(2, 2)
+    with ProgressBar("sending setup links") as bar:
+        bar.start(2)
+        bar.advance(2)
     drawn = capsys.readouterr()
     assert drawn.out == "" and "sending setup links" in drawn.err and "2/2" in drawn.err
 
