@@ -10,7 +10,6 @@ import typer
 
 from mfactl.cli.common import err_console, info
 from mfactl.errors import EmailQueued, UsageError
-from mfactl.mail import INTERRUPTED
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -96,9 +95,12 @@ class ProgressBar:
             self.bar.__exit__(exc_type, exc, tb)
 
 
-def emails_queued(count: int, error: str | None, hint: str = RETRY_HINT) -> EmailQueued:
-    """Exit 9: the change is done, but ``count`` emails wait in the outbox."""
-    if error and error.endswith(INTERRUPTED):
+def emails_queued(
+    count: int, error: str | None, *, interrupted: bool, hint: str = RETRY_HINT
+) -> EmailQueued:
+    """Exit 9: the change is done, but ``count`` emails wait in the outbox (``interrupted``:
+    Ctrl-C stopped the sending, so the mail server is not to blame)."""
+    if interrupted:
         hint = (
             "run `mfactl mail retry` to send them (one caught in flight waits for its lease "
             "to run out: `mfactl mail list --status sending`)"

@@ -26,30 +26,13 @@ def list_(
 ) -> None:
     """Show the outbox, oldest first, without the bodies (they hold live links)."""
     from mfactl.errors import InvalidInput
-    from mfactl.mail import outbox
+    from mfactl.services import outbox
 
     if status is not None and status not in outbox.STATUSES:
         raise InvalidInput(f"--status must be one of {', '.join(outbox.STATUSES)}, not {status!r}")
     rows = outbox.list_messages(get_app(ctx), status)
     if json_:
-        print_json(
-            [
-                {
-                    "id": r.id,
-                    "org": r.org,
-                    "user": r.user,
-                    "recipient": r.recipient,
-                    "subject": r.subject,
-                    "status": r.status,
-                    "attempts": r.attempts,
-                    "last_error": r.last_error,
-                    "next_attempt_at": r.next_attempt_at,
-                    "created_at": r.created_at,
-                    "sent_at": r.sent_at,
-                }
-                for r in rows
-            ]
-        )
+        print_json([r.to_json() for r in rows])
         return
     # the subject only where it has room; each last error in full under the table, where it
     # does not squeeze the columns into slivers on an 80-column terminal
@@ -91,21 +74,12 @@ def retry(
 ) -> None:
     """Send the queued emails that are due (all unsent ones with --all); exit 9 if some fail."""
     from mfactl.cli.interact import ProgressBar, emails_queued
-    from mfactl.mail import outbox
+    from mfactl.services import delivery
 
     with ProgressBar("sending queued emails") as progress:
-        report = outbox.deliver(get_app(ctx), force=all_, progress=progress)
+        report = delivery.deliver(get_app(ctx), force=all_, progress=progress)
     if json_:
-        print_json(
-            {
-                "sent": len(report.sent),
-                "queued": report.queued,
-                "cancelled": len(report.cancelled),
-                "waiting": report.waiting,
-                "held": report.held,
-                "error": report.first_error,
-            }
-        )
+        print_json(report.to_json())
     else:
         sent = len(report.sent)
         info(
@@ -129,5 +103,8 @@ def retry(
             info(f"{those} are not due yet (see `mfactl mail list`); `--all` sends them now")
     if report.queued:
         raise emails_queued(
-            report.queued, report.first_error, "`mfactl mail list --status failed` shows each"
+            report.queued,
+            report.first_error,
+            interrupted=report.interrupted,
+            hint="`mfactl mail list --status failed` shows each",
         )

@@ -313,7 +313,7 @@ def _bulk_outcome(result: BulkResult, json_: bool, done: str) -> None:
             f"{result.no_address} without an address"
         )
     if result.queued:
-        raise emails_queued(result.queued, result.error)
+        raise emails_queued(result.queued, result.error, interrupted=result.interrupted)
 
 
 @app.command("reset")

@@ -22,9 +22,9 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from mfactl.app import App
+from mfactl.db.batching import chunks
 from mfactl.db.models import ActionToken, MfaSecret, Organization, User
 from mfactl.errors import Conflict, InvalidInput, NotFound
-from mfactl.mail.outbox import chunks
 from mfactl.services import audit, lookup
 from mfactl.services.enrollment import begin_enrollment, confirm_enrollment
 

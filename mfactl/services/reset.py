@@ -17,12 +17,12 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from mfactl.app import App
+from mfactl.db.batching import chunks
 from mfactl.db.models import AuditEvent, MfaSecret, Organization, RememberToken, User
 from mfactl.errors import Conflict, InvalidInput
-from mfactl.mail import outbox
-from mfactl.mail.outbox import NewMail, chunks
-from mfactl.services import lookup, validation
+from mfactl.services import delivery, lookup, outbox, validation
 from mfactl.services.links import LinkTarget, end_unused_links, issue_links
+from mfactl.services.outbox import NewMail
 from mfactl.services.progress import Progress
 from mfactl.services.selection import UserFilter, apply_filter
 
@@ -67,6 +67,7 @@ class BulkResult:
     queued: int
     no_address: int
     error: str | None  # the first sending error, when some emails wait in the outbox
+    interrupted: bool = False  # Ctrl-C stopped the sending, not the mail server
 
 
 def reason_text(reason: str | None) -> str:
@@ -239,14 +240,14 @@ def _check_mfa_enabled(app: App) -> None:
         )
 
 
-def _outcome(message_id: int | None, delivery: outbox.Delivery | None) -> EmailOutcome:
-    if message_id is None or delivery is None:
+def _outcome(message_id: int | None, report: delivery.Delivery | None) -> EmailOutcome:
+    if message_id is None or report is None:
         return EmailOutcome("no_address")
-    if message_id in delivery.sent:
+    if message_id in report.sent:
         return EmailOutcome("sent")
-    if message_id in delivery.cancelled:
+    if message_id in report.cancelled:
         return EmailOutcome("queued", "not sent: its link was replaced by a newer one meanwhile")
-    error = delivery.error_for(message_id) or (
+    error = report.error_for(message_id) or (
         "not sent by this command: another mfactl process took it meanwhile (to send it, or to "
         "cancel it for a newer link); `mfactl mail list` shows what became of it"
     )
@@ -255,7 +256,7 @@ def _outcome(message_id: int | None, delivery: outbox.Delivery | None) -> EmailO
 
 def _summary(
     targets: Sequence[Target],
-    delivery: outbox.Delivery,
+    report: delivery.Delivery,
     *,
     selected: int,
     no_address: int,
@@ -265,10 +266,11 @@ def _summary(
         selected=selected,
         changed=len(targets),
         skipped=skipped,
-        sent=len(delivery.sent),
-        queued=delivery.queued,
+        sent=len(report.sent),
+        queued=report.queued,
         no_address=no_address,
-        error=delivery.first_error,
+        error=report.first_error,
+        interrupted=report.interrupted,
     )
 
 
@@ -289,8 +291,8 @@ def reset_user(
     if not send_email:
         return ResetResult(target.org, target.user, target.mfa, EmailOutcome("not_requested"))
     message_id = queued.get(target.user_id)
-    delivery = outbox.deliver(app, [message_id]) if message_id is not None else None
-    return ResetResult(target.org, target.user, target.mfa, _outcome(message_id, delivery))
+    report = delivery.deliver(app, [message_id]) if message_id is not None else None
+    return ResetResult(target.org, target.user, target.mfa, _outcome(message_id, report))
 
 
 def reset_users(
@@ -309,9 +311,9 @@ def reset_users(
         targets = _selected(uow.session, app, flt, lock=True)
         queued = _reset(uow.session, app, targets, why, send_email=send_email, bulk=True)
         uow.commit()
-    delivery = outbox.deliver(app, list(queued.values()), progress=progress)
+    report = delivery.deliver(app, list(queued.values()), progress=progress)
     no_address = len(targets) - len(queued) if send_email else 0
-    return _summary(targets, delivery, selected=len(targets), no_address=no_address)
+    return _summary(targets, report, selected=len(targets), no_address=no_address)
 
 
 def send_reset_email(app: App, org: str, user: str) -> ResetResult:
@@ -342,8 +344,8 @@ def _send_link(app: App, org: str, user: str, purpose: str) -> ResetResult:
         _audit(uow.session, app, f"user.{purpose}_email", [target], {"purpose": purpose})
         uow.commit()
     message_id = queued[target.user_id]
-    delivery = outbox.deliver(app, [message_id])
-    return ResetResult(target.org, target.user, target.mfa, _outcome(message_id, delivery))
+    report = delivery.deliver(app, [message_id])
+    return ResetResult(target.org, target.user, target.mfa, _outcome(message_id, report))
 
 
 def invite_users(app: App, flt: UserFilter, *, progress: Progress | None = None) -> BulkResult:
@@ -355,10 +357,10 @@ def invite_users(app: App, flt: UserFilter, *, progress: Progress | None = None)
         queued = _queue_links(uow.session, app, targets, "enroll")
         _audit(uow.session, app, "user.enroll_email", targets, {"purpose": "enroll", "bulk": True})
         uow.commit()
-    delivery = outbox.deliver(app, list(queued.values()), progress=progress)
+    report = delivery.deliver(app, list(queued.values()), progress=progress)
     return _summary(
         targets,
-        delivery,
+        report,
         selected=len(selected),
         no_address=len(targets) - len(queued),
         skipped=len(selected) - len(targets),

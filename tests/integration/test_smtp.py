@@ -16,8 +16,7 @@ from mfactl.app import App
 from mfactl.config import Email, Smtp
 from mfactl.db.models import OutboxMessage
 from mfactl.errors import Conflict
-from mfactl.mail import outbox
-from mfactl.services import enrollment, links, reset, users
+from mfactl.services import enrollment, links, outbox, reset, users
 from tests.conftest import FrozenClock, make_app
 from tests.integration.smtp_server import SmtpServer
 from tests.unit.helpers import people, phone_code, secret_of
