@@ -128,3 +128,17 @@ def match(
             if _same(code, code_at_step(secret, now + offset, params)):
                 return Match(None, offset)
     return Match(None, None)
+
+
+def drift_hint(drift_steps: int | None, period: int) -> str:
+    """How a code valid at another step is explained, in the secret's own period: ``""`` or
+    `` (it was valid 5 steps earlier: the device clock is about 150 s behind)``."""
+    if not drift_steps:
+        return ""
+    steps = abs(drift_steps)
+    direction = "behind" if drift_steps < 0 else "ahead"
+    return (
+        f" (it was valid {steps} step{'s' if steps != 1 else ''} "
+        f"{'earlier' if drift_steps < 0 else 'later'}: "
+        f"the device clock is about {steps * period} s {direction})"
+    )

@@ -306,17 +306,9 @@ def verify(
     mfa_app = get_app(ctx)
     result = verification.verify(mfa_app, org, user, code, explain=True, audited=True)
     if json_:
-        print_json(result)  # {"result", "drift_steps", "retry_after_seconds"}
+        print_json(result.to_json())
     else:
-        line = VERIFY_MEANINGS[result.result]
-        if result.drift_steps:
-            period = mfa_app.settings.user_login.mfa.period
-            off = abs(result.drift_steps)
-            line += (
-                f" (it matches {off} step{'s' if off > 1 else ''} "
-                f"{'earlier' if result.drift_steps < 0 else 'later'}: the device clock is about "
-                f"{off * period} s {'behind' if result.drift_steps < 0 else 'ahead'})"
-            )
+        line = VERIFY_MEANINGS[result.result] + result.drift_hint
         if result.retry_after_seconds:
             line += f"; retry after {result.retry_after_seconds} s"
         sys.stdout.write(line + "\n")

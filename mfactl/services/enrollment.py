@@ -117,7 +117,7 @@ def confirm_enrollment(
         look_for_drift=True,
     )
     if found.step is None:
-        hint = drift_hint(found.drift_steps, pending.period)
+        hint = totp.drift_hint(found.drift_steps, pending.period)
         raise Conflict(f"the code is wrong for {who}{hint}")
     # On the very enrollment that was checked (the user's lock already keeps a re-enrollment
     # out; not the ciphertext, which an online `keys migrate` may re-encrypt meanwhile).
@@ -142,19 +142,6 @@ def confirm_enrollment(
     if activated.rowcount != 1:  # type: ignore[attr-defined]
         raise Conflict(f"the pending MFA enrollment of {who} changed meanwhile; start again")
     session.expire(pending)
-
-
-def drift_hint(drift_steps: int | None, period: int) -> str:
-    """'' or '; it matches … ago/ahead: the device clock is off by about …'."""
-    if not drift_steps:
-        return ""
-    steps = abs(drift_steps)
-    direction = "behind" if drift_steps < 0 else "ahead"
-    return (
-        f" (it was valid {steps} step{'s' if steps != 1 else ''} "
-        f"{'earlier' if drift_steps < 0 else 'later'}: "
-        f"the device clock is about {steps * period} s {direction})"
-    )
 
 
 # --- the use cases -------------------------------------------------------------------------------

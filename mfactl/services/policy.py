@@ -7,17 +7,15 @@ optional for them; a remembered device skips the code.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import cast
 
-from sqlalchemy import select
+from sqlalchemy import and_, false, or_, select, true
+from sqlalchemy.sql.elements import ColumnElement
 
 from mfactl.app import App
 from mfactl.config import Settings
-from mfactl.db.models import MfaSecret, User
+from mfactl.db.models import MfaSecret, Organization, User
 from mfactl.services import lookup, remember
-from mfactl.services.selection import UserFilter, filtered_users
 
 ALLOW = "allow"  # may log in without a code
 ENROLL = "enroll"  # must enroll MFA before going on
@@ -38,6 +36,9 @@ class LoginRequirement:
         return self.decision == ENROLL
 
 
+# --- the rule: does the policy require MFA of this user? (Python and its SQL twin) -----------
+
+
 def required_reason(settings: Settings, is_admin: bool) -> str | None:
     """Why the policy requires MFA from this user, or None when it does not."""
     mfa = settings.user_login.mfa
@@ -48,6 +49,31 @@ def required_reason(settings: Settings, is_admin: bool) -> str | None:
     if is_admin and mfa.mandatory_for_sysadmins:
         return "MFA is mandatory for sysadmins"
     return None
+
+
+def requires_mfa_sql(settings: Settings) -> ColumnElement[bool]:
+    """SQL twin of ``required_reason`` (is not None), for a query joined on User."""
+    mfa = settings.user_login.mfa
+    if not mfa.enabled:
+        return false()
+    if mfa.mandatory:
+        return true()
+    if mfa.mandatory_for_sysadmins:
+        return User.is_admin.is_(True)
+    return false()
+
+
+def compliant(settings: Settings, is_admin: bool, mfa_state: str) -> bool:
+    """May this user stay as they are under the policy (MFA active, or not required)?"""
+    return mfa_state == "active" or required_reason(settings, is_admin) is None
+
+
+def noncompliant_sql(settings: Settings) -> ColumnElement[bool]:
+    """SQL twin of ``not compliant``, for a query that outer-joins MfaSecret on User."""
+    return and_(
+        requires_mfa_sql(settings),
+        or_(MfaSecret.user_id.is_(None), MfaSecret.state != "active"),
+    )
 
 
 def decide(
@@ -91,14 +117,19 @@ class Violation:
 
 def check_policy(app: App, org: str | None = None) -> list[Violation]:
     """The users the policy requires MFA from who have not activated it."""
-    query = filtered_users(app.settings, UserFilter(org=org, noncompliant=True), app.now())
+    query = (
+        select(Organization.slug, User.handle, User.email, User.is_admin, MfaSecret.state)
+        .join(Organization, Organization.id == User.organization_id)
+        .outerjoin(MfaSecret, MfaSecret.user_id == User.id)
+        .where(noncompliant_sql(app.settings))
+        .order_by(Organization.slug, User.handle)
+    )
     with app.uow() as uow:
         if org:
-            lookup.get_org(uow.session, org)
+            query = query.where(Organization.id == lookup.get_org(uow.session, org).id)
         out = []
-        rows = cast(Iterable[tuple[User, str, MfaSecret | None, int]], uow.session.execute(query))
-        for user, slug, secret, _remembered in rows:
-            state = "none" if secret is None else secret.state
-            reason = required_reason(app.settings, user.is_admin) or ""
-            out.append(Violation(slug, user.handle, user.email, user.is_admin, state, reason))
+        for slug, handle, email, is_admin, state in uow.session.execute(query):
+            reason = required_reason(app.settings, is_admin)
+            assert reason is not None  # the query selected only users it requires MFA from
+            out.append(Violation(slug, handle, email, is_admin, state or "none", reason))
         return out

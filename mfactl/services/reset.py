@@ -8,7 +8,6 @@ sent after the commit; if sending fails the change stands and the email waits fo
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +26,6 @@ from mfactl.services.progress import Progress
 from mfactl.services.selection import UserFilter, apply_filter
 
 MAX_REASON = 500
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -74,9 +72,9 @@ def reason_text(reason: str | None) -> str:
     cleaned = (reason or "").strip()
     if not cleaned:
         raise InvalidInput("a reason is required (--reason), for the audit log")
-    if _CONTROL.search(cleaned):
+    if validation.has_control(cleaned):
         raise InvalidInput("the reason must be one line without control characters")
-    if validation.BIDI_CONTROL.search(cleaned):
+    if validation.has_bidi_control(cleaned):
         raise InvalidInput("the reason contains a bidirectional control character")
     if len(cleaned) > MAX_REASON:
         raise InvalidInput(f"the reason is longer than {MAX_REASON} characters")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
-from sqlalchemy import Select, and_, false, func, or_, select, true
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy import Select, and_, func, or_
 
 from mfactl.config import Settings, key_id
-from mfactl.db.models import MfaSecret, Organization, RememberToken, User
+from mfactl.db.models import MfaSecret, Organization, User
+from mfactl.services import policy
 
 MFA_STATES = ("active", "pending", "none")
 
@@ -30,38 +29,6 @@ def active_key_id(settings: Settings) -> str | None:
     return key_id(key) if key else None
 
 
-def mfa_required(settings: Settings) -> ColumnElement[bool]:
-    """SQL truth of "the policy requires MFA from this user" (joined on User)."""
-    mfa = settings.user_login.mfa
-    if not mfa.enabled:
-        return false()
-    if mfa.mandatory:
-        return true()
-    if mfa.mandatory_for_sysadmins:
-        return User.is_admin.is_(True)
-    return false()
-
-
-def filtered_users(
-    settings: Settings, flt: UserFilter, now: datetime
-) -> Select[tuple[object, ...]]:
-    """SELECT User, Organization.slug, MfaSecret (outer), live remember-token count, ordered."""
-    remember = (
-        select(RememberToken.user_id, func.count().label("n"))
-        .where(RememberToken.revoked_at.is_(None), RememberToken.expires_at > now)
-        .group_by(RememberToken.user_id)
-        .subquery()
-    )
-    query = (
-        select(User, Organization.slug, MfaSecret, func.coalesce(remember.c.n, 0))
-        .join(Organization, Organization.id == User.organization_id)
-        .outerjoin(MfaSecret, MfaSecret.user_id == User.id)
-        .outerjoin(remember, remember.c.user_id == User.id)
-        .order_by(Organization.slug, User.handle)
-    )
-    return apply_filter(query, settings, flt)
-
-
 def apply_filter(query: Select, settings: Settings, flt: UserFilter) -> Select:
     """Add the filter's WHERE clauses to a query that joins User, Organization and MfaSecret."""
     if flt.org:
@@ -77,10 +44,7 @@ def apply_filter(query: Select, settings: Settings, flt: UserFilter) -> Select:
         stale = MfaSecret.user_id.is_not(None)
         query = query.where(stale if kid is None else and_(stale, MfaSecret.key_id != kid))
     if flt.noncompliant:
-        query = query.where(
-            mfa_required(settings),
-            or_(MfaSecret.user_id.is_(None), MfaSecret.state != "active"),
-        )
+        query = query.where(policy.noncompliant_sql(settings))
     if flt.locked:
         query = query.where(MfaSecret.locked.is_(True))
     if flt.search:
@@ -101,10 +65,3 @@ def apply_filter(query: Select, settings: Settings, flt: UserFilter) -> Select:
             )
         )
     return query
-
-
-def compliant(settings: Settings, is_admin: bool, mfa_state: str) -> bool:
-    """Python twin of ``mfa_required``: may this user stay as they are under the policy?"""
-    mfa = settings.user_login.mfa
-    required = mfa.enabled and (mfa.mandatory or (is_admin and mfa.mandatory_for_sysadmins))
-    return not required or mfa_state == "active"

@@ -15,7 +15,17 @@ _EMAIL = re.compile(
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # The bidirectional controls (embeddings, overrides, isolates, marks): they reorder how a table,
 # a log or an email shows the text around them ("Trojan Source", CVE-2021-42574).
-BIDI_CONTROL = re.compile(r"[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
+_BIDI_CONTROL = re.compile(r"[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
+
+
+def has_control(value: str) -> bool:
+    """Does the text hold a line break, a tab or another C0 control character (or DEL)?"""
+    return _CONTROL.search(value) is not None
+
+
+def has_bidi_control(value: str) -> bool:
+    """Does the text hold a bidirectional control that would reorder what is shown around it?"""
+    return _BIDI_CONTROL.search(value) is not None
 
 
 def shown(value: str) -> str:
@@ -41,7 +51,7 @@ def org_slug(value: str) -> str:
 
 
 def handle(value: str) -> str:
-    if _CONTROL.search(value):
+    if has_control(value):
         raise InvalidInput(f"user handle {shown(value)} contains a control character")
     cleaned = value.strip().lower()
     if not _HANDLE.fullmatch(cleaned):
@@ -53,7 +63,7 @@ def handle(value: str) -> str:
 
 
 def email(value: str) -> str:
-    if _CONTROL.search(value):
+    if has_control(value):
         raise InvalidInput(f"email {shown(value)} contains a line break or control character")
     cleaned = value.strip()
     if len(cleaned) > 254:
@@ -72,9 +82,9 @@ def email(value: str) -> str:
 def display_name(value: str | None) -> str:
     if value is None:
         return ""
-    if _CONTROL.search(value):
+    if has_control(value):
         raise InvalidInput(f"name {shown(value)} contains a line break or control character")
-    if BIDI_CONTROL.search(value):
+    if has_bidi_control(value):
         raise InvalidInput(f"name {shown(value)} contains a bidirectional control character")
     cleaned = value.strip()
     if len(cleaned) > 200:
@@ -95,9 +105,9 @@ def actor(value: str, source: str = "--actor") -> str:
     name = value.strip()
     if not name:
         raise InvalidInput(f"{source} is empty: name who is acting")
-    if _CONTROL.search(name):
+    if has_control(name):
         raise InvalidInput(f"{source} {shown(name)} contains a line break or control character")
-    if BIDI_CONTROL.search(name):
+    if has_bidi_control(name):
         raise InvalidInput(f"{source} {shown(name)} contains a bidirectional control character")
     if len(name) > ACTOR_MAX:
         raise InvalidInput(f"{source} is longer than {ACTOR_MAX} characters")

@@ -12,7 +12,7 @@ online ``keys migrate`` re-encrypts the same secret meanwhile; failures are coun
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,10 +34,25 @@ class VerifyResult:
     result: str  # one of RESULTS
     drift_steps: int | None = None  # wrong, but valid this many steps away (with explain=True)
     retry_after_seconds: int | None = None  # throttled (or wrong): when the next try counts
+    # the secret's own period, which turns drift steps into seconds (not part of the JSON)
+    period: int | None = field(default=None, compare=False)
 
     @property
     def ok(self) -> bool:
         return self.result == "ok"
+
+    @property
+    def drift_hint(self) -> str:
+        """``""``, or how far off the device clock is (see ``totp.drift_hint``)."""
+        return totp.drift_hint(self.drift_steps, self.period) if self.period else ""
+
+    def to_json(self) -> dict[str, object]:
+        """`user verify --json`: {"result", "drift_steps", "retry_after_seconds"}."""
+        return {
+            "result": self.result,
+            "drift_steps": self.drift_steps,
+            "retry_after_seconds": self.retry_after_seconds,
+        }
 
 
 def backoff_seconds(throttle: Throttle, failures: int) -> int:
@@ -120,7 +135,7 @@ def _check(
         look_for_drift=explain,
     )
     if found.step is None:
-        return _count_failure(session, app, target, found.drift_steps, now)
+        return _count_failure(session, app, target, found.drift_steps, row.period, now)
     if found.step <= row.last_used_step:
         return VerifyResult("replayed")
     # the user's lock already orders attempts; the condition keeps the rule in the statement
@@ -150,6 +165,7 @@ def _count_failure(
     app: App,
     target: _Target,
     drift: int | None,
+    period: int,
     now: datetime,
 ) -> VerifyResult:
     throttle = app.settings.user_login.mfa.throttle
@@ -190,7 +206,12 @@ def _count_failure(
             details={"failed_attempts": failures},
         )
     retry = backoff_seconds(throttle, failures)
-    return VerifyResult("wrong", drift_steps=drift, retry_after_seconds=retry or None)
+    return VerifyResult(
+        "wrong",
+        drift_steps=drift,
+        retry_after_seconds=retry or None,
+        period=period if drift else None,
+    )
 
 
 def verify(

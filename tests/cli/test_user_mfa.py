@@ -258,6 +258,29 @@ def test_missing_active_key_is_exit_5(tmp_path: Path, sqlite_url: str) -> None:
     assert "hint: generate one with `mfactl keys generate`" in result.stderr
 
 
+def test_verify_words_drift_in_the_secrets_own_period(
+    mfactl: Mfactl, clock: FrozenClock, tmp_path: Path
+) -> None:
+    """An imported 60 s secret five steps behind is 300 s behind, whatever the configured
+    period (30 s) would say."""
+    import pyotp
+
+    secret = pyotp.random_base32(32)
+    people = tmp_path / "people.csv"
+    people.write_text(
+        f"handle,email,totp_secret,period\nslow,slow@example.com,{secret},60\n", encoding="utf-8"
+    )
+    assert mfactl("org", "add", "acme").exit_code == 0
+    assert mfactl("user", "import", "--org", "acme", str(people)).exit_code == 0
+    behind = pyotp.TOTP(secret, interval=60).at(clock.now.timestamp() - 5 * 60)
+    wrong = verify(mfactl, "slow", behind)
+    assert (wrong.exit_code, wrong.stdout) == (
+        4,
+        "wrong: the code is not valid now (it was valid 5 steps earlier: the device clock is "
+        "about 300 s behind); retry after 1 s\n",
+    )
+
+
 def test_verify_explains(acme: Mfactl, clock: FrozenClock, values_file: Path) -> None:
     uri = enroll(acme, clock)
     clock.advance(30)
@@ -276,7 +299,7 @@ def test_verify_explains(acme: Mfactl, clock: FrozenClock, values_file: Path) ->
     wrong = verify(acme, "alice", behind)
     assert wrong.exit_code == 4
     assert wrong.stdout == (
-        "wrong: the code is not valid now (it matches 5 steps earlier: the device clock is about "
+        "wrong: the code is not valid now (it was valid 5 steps earlier: the device clock is about "
         "150 s behind); retry after 1 s\n"
     )
     result = verify(acme, "alice", phone_code(uri, clock.now), "--json")

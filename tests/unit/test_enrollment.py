@@ -105,15 +105,3 @@ def test_use_cases_audit_without_the_secret(app: App) -> None:
         ).all()
     assert [action for action, _ in events][-2:] == ["mfa.enroll", "mfa.confirm"]
     assert secret_of(started.otpauth_uri) not in repr(events)
-
-
-def test_drift_hint_counts_in_words() -> None:
-    from mfactl.services.enrollment import drift_hint
-
-    assert drift_hint(None, 30) == ""
-    assert drift_hint(-1, 30) == (
-        " (it was valid 1 step earlier: the device clock is about 30 s behind)"
-    )
-    assert (
-        drift_hint(3, 30) == " (it was valid 3 steps later: the device clock is about 90 s ahead)"
-    )

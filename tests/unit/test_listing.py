@@ -210,6 +210,9 @@ def test_noncompliant_follows_the_policy(app: App) -> None:
     assert handles(app, noncompliant=True) == []  # MFA is optional by default
     admins = with_policy(app, mandatory_for_sysadmins=True)
     assert handles(admins, noncompliant=True) == ["beta/dave"]
+    # the field says what the filter selects: only the admin without MFA breaks this policy
+    by_admins = {r["user"]: r["compliant"] for r in list_users(admins, UserFilter())}
+    assert [user for user, ok in by_admins.items() if not ok] == ["dave"]
     everyone = with_policy(app, mandatory=True)
     assert handles(everyone, noncompliant=True) == ["acme/bob", "acme/carol", "beta/dave"]
     compliance = {r["user"]: r["compliant"] for r in list_users(everyone, UserFilter())}

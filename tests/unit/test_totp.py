@@ -60,3 +60,13 @@ def test_secret_validation() -> None:
     assert totp.is_valid_secret("jbsw y3dp ehpk 3pxp jbsw y3dp")
     assert not totp.is_valid_secret("JBSWY3DPEHPK3PXP")  # 80 bits: too short
     assert not totp.is_valid_secret("0189" * 5)  # not base32
+
+
+def test_drift_hint_counts_in_words() -> None:
+    assert totp.drift_hint(None, 30) == ""
+    assert totp.drift_hint(-1, 30) == (
+        " (it was valid 1 step earlier: the device clock is about 30 s behind)"
+    )
+    assert totp.drift_hint(3, 30) == (
+        " (it was valid 3 steps later: the device clock is about 90 s ahead)"
+    )
