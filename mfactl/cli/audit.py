@@ -77,21 +77,7 @@ def list_(
         limit=limit,
     )
     if json_:
-        print_json(
-            [
-                {
-                    "id": e.id,
-                    "at": e.at,
-                    "actor": e.actor,
-                    "action": e.action,
-                    "org": e.org,
-                    "user": e.user,
-                    "outcome": e.outcome,
-                    "details": e.details,
-                }
-                for e in events
-            ]
-        )
+        print_json(list(events))
         return
     filtered = any(f is not None for f in (org, user, action, since))
     print_events(

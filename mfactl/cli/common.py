@@ -78,8 +78,13 @@ def iso(value: datetime | None) -> str | None:
 
 
 def _json_default(value: Any) -> Any:
+    """The one way a result becomes JSON: its ``to_json()`` when it has one (the documented
+    shape), else a dataclass's fields; times as ISO 8601 UTC with Z."""
     if isinstance(value, datetime):
         return iso(value)
+    to_json = getattr(value, "to_json", None)
+    if callable(to_json):
+        return to_json()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     raise TypeError(f"cannot encode {type(value).__name__} as JSON")

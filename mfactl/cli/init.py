@@ -13,14 +13,7 @@ def init(ctx: typer.Context, json_: bool = JSON_OPTION) -> None:
 
     result = schema.init_schema(get_app(ctx, creates_database=True))
     if json_:
-        print_json(
-            {
-                "database": result.database,
-                "before": result.before,
-                "revision": result.after,
-                "changed": result.before != result.after,
-            }
-        )
+        print_json(result)
         return
     if result.before is None:
         info(f"created the mfactl schema (revision {result.after}) in {result.database}")

@@ -21,7 +21,7 @@ def add(
 
     org = orgs.add_org(get_app(ctx), slug, name)
     if json_:
-        print_json({"org": org.slug, "name": org.name, "created_at": org.created_at})
+        print_json(org.added_json())
     else:
         info(f"added organization {org.slug} ({org.name})")
 
@@ -33,12 +33,7 @@ def list_(ctx: typer.Context, json_: bool = JSON_OPTION) -> None:
 
     rows = orgs.list_orgs(get_app(ctx))
     if json_:
-        print_json(
-            [
-                {"org": o.slug, "name": o.name, "users": o.users, "created_at": o.created_at}
-                for o in rows
-            ]
-        )
+        print_json(rows)
     else:
         print_table(
             ["ORG", "NAME", "USERS", "CREATED"],

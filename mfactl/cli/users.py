@@ -294,19 +294,7 @@ def _bulk_outcome(result: BulkResult, json_: bool, done: str) -> None:
     from mfactl.cli.interact import emails_queued
 
     if json_:
-        print_json(
-            {
-                "selected": result.selected,
-                "changed": result.changed,
-                "skipped": result.skipped,
-                "emails": {
-                    "sent": result.sent,
-                    "queued": result.queued,
-                    "no_address": result.no_address,
-                    "error": result.error,
-                },
-            }
-        )
+        print_json(result)
     else:
         info(
             f"{done}; emails: {result.sent} sent, {result.queued} queued, "

@@ -52,6 +52,19 @@ class AuditRow:
     outcome: str
     details: dict[str, Any]
 
+    def to_json(self) -> dict[str, object]:
+        """An event of `audit list --json`."""
+        return {
+            "id": self.id,
+            "at": self.at,
+            "actor": self.actor,
+            "action": self.action,
+            "org": self.org,
+            "user": self.user,
+            "outcome": self.outcome,
+            "details": self.details,
+        }
+
 
 def _row(event: AuditEvent) -> AuditRow:
     return AuditRow(

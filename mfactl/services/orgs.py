@@ -21,6 +21,19 @@ class OrgInfo:
     created_at: datetime
     users: int
 
+    def to_json(self) -> dict[str, object]:
+        """An organization of `org list --json`."""
+        return {
+            "org": self.slug,
+            "name": self.name,
+            "users": self.users,
+            "created_at": self.created_at,
+        }
+
+    def added_json(self) -> dict[str, object]:
+        """`org add --json`: a new organization has no users to count."""
+        return {"org": self.slug, "name": self.name, "created_at": self.created_at}
+
 
 def add_org(app: App, slug: str, name: str | None = None) -> OrgInfo:
     slug = validation.org_slug(slug)

@@ -67,6 +67,20 @@ class BulkResult:
     error: str | None  # the first sending error, when some emails wait in the outbox
     interrupted: bool = False  # Ctrl-C stopped the sending, not the mail server
 
+    def to_json(self) -> dict[str, object]:
+        """`users reset --json`, `users enable --send-email --json`."""
+        return {
+            "selected": self.selected,
+            "changed": self.changed,
+            "skipped": self.skipped,
+            "emails": {
+                "sent": self.sent,
+                "queued": self.queued,
+                "no_address": self.no_address,
+                "error": self.error,
+            },
+        }
+
 
 def reason_text(reason: str | None) -> str:
     cleaned = (reason or "").strip()

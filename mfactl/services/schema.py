@@ -16,6 +16,15 @@ class InitResult:
     before: str | None
     after: str
 
+    def to_json(self) -> dict[str, object]:
+        """`init --json`."""
+        return {
+            "database": self.database,
+            "before": self.before,
+            "revision": self.after,
+            "changed": self.before != self.after,
+        }
+
 
 def init_schema(app: App) -> InitResult:
     try:
