@@ -17,6 +17,7 @@ from mfactl.cli.common import (
     org_value,
     print_json,
     print_table,
+    shown,
 )
 from mfactl.errors import InvalidInput
 
@@ -84,11 +85,11 @@ def list_(
         [
             (
                 iso(e.at) or "-",
-                e.actor,
-                e.action,
-                "/".join(part for part in (e.org, e.user) if part) or "-",
-                e.outcome,
-                " ".join(f"{k}={v}" for k, v in e.details.items()),
+                shown(e.actor),
+                shown(e.action),
+                shown("/".join(part for part in (e.org, e.user) if part) or "-"),
+                shown(e.outcome),
+                shown(" ".join(f"{k}={v}" for k, v in e.details.items())),
             )
             for e in events
         ],

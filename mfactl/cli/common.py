@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import json
 import os
+import re
 import sys
 from collections.abc import Collection, Iterable
 from datetime import UTC, datetime
@@ -69,6 +70,26 @@ def get_app(ctx: typer.Context, *, creates_database: bool = False) -> App:
 
 # --- output --------------------------------------------------------------------------------------
 
+# What a terminal would act on or reorder rather than show: C0 and C1 controls (ESC starts the
+# sequences that retitle a window or clear the screen), DEL, and format characters (bidi
+# embeddings, overrides and isolates, zero-width characters, line and paragraph separators).
+_UNSAFE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f"
+    "\ufeff\ufff9-\ufffb]"
+)
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+
+
+def shown(text: str) -> str:
+    """Text from the database, an SMTP server or a user, made safe for a terminal: every
+    control or format character written as its escape (``\\x1b``), the rest as it is.
+    JSON output keeps values exact; only what people read goes through this."""
+    return _UNSAFE.sub(_escape, text) if _UNSAFE.search(text) else text
+
 
 def iso(value: datetime | None) -> str | None:
     """ISO 8601 UTC with Z, or None."""
@@ -124,7 +145,7 @@ def err_console() -> Console:
 
 def info(message: str) -> None:
     """A status line for people, on stderr."""
-    sys.stderr.write(message + "\n")
+    sys.stderr.write(shown(message) + "\n")
 
 
 def counted(count: int, singular: str, plural: str | None = None) -> str:
@@ -133,7 +154,7 @@ def counted(count: int, singular: str, plural: str | None = None) -> str:
 
 
 def warn(message: str) -> None:
-    sys.stderr.write(f"warning: {message}\n")
+    sys.stderr.write(f"warning: {shown(message)}\n")
 
 
 def print_fields(fields: Iterable[tuple[str, Any]]) -> None:
@@ -147,7 +168,7 @@ def print_fields(fields: Iterable[tuple[str, Any]]) -> None:
             value = "yes" if value else "no"
         elif value is None:
             value = "-"
-        sys.stdout.write(f"{label + ':':<{width + 1}} {value}\n")
+        sys.stdout.write(f"{label + ':':<{width + 1}} {shown(str(value))}\n")
 
 
 def print_table(
@@ -185,7 +206,7 @@ def print_table(
                 if isinstance(v, datetime)
                 else ("yes" if v else "no")
                 if isinstance(v, bool)
-                else str(v)
+                else shown(str(v))
                 for v in row
             )
         )
@@ -204,10 +225,10 @@ def render_error(exc: MfactlError, *, as_json: bool) -> None:
             payload["hint"] = exc.hint
         sys.stderr.write(dumps({"error": payload}) + "\n")
         return
-    lines = [f"error: {exc.message}"]
-    lines += [f"  - {problem}" for problem in exc.problems]
+    lines = [f"error: {shown(exc.message)}"]
+    lines += [f"  - {shown(problem)}" for problem in exc.problems]
     if exc.hint:
-        lines.append(f"hint: {exc.hint}")
+        lines.append(f"hint: {shown(exc.hint)}")
     sys.stderr.write("\n".join(lines) + "\n")
 
 

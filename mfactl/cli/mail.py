@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from mfactl.cli.common import JSON_OPTION, console, get_app, info, print_json, print_table
+from mfactl.cli.common import (
+    JSON_OPTION,
+    console,
+    get_app,
+    info,
+    print_json,
+    print_table,
+    shown,
+)
 
 WIDE = 110  # columns from which `mail list` shows the subject too
 
@@ -61,7 +69,7 @@ def list_(
         out.print()
         out.print("last error, by message id:")
         for message_id, error in errors:
-            out.print(f"  {message_id}: {error}")
+            out.print(f"  {message_id}: {shown(error)}")
 
 
 @app.command("retry")

@@ -9,7 +9,15 @@ from typing import IO, TYPE_CHECKING, Any
 
 import typer
 
-from mfactl.cli.common import JSON_OPTION, counted, get_app, info, org_value, print_json
+from mfactl.cli.common import (
+    JSON_OPTION,
+    counted,
+    get_app,
+    info,
+    org_value,
+    print_json,
+    shown,
+)
 from mfactl.errors import UsageError
 
 if TYPE_CHECKING:
@@ -222,10 +230,11 @@ def _notes(row: ListedUser) -> str:
 def _cells(row: ListedUser) -> dict[str, str]:
     key = row["mfa_key_active"]
     return {
-        "ORG": row["org"],
-        "USER": row["user"],
-        "NAME": row["name"] or "-",
-        "EMAIL": row["email"],
+        # as the database holds them, which a write to it could have filled with escapes
+        "ORG": shown(row["org"]),
+        "USER": shown(row["user"]),
+        "NAME": shown(row["name"]) or "-",
+        "EMAIL": shown(row["email"]),
         "MFA": row["mfa"],
         "KEY": "-" if key is None else "active" if key else "stale",
         "ENROLLED": (row["enrolled_at"] or "-")[:10],
@@ -262,17 +271,17 @@ def write_table(rows: Iterable[ListedUser]) -> None:
     def cells(row: ListedUser) -> list[str]:
         by_column = _cells(row)
         if headers is _NARROW:  # one column for both, to leave room for the email
-            by_column["USER"] = f"{row['org']}/{row['user']}"
+            by_column["USER"] = shown(f"{row['org']}/{row['user']}")
         return [by_column[h] for h in headers]
 
     iterator = iter(rows)
     widths: list[int] | None = None
-    shown = 0
+    printed = 0
     while chunk := [cells(row) for row in islice(iterator, TABLE_CHUNK)]:
         if widths is None:
             widths = _column_widths(headers, chunk, terminal.width)
         table = Table(
-            show_edge=False, pad_edge=False, box=None, header_style="bold", show_header=not shown
+            show_edge=False, pad_edge=False, box=None, header_style="bold", show_header=not printed
         )
         for header, width in zip(headers, widths, strict=True):
             # fixed widths keep every chunk aligned; a longer value folds, nothing is cut
@@ -282,8 +291,8 @@ def write_table(rows: Iterable[ListedUser]) -> None:
         with terminal.capture() as captured:  # written by us: a broken pipe reaches list_()
             terminal.print(table)
         sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
-        shown += len(chunk)
-    info(f"{shown} user{'' if shown == 1 else 's'}")
+        printed += len(chunk)
+    info(f"{printed} user{'' if printed == 1 else 's'}")
 
 
 # --- users reset, users enable (issue 4) ---------------------------------------------------------

@@ -12,14 +12,14 @@ _EMAIL = re.compile(
     r"(?P<local>[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64})"
     r"@(?P<domain>(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63})"
 )
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
 # The bidirectional controls (embeddings, overrides, isolates, marks): they reorder how a table,
 # a log or an email shows the text around them ("Trojan Source", CVE-2021-42574).
 _BIDI_CONTROL = re.compile(r"[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
 
 
 def has_control(value: str) -> bool:
-    """Does the text hold a line break, a tab or another C0 control character (or DEL)?"""
+    """Does the text hold a line break, a tab or another C0 or C1 control character (or DEL)?"""
     return _CONTROL.search(value) is not None
 
 
