@@ -145,7 +145,7 @@ def status(
     )
 
 
-# --- MFA enrollment, verification, unlock, remember-me (issue 3) -------------------------------
+# --- MFA enrollment, verification, unlock, remember-me -----------------------------------------
 
 QR_HELP = "Where to draw the QR code: terminal, none, or a file PATH.png / PATH.svg."
 CODE_TRIES = 3
@@ -377,7 +377,7 @@ def remember_revoke(
         info(f"revoked {revoked} remember-me token{'s' if revoked != 1 else ''}")
 
 
-# --- reset and reset emails (issue 4) ----------------------------------------------------------
+# --- reset and reset emails --------------------------------------------------------------------
 
 
 def _email_outcome(

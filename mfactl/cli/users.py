@@ -90,7 +90,7 @@ def user_filter(
     )
 
 
-# --- users list (issue 5) ------------------------------------------------------------------------
+# --- users list ----------------------------------------------------------------------------------
 
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader left
 TABLE_CHUNK = 500  # rows measured for the table's column widths, then printed per chunk
@@ -295,7 +295,7 @@ def write_table(rows: Iterable[ListedUser]) -> None:
     info(f"{printed} user{'' if printed == 1 else 's'}")
 
 
-# --- users reset, users enable (issue 4) ---------------------------------------------------------
+# --- users reset, users enable -------------------------------------------------------------------
 
 
 def _bulk_outcome(result: BulkResult, json_: bool, done: str) -> None:

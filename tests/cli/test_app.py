@@ -92,12 +92,6 @@ def test_an_actor_is_one_line_so_nobody_forges_audit_lines(mfactl: Mfactl) -> No
 
 
 def test_odd_input_is_one_sentence_never_a_traceback(mfactl: Mfactl, tmp_path: Path) -> None:
-    since = mfactl("audit", "list", "--since", "99999999d")
-    assert (since.exit_code, since.stderr) == (
-        2,
-        "error: --since '99999999d' reaches back before the year 1\n",
-    )
-    assert mfactl("audit", "list", "--limit", "99999999999999999999").exit_code == 2
     a_file = tmp_path / "taken"
     a_file.write_text("")
     demo = mfactl("demo", "--dir", str(a_file))

@@ -31,58 +31,6 @@ def test_config_check_database_down(tmp_path: Path, active_key: str) -> None:
     assert json.loads(result.stdout)["database"]["reachable"] is False
 
 
-def test_a_sqlite_folder_that_does_not_exist_is_a_configuration_error(
-    tmp_path: Path, active_key: str
-) -> None:
-    url = f"sqlite:///{tmp_path / 'nowhere' / 'mfactl.db'}"
-    result = Mfactl(write_values(tmp_path / "v.yaml", url, active_key))("init")
-    assert (result.exit_code, result.stderr) == (
-        5,
-        f"error: database.url: folder {tmp_path / 'nowhere'} does not exist\n",
-    )
-    assert not (tmp_path / "nowhere").exists()
-
-
-def test_init_creates_then_reports_current(tmp_path: Path, active_key: str) -> None:
-    values = write_values(tmp_path / "v.yaml", f"sqlite:///{tmp_path / 'new.db'}", active_key)
-    cli = Mfactl(values)
-    first = cli.json("init")
-    assert first["before"] is None and first["changed"] is True
-    assert cli.json("init")["changed"] is False
-    # the new SQLite file holds addresses and the audit log: its owner's alone
-    assert (tmp_path / "new.db").stat().st_mode & 0o777 == 0o600
-
-
-def test_a_schema_from_a_newer_mfactl_is_left_alone(tmp_path: Path, active_key: str) -> None:
-    import sqlite3
-
-    db = tmp_path / "new.db"
-    cli = Mfactl(write_values(tmp_path / "v.yaml", f"sqlite:///{db}", active_key))
-    cli.json("init")
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE alembic_version SET version_num = '9999'")
-    for command in (("init",), ("org", "list")):
-        result = cli(*command)
-        assert result.exit_code == 5, result.output
-        assert result.stderr == (
-            "error: the database schema is at revision 9999, which this mfactl does not know; "
-            "it was probably made by a newer mfactl\nhint: upgrade mfactl; nothing was changed\n"
-        )
-    check = cli("config", "check")
-    assert check.exit_code == 5
-    assert "schema: newer (made by a newer mfactl: upgrade mfactl)\n" in check.stdout
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("9999",)]
-
-
-def test_init_leaves_the_mode_of_an_existing_sqlite_file(tmp_path: Path, active_key: str) -> None:
-    existing = tmp_path / "shared.db"
-    existing.touch(mode=0o640)
-    existing.chmod(0o640)
-    Mfactl(write_values(tmp_path / "v.yaml", f"sqlite:///{existing}", active_key)).json("init")
-    assert existing.stat().st_mode & 0o777 == 0o640
-
-
 def smtp_values(tmp_path: Path, url: str, key: str, smtp: dict[str, object]) -> Path:
     """values.yaml on the database, sending through the SMTP server ``smtp`` describes."""
     names = {"timeout_seconds": "timeoutSeconds", "ca_file": "caFile"}

@@ -57,9 +57,6 @@ def test_a_right_to_left_override_in_a_name_is_refused(mfactl: Mfactl) -> None:
         "error: name 'Eve \\u202enimda' contains a bidirectional control character\n"
     )
     assert mfactl.json("org", "list")[0]["users"] == 0
-    bad = mfactl("org", "add", "beta", "--name", "Beta \u2067Corp", "--json")
-    assert bad.exit_code == 2
-    assert json.loads(bad.stderr)["error"]["code"] == "invalid_input"
 
 
 def test_import_reports_bad_rows_and_imports_nothing(mfactl: Mfactl, tmp_path: Path) -> None:
@@ -93,51 +90,7 @@ def test_import_of_a_semicolon_separated_file_says_so(mfactl: Mfactl, tmp_path: 
     )
 
 
-def test_audit_filters(mfactl: Mfactl) -> None:
-    mfactl("org", "add", "acme")
-    mfactl("org", "add", "beta")
-    mfactl("user", "add", "--org", "beta", "--user", "bob", "--email", "bob@example.com")
-    assert len(mfactl.json("audit", "list", "--org", "beta")) == 2
-    assert len(mfactl.json("audit", "list", "--action", "user.*")) == 1
-    assert len(mfactl.json("audit", "list", "--user", "bob")) == 1
-    assert len(mfactl.json("audit", "list", "--since", "1h")) == 3
-    assert len(mfactl.json("audit", "list", "--since", "2030-01-01")) == 0
-    assert mfactl("audit", "list", "--since", "yesterday").exit_code == 2
-    newest = mfactl.json("audit", "list", "--limit", "2")
-    assert [(e["action"], e["org"]) for e in newest] == [("org.add", "beta"), ("user.add", "beta")]
-
-
-def test_audit_table_keeps_details_whole_on_any_width(mfactl: Mfactl) -> None:
-    mfactl("org", "add", "acme", "--name", "Acme Corporation")
-    mfactl("user", "add", "--org", "acme", "--user", "alice", "--email", "alice@example.com")
-    narrow = mfactl("audit", "list", env={"COLUMNS": "80"}).stdout.splitlines()
-    assert narrow[0].split() == ["AT", "ACTOR", "ACTION", "WHO", "OUTCOME"]
-    assert narrow[3].split()[1:] == ["tester", "user.add", "acme/alice", "ok"]
-    assert narrow[4] == "    email=alice@example.com admin=False"
-    assert max(len(line) for line in narrow) <= 80
-    wide = mfactl("audit", "list", env={"COLUMNS": "160"}).stdout.splitlines()
-    assert wide[0].split() == ["AT", "ACTOR", "ACTION", "WHO", "OUTCOME", "DETAILS"]
-    assert wide[2].split()[1:] == [
-        "tester",
-        "user.add",
-        "acme/alice",
-        "ok",
-        "email=alice@example.com",
-        "admin=False",
-    ]
-
-
-def test_empty_tables_say_so_on_stderr_and_print_nothing(mfactl: Mfactl) -> None:
-    for args, sentence in [
-        (("org", "list"), "no organizations yet: `mfactl org add SLUG` adds one"),
-        (("mail", "list"), "the outbox is empty"),
-        (("mail", "list", "--status", "failed"), "no failed emails in the outbox"),
-        (("audit", "list"), "no audit events yet"),
-        (("audit", "list", "--org", "acme"), "no audit events match these filters"),
-    ]:
-        result = mfactl(*args)
-        assert (result.exit_code, result.stdout, result.stderr) == (0, "", sentence + "\n")
-        assert mfactl.json(*args) == []
+def test_no_remember_me_tokens_says_so_on_stderr_and_prints_nothing(mfactl: Mfactl) -> None:
     mfactl("org", "add", "acme")
     mfactl("user", "add", "--org", "acme", "--user", "alice", "--email", "alice@example.com")
     tokens = mfactl("user", "remember", "list", "--org", "acme", "--user", "alice")
