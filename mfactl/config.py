@@ -4,6 +4,10 @@ Search order: --values, $MFACTL_VALUES, ./values.yaml, /etc/mfactl/values.yaml; 
 means defaults. Every leaf can be overridden from the environment as MFACTL_ + the path in
 upper snake case (MFACTL_SECRETSTORE_ACTIVEKEY). Every problem is reported as
 ``field.path: message``.
+
+Each setting is declared once, as a field of its section: ``setting(yaml_key, default, check)``
+(config_types.py); the leaves, their environment names, the unknown-key check and the building
+of Settings are all derived from those fields.
 """
 
 from __future__ import annotations
@@ -15,11 +19,29 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
+from mfactl.config_types import (
+    Invalid,
+    Section,
+    Setting,
+    boolean,
+    build,
+    choice,
+    db_url,
+    declarations,
+    join,
+    link_template,
+    mailbox,
+    number,
+    optional_string,
+    section,
+    setting,
+    string,
+    whole,
+)
 from mfactl.errors import ConfigError
 
 SEARCH_PATHS = (Path("values.yaml"), Path("/etc/mfactl/values.yaml"))
@@ -34,279 +56,113 @@ OTHER_VARIABLES = (
 )
 
 
+# --- the settings ---------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Throttle:
-    base_delay_seconds: int = 1
-    max_delay_seconds: int = 900
-    lock_after_failures: int = 0
+    base_delay_seconds: int = setting("baseDelaySeconds", 1, whole(0, 3600))
+    max_delay_seconds: int = setting("maxDelaySeconds", 900, whole(0, 86400))
+    lock_after_failures: int = setting("lockAfterFailures", 0, whole(0, 1000))
 
 
 @dataclass(frozen=True)
 class Mfa:
-    enabled: bool = True
-    mandatory: bool = False
-    mandatory_for_sysadmins: bool = False
-    issuer: str = "Example Platform"
-    algorithm: str = "SHA1"
-    digits: int = 6
-    period: int = 30
-    valid_window: int = 1
-    throttle: Throttle = field(default_factory=Throttle)
+    enabled: bool = setting("enabled", True, boolean)
+    mandatory: bool = setting("mandatory", False, boolean)
+    mandatory_for_sysadmins: bool = setting("mandatoryForSysAdmins", False, boolean)
+    issuer: str = setting("issuer", "Example Platform", string(allow_empty=False, max_len=100))
+    algorithm: str = setting("algorithm", "SHA1", choice("SHA1", "SHA256", "SHA512"))
+    digits: int = setting("digits", 6, choice(6, 8))
+    period: int = setting("period", 30, whole(10, 120))  # pyotp refuses longer periods
+    valid_window: int = setting("validWindow", 1, whole(0, 10))
+    throttle: Throttle = section("throttle", Throttle)
 
 
 @dataclass(frozen=True)
 class RememberMe:
-    enabled: bool = True
-    days: int = 30
-    disabled_for_sysadmins: bool = False
+    enabled: bool = setting("enabled", True, boolean)
+    days: int = setting("days", 30, whole(1, 3650))
+    disabled_for_sysadmins: bool = setting("disabledForSysAdmins", False, boolean)
 
 
 @dataclass(frozen=True)
 class UserLogin:
-    mfa: Mfa = field(default_factory=Mfa)
-    remember_me: RememberMe = field(default_factory=RememberMe)
+    mfa: Mfa = section("mfa", Mfa)
+    remember_me: RememberMe = section("rememberMe", RememberMe)
 
 
 @dataclass(frozen=True)
 class SecretStoreSettings:
-    active_key: str = ""
-    rolling_key: str = ""
+    active_key: str = setting("activeKey", "", string(), secret=True)
+    rolling_key: str = setting("rollingKey", "", string(), secret=True)
+    # where each key was read from, when from a file (load_settings reads it into the key)
+    active_key_file: str | None = setting("activeKeyFile", None, optional_string)
+    rolling_key_file: str | None = setting("rollingKeyFile", None, optional_string)
+
+    @property
+    def active_key_id(self) -> str | None:
+        """The id stored beside what the active key seals; None without an active key."""
+        return key_id(self.active_key) if self.active_key else None
+
+    @property
+    def rolling_key_id(self) -> str | None:
+        return key_id(self.rolling_key) if self.rolling_key else None
 
 
 @dataclass(frozen=True)
 class Smtp:
-    host: str = "localhost"
-    port: int = 587
-    security: str = "starttls"
-    username: str = ""
-    password: str = ""
-    timeout_seconds: float = 10.0
-    ca_file: str | None = None  # a PEM bundle to trust instead of the system CAs
+    host: str = setting("host", "localhost", string(allow_empty=False, max_len=255))
+    port: int = setting("port", 587, whole(1, 65535))
+    security: str = setting("security", "starttls", choice("starttls", "tls", "none"))
+    username: str = setting("username", "", string())
+    password: str = setting("password", "", string(), secret=True)
+    timeout_seconds: float = setting("timeoutSeconds", 10.0, number(0.1))
+    # a PEM bundle to trust instead of the system CAs
+    ca_file: str | None = setting("caFile", None, optional_string, relative=True)
+
+
+_SETUP_URL = "https://app.example.com/mfa/setup?org={org}&token={token}"
 
 
 @dataclass(frozen=True)
 class Links:
-    reset_url: str = "https://app.example.com/mfa/setup?org={org}&token={token}"
-    enroll_url: str = "https://app.example.com/mfa/setup?org={org}&token={token}"
-    ttl_hours: int = 72
+    reset_url: str = setting("resetUrl", _SETUP_URL, link_template)
+    # given resetUrl alone, load_settings uses it for enrollUrl too
+    enroll_url: str = setting("enrollUrl", _SETUP_URL, link_template)
+    ttl_hours: int = setting("ttlHours", 72, whole(1, 24 * 365))
 
 
 @dataclass(frozen=True)
 class Email:
-    sender: str = "Example Platform <no-reply@example.com>"
-    transport: str = "smtp"
-    file_dir: str = "mfactl-mail"
-    templates_dir: str | None = None
-    smtp: Smtp = field(default_factory=Smtp)
-    links: Links = field(default_factory=Links)
+    sender: str = setting("from", "Example Platform <no-reply@example.com>", mailbox)
+    transport: str = setting("transport", "smtp", choice("smtp", "file"))
+    file_dir: str = setting("fileDir", "mfactl-mail", string(allow_empty=False), relative=True)
+    templates_dir: str | None = setting("templatesDir", None, optional_string, relative=True)
+    smtp: Smtp = section("smtp", Smtp)
+    links: Links = section("links", Links)
 
 
 @dataclass(frozen=True)
 class Database:
-    url: str = "sqlite:///mfactl.db"
+    url: str = setting("url", "sqlite:///mfactl.db", db_url)
 
 
 @dataclass(frozen=True)
 class Settings:
-    database: Database = field(default_factory=Database)
-    user_login: UserLogin = field(default_factory=UserLogin)
-    secret_store: SecretStoreSettings = field(default_factory=SecretStoreSettings)
-    email: Email = field(default_factory=Email)
-    source: Path | None = None
+    database: Database = section("database", Database)
+    user_login: UserLogin = section("userLogin", UserLogin)
+    secret_store: SecretStoreSettings = section("secretStore", SecretStoreSettings)
+    email: Email = section("email", Email)
+    source: Path | None = None  # the values file read, if any
     warnings: tuple[str, ...] = ()
 
 
-# --- the schema: yaml path -> (attribute, validator) ----------------------------------------
-
-Validator = Callable[[Any], Any]
+# --- what the declarations give -------------------------------------------------------------------
 
 
-class _Invalid(Exception):
-    pass
-
-
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    raise _Invalid("must be true or false")
-
-
-def _int(lo: int | None = None, hi: int | None = None) -> Validator:
-    def check(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _Invalid("must be a whole number")
-        if lo is not None and value < lo:
-            raise _Invalid(f"must be at least {lo}")
-        if hi is not None and value > hi:
-            raise _Invalid(f"must be at most {hi}")
-        return value
-
-    return check
-
-
-def _number(lo: float) -> Validator:
-    def check(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _Invalid("must be a number")
-        if value < lo:
-            raise _Invalid(f"must be at least {lo:g}")
-        return float(value)
-
-    return check
-
-
-def _str(*, allow_empty: bool = True, max_len: int = 2000) -> Validator:
-    def check(value: Any) -> str:
-        if not isinstance(value, str):
-            raise _Invalid("must be a string")
-        if not allow_empty and not value.strip():
-            raise _Invalid("must not be empty")
-        if len(value) > max_len:
-            raise _Invalid(f"must be at most {max_len} characters")
-        if "\r" in value or "\n" in value:
-            raise _Invalid("must not contain a line break")
-        return value
-
-    return check
-
-
-def _optional_str(value: Any) -> str | None:
-    if value is None or value == "":
-        return None
-    return str(_str()(value))
-
-
-def _choice(*choices: Any) -> Validator:
-    def check(value: Any) -> Any:
-        if isinstance(value, str):
-            for choice in choices:
-                if isinstance(choice, str) and value.lower() == choice.lower():
-                    return choice
-        elif value in choices and not isinstance(value, bool):
-            return value
-        shown = " or ".join(str(c) for c in choices)
-        raise _Invalid(f"must be {shown}")
-
-    return check
-
-
-def _mailbox(value: Any) -> str:
-    """One RFC 5322 mailbox: ``Name <addr@domain>`` or ``addr@domain``."""
-    from email.headerregistry import AddressHeader, HeaderRegistry
-
-    text = str(_str(allow_empty=False, max_len=300)(value))
-    try:
-        header = HeaderRegistry()("from", text)
-    except Exception:  # the stdlib parser raises on some input ("ops@": IndexError)
-        header = None
-    if (
-        not isinstance(header, AddressHeader)
-        or header.defects
-        or len(header.groups) != 1
-        or header.groups[0].display_name is not None
-        or len(header.addresses) != 1
-        or not (header.addresses[0].username and header.addresses[0].domain)
-    ):
-        raise _Invalid('is not an email address (like "Example Platform <no-reply@example.com>")')
-    return text
-
-
-def _db_url(value: Any) -> str:
-    url = str(_str(allow_empty=False)(value))
-    if not re.match(r"^(sqlite|postgresql(\+psycopg)?|mysql\+pymysql|mariadb\+pymysql)://", url):
-        raise _Invalid("must start with sqlite://, postgresql+psycopg:// or mysql+pymysql://")
-    return url
-
-
-def _link_template(value: Any) -> str:
-    url = str(_str(allow_empty=False)(value))
-    if "{token}" not in url:
-        raise _Invalid("must contain {token}")
-    try:
-        url.format(org="o", user="u", token="t")
-    except (KeyError, IndexError, ValueError):
-        raise _Invalid("may only use the placeholders {org}, {user} and {token}") from None
-    if not re.match(r"^https?://", url):
-        raise _Invalid("must be an http:// or https:// URL")
-    return url
-
-
-SCHEMA: dict[str, Any] = {
-    "database": {"url": _db_url},
-    "userLogin": {
-        "mfa": {
-            "enabled": _bool,
-            "mandatory": _bool,
-            "mandatoryForSysAdmins": _bool,
-            "issuer": _str(allow_empty=False, max_len=100),
-            "algorithm": _choice("SHA1", "SHA256", "SHA512"),
-            "digits": _choice(6, 8),
-            "period": _int(10, 120),  # pyotp refuses longer periods
-            "validWindow": _int(0, 10),
-            "throttle": {
-                "baseDelaySeconds": _int(0, 3600),
-                "maxDelaySeconds": _int(0, 86400),
-                "lockAfterFailures": _int(0, 1000),
-            },
-        },
-        "rememberMe": {
-            "enabled": _bool,
-            "days": _int(1, 3650),
-            "disabledForSysAdmins": _bool,
-        },
-    },
-    "secretStore": {
-        "activeKey": _str(),
-        "rollingKey": _str(),
-        "activeKeyFile": _optional_str,
-        "rollingKeyFile": _optional_str,
-    },
-    "email": {
-        "from": _mailbox,
-        "transport": _choice("smtp", "file"),
-        "fileDir": _str(allow_empty=False),
-        "templatesDir": _optional_str,
-        "smtp": {
-            "host": _str(allow_empty=False, max_len=255),
-            "port": _int(1, 65535),
-            "security": _choice("starttls", "tls", "none"),
-            "username": _str(),
-            "password": _str(),
-            "timeoutSeconds": _number(0.1),
-            "caFile": _optional_str,
-        },
-        "links": {
-            "resetUrl": _link_template,
-            "enrollUrl": _link_template,
-            "ttlHours": _int(1, 24 * 365),
-        },
-    },
-}
-
-# yaml key -> dataclass attribute where the snake_case rule does not give it
-_ATTR_NAMES = {
-    "from": "sender",
-    "mandatoryForSysAdmins": "mandatory_for_sysadmins",
-    "disabledForSysAdmins": "disabled_for_sysadmins",
-}
-
-
-def _attr(key: str) -> str:
-    return _ATTR_NAMES.get(key) or re.sub(r"(?<!^)([A-Z])", r"_\1", key).lower()
-
-
-def _leaves(schema: Mapping[str, Any], prefix: str = "") -> dict[str, Validator]:
-    out: dict[str, Validator] = {}
-    for key, value in schema.items():
-        path = f"{prefix}.{key}" if prefix else key
-        if isinstance(value, Mapping):
-            out.update(_leaves(value, path))
-        else:
-            out[path] = value
-    return out
-
-
-LEAVES = _leaves(SCHEMA)
+LEAVES: dict[str, Setting] = {p: s for p, s in declarations(Settings) if isinstance(s, Setting)}
+_SECTIONS = frozenset(p for p, s in declarations(Settings) if isinstance(s, Section))
 
 
 def env_name(path: str) -> str:
@@ -337,6 +193,18 @@ def key_id(key: str) -> str:
 # --- loading -------------------------------------------------------------------------------------
 
 
+@dataclass
+class _Problems:
+    """Every problem found, and the paths they are about (a rule skips a path already wrong)."""
+
+    messages: list[str] = field(default_factory=list)
+    paths: set[str] = field(default_factory=set)
+
+    def add(self, path: str, message: str) -> None:
+        self.messages.append(f"{path}: {message}")
+        self.paths.add(path)
+
+
 def find_values_file(
     explicit: str | os.PathLike[str] | None,
     environ: Mapping[str, str] | None = None,
@@ -359,7 +227,7 @@ def find_values_file(
     return None
 
 
-def _read_yaml(path: Path) -> Any:
+def _read_yaml(path: Path) -> object:
     import yaml
 
     try:
@@ -384,22 +252,21 @@ def _masked(text: str) -> str:
     return _FERNET_SHAPED.sub("[key removed]", text)
 
 
-def _flatten(data: Mapping[str, Any], prefix: str, problems: list[str]) -> dict[str, Any]:
-    flat: dict[str, Any] = {}
+def _flatten(data: Mapping[object, object], prefix: str, problems: _Problems) -> dict[str, object]:
+    flat: dict[str, object] = {}
     for key, value in data.items():
-        path = f"{prefix}.{key}" if prefix else str(key)
-        is_branch = any(leaf.startswith(path + ".") for leaf in LEAVES)
+        path = join(prefix, str(key))
         if path in LEAVES:
             flat[path] = value
-        elif is_branch:
+        elif path in _SECTIONS:
             if value is None:
                 continue
             if not isinstance(value, Mapping):
-                problems.append(f"{path}: must be a mapping")
+                problems.add(path, "must be a mapping")
                 continue
             flat.update(_flatten(value, path, problems))
         else:
-            problems.append(f"{_masked(path)}: unknown setting")
+            problems.add(_masked(path), "unknown setting")
     return flat
 
 
@@ -420,31 +287,28 @@ def _unknown_variables(environ: Mapping[str, str]) -> list[str]:
     return warnings
 
 
-def _check_env(path: str, raw: str) -> Any:
+def _check_env(path: str, raw: str) -> object:
     """Validate an environment value: as the string it is, else read as a YAML scalar."""
     import yaml
 
+    check = LEAVES[path].check
     try:
-        return LEAVES[path](raw)
-    except _Invalid as as_string:
+        return check(raw)
+    except Invalid as as_string:
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError:  # not YAML either: say what is wrong with the string
-            raise _Invalid(f"{as_string} (from {env_name(path)})") from None
+            raise Invalid(f"{as_string} (from {env_name(path)})") from None
         try:
-            return LEAVES[path](value)
-        except _Invalid as exc:
-            raise _Invalid(f"{exc} (from {env_name(path)})") from None
+            return check(value)
+        except Invalid as exc:
+            raise Invalid(f"{exc} (from {env_name(path)})") from None
 
 
 def _resolve(path_text: str, base: Path | None) -> Path:
     """A path from the settings (a key file, templatesDir): relative to the values file's folder."""
     path = Path(path_text)
     return base / path if not path.is_absolute() and base is not None else path
-
-
-def _read_key_file(path_text: str, base: Path | None) -> str:
-    return _resolve(path_text, base).read_text(encoding="ascii").strip()
 
 
 def _world_readable(path: Path) -> bool:
@@ -461,10 +325,9 @@ def load_settings(
     """Load, merge and validate; raise ConfigError listing every problem."""
     environ = os.environ if environ is None else environ
     path = find_values_file(values, environ)
-    problems: list[str] = []
+    problems = _Problems()
     warnings = _unknown_variables(environ)
-    flat: dict[str, Any] = {}
-    data: Any = None
+    flat: dict[str, object] = {}
     if path is not None:
         data = _read_yaml(path)
         if data is None:
@@ -472,139 +335,121 @@ def load_settings(
         if not isinstance(data, Mapping):
             raise ConfigError(f"values file {path} must hold a mapping at the top level")
         flat = _flatten(data, "", problems)
-    from_file = {leaf for leaf, value in flat.items() if value}
     env = _env_overrides(environ)
 
-    checked: dict[str, Any] = {}
-    for leaf_path in {**flat, **env}:
+    checked: dict[str, object] = {}
+    for leaf in {**flat, **env}:
         try:
-            if leaf_path in env:
-                checked[leaf_path] = _check_env(leaf_path, env[leaf_path])
-            else:
-                checked[leaf_path] = LEAVES[leaf_path](flat[leaf_path])
-        except _Invalid as exc:
-            problems.append(f"{leaf_path}: {exc}")
-
-    base = path.parent if path is not None else None
-    keys: dict[str, str] = {}
-    for name in ("activeKey", "rollingKey"):
-        inline = checked.get(f"secretStore.{name}") or ""
-        file_ref = checked.get(f"secretStore.{name}File")
-        if inline and file_ref:
-            problems.append(f"secretStore.{name}File: set either {name} or {name}File, not both")
-            continue
-        if file_ref:
-            try:
-                inline = _read_key_file(file_ref, base)
-            except (OSError, UnicodeDecodeError) as exc:
-                problems.append(f"secretStore.{name}File: cannot read {file_ref}: {exc}")
-                continue
-            if not inline:
-                problems.append(f"secretStore.{name}File: {file_ref} is empty")
-                continue
-            key_file = _resolve(file_ref, base)
-            if _world_readable(key_file):
-                warnings.append(
-                    f"{key_file} holds a secret key and is readable by other users; "
-                    f"run: chmod 600 {key_file}"
-                )
-        if inline:
-            why = key_problem(inline)
-            if why:
-                problems.append(f"secretStore.{name}: {why}")
-                continue
-        keys[name] = inline.strip()
-    active, rolling = keys.get("activeKey", ""), keys.get("rollingKey", "")
-    if active and rolling and key_id(active) == key_id(rolling):
-        problems.append("secretStore.rollingKey: is the same key as secretStore.activeKey")
-    if (
-        rolling
-        and not active
-        and "secretStore.activeKey" not in {p.split(":")[0] for p in problems}
-    ):
-        problems.append("secretStore.activeKey: must be set when rollingKey is set")
-
-    if checked.get("email.templatesDir"):
-        folder = _resolve(checked["email.templatesDir"], base)
-        if not folder.is_dir():
-            problems.append(
-                f"email.templatesDir: {folder} is not a folder"
-                if folder.exists()
-                else f"email.templatesDir: folder {folder} does not exist"
+            checked[leaf] = (
+                _check_env(leaf, env[leaf]) if leaf in env else LEAVES[leaf].check(flat[leaf])
             )
-        checked["email.templatesDir"] = str(folder)  # the renderer reads it from any folder
-    for leaf in ("email.fileDir", "email.smtp.caFile"):  # relative to the values file, too
-        if checked.get(leaf):
-            checked[leaf] = str(_resolve(checked[leaf], base))
+        except Invalid as exc:
+            problems.add(leaf, str(exc))
+    base = path.parent if path is not None else None
+    for leaf, value in checked.items():  # the renderer and transports read them from any folder
+        if LEAVES[leaf].relative and isinstance(value, str) and value:
+            checked[leaf] = str(_resolve(value, base))
+    # every setting checked, or at its default when not given (or given wrong)
+    settings = build(Settings, "", checked)
 
-    throttle_base = checked.get("userLogin.mfa.throttle.baseDelaySeconds", 1)
-    throttle_max = checked.get("userLogin.mfa.throttle.maxDelaySeconds", 900)
-    if throttle_max < throttle_base:
-        problems.append(
-            "userLogin.mfa.throttle.maxDelaySeconds: must not be less than baseDelaySeconds"
+    secret_store = _read_keys(settings.secret_store, base, problems, warnings)
+    templates_dir = settings.email.templates_dir
+    if templates_dir and not Path(templates_dir).is_dir():
+        problems.add(
+            "email.templatesDir",
+            f"{templates_dir} is not a folder"
+            if Path(templates_dir).exists()
+            else f"folder {templates_dir} does not exist",
+        )
+    throttle = settings.user_login.mfa.throttle
+    if throttle.max_delay_seconds < throttle.base_delay_seconds:
+        problems.add(
+            "userLogin.mfa.throttle.maxDelaySeconds", "must not be less than baseDelaySeconds"
         )
 
-    if problems:
+    if problems.messages:
+        count = len(problems.messages)
         where = f" in {path}" if path else ""
         raise ConfigError(
-            f"{len(problems)} problem{'s' if len(problems) > 1 else ''} with the settings{where}",
-            problems=problems,
+            f"{count} problem{'s' if count > 1 else ''} with the settings{where}",
+            problems=problems.messages,
         )
 
+    smtp = settings.email.smtp
     if (
-        checked.get("email.transport", "smtp") == "smtp"
-        and checked.get("email.smtp.password")
-        and checked.get("email.smtp.security", "starttls") == "none"
-        and checked.get("email.smtp.host", "localhost") not in ("localhost", "127.0.0.1", "::1")
+        settings.email.transport == "smtp"
+        and smtp.password
+        and smtp.security == "none"
+        and smtp.host not in ("localhost", "127.0.0.1", "::1")
     ):
         warnings.append(
             "email.smtp.password goes over the network unencrypted with email.smtp.security: "
             "none; use starttls or tls"
         )
-    secret_leaves = {"secretStore.activeKey", "secretStore.rollingKey", "email.smtp.password"}
-    if path is not None and from_file & secret_leaves and _world_readable(path):
+    secret_in_file = any(value and LEAVES[leaf].secret for leaf, value in flat.items())
+    if path is not None and secret_in_file and _world_readable(path):
         warnings.append(
             f"{path} holds secret keys and is readable by other users; run: chmod 600 {path}"
         )
-    return _build(checked, keys, path, tuple(warnings))
-
-
-def _build(
-    checked: Mapping[str, Any],
-    keys: Mapping[str, str],
-    path: Path | None,
-    warnings: tuple[str, ...],
-) -> Settings:
-    def section(cls: Any, prefix: str, schema: Mapping[str, Any]) -> Any:
-        kwargs: dict[str, Any] = {}
-        for key, value in schema.items():
-            leaf = f"{prefix}.{key}"
-            if isinstance(value, Mapping):
-                continue
-            if leaf in checked and not key.endswith("KeyFile"):
-                kwargs[_attr(key)] = checked[leaf]
-        return cls(**kwargs)
-
-    mfa_schema = SCHEMA["userLogin"]["mfa"]
-    throttle = section(Throttle, "userLogin.mfa.throttle", mfa_schema["throttle"])
-    mfa = section(Mfa, "userLogin.mfa", mfa_schema)
-    mfa = Mfa(**{**mfa.__dict__, "throttle": throttle})
-    remember = section(RememberMe, "userLogin.rememberMe", SCHEMA["userLogin"]["rememberMe"])
-    smtp = section(Smtp, "email.smtp", SCHEMA["email"]["smtp"])
-    links = section(Links, "email.links", SCHEMA["email"]["links"])
-    if "email.links.enrollUrl" not in checked and "email.links.resetUrl" in checked:
-        links = Links(
-            reset_url=links.reset_url, enroll_url=links.reset_url, ttl_hours=links.ttl_hours
-        )
-    email = section(Email, "email", SCHEMA["email"])
-    email = Email(**{**email.__dict__, "smtp": smtp, "links": links})
-    return Settings(
-        database=section(Database, "database", SCHEMA["database"]),
-        user_login=UserLogin(mfa=mfa, remember_me=remember),
-        secret_store=SecretStoreSettings(
-            active_key=keys.get("activeKey", ""), rolling_key=keys.get("rollingKey", "")
-        ),
-        email=email,
+    links = settings.email.links
+    if "email.links.resetUrl" in checked and "email.links.enrollUrl" not in checked:
+        links = replace(links, enroll_url=links.reset_url)
+    return replace(
+        settings,
+        secret_store=secret_store,
+        email=replace(settings.email, links=links),
         source=path,
-        warnings=warnings,
+        warnings=tuple(warnings),
     )
+
+
+def _read_keys(
+    given: SecretStoreSettings, base: Path | None, problems: _Problems, warnings: list[str]
+) -> SecretStoreSettings:
+    """The keys, each given inline or read from its file, checked alone and as a pair."""
+    active, active_file = _read_key(
+        "activeKey", given.active_key, given.active_key_file, base, problems, warnings
+    )
+    rolling, rolling_file = _read_key(
+        "rollingKey", given.rolling_key, given.rolling_key_file, base, problems, warnings
+    )
+    if active and rolling and key_id(active) == key_id(rolling):
+        problems.add("secretStore.rollingKey", "is the same key as secretStore.activeKey")
+    if rolling and not active and "secretStore.activeKey" not in problems.paths:
+        problems.add("secretStore.activeKey", "must be set when rollingKey is set")
+    return SecretStoreSettings(active, rolling, active_file, rolling_file)
+
+
+def _read_key(
+    name: str,
+    inline: str,
+    file_ref: str | None,
+    base: Path | None,
+    problems: _Problems,
+    warnings: list[str],
+) -> tuple[str, str | None]:
+    """(the key, the file it was read from); ("", None) after a problem."""
+    if inline and file_ref:
+        problems.add(f"secretStore.{name}File", f"set either {name} or {name}File, not both")
+        return "", None
+    key_file = _resolve(file_ref, base) if file_ref else None
+    if key_file is not None:
+        try:
+            inline = key_file.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.add(f"secretStore.{name}File", f"cannot read {file_ref}: {exc}")
+            return "", None
+        if not inline:
+            problems.add(f"secretStore.{name}File", f"{file_ref} is empty")
+            return "", None
+        if _world_readable(key_file):
+            warnings.append(
+                f"{key_file} holds a secret key and is readable by other users; "
+                f"run: chmod 600 {key_file}"
+            )
+    if inline:
+        why = key_problem(inline)
+        if why:
+            problems.add(f"secretStore.{name}", why)
+            return "", None
+    return inline.strip(), str(key_file) if key_file is not None else None
