@@ -347,7 +347,7 @@ def load_settings(
             problems.add(leaf, str(exc))
     base = path.parent if path is not None else None
     for leaf, value in checked.items():  # the renderer and transports read them from any folder
-        if LEAVES[leaf].relative and isinstance(value, str) and value:
+        if LEAVES[leaf].relative and isinstance(value, str):
             checked[leaf] = str(_resolve(value, base))
     # every setting checked, or at its default when not given (or given wrong)
     settings = build(Settings, "", checked)
