@@ -1,12 +1,22 @@
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
 
 import pytest
 
-from mfactl.config import LEAVES, OTHER_VARIABLES, env_name, key_id, load_settings
+from mfactl.config import (
+    LEAVES,
+    OTHER_VARIABLES,
+    SecretStoreSettings,
+    Settings,
+    Throttle,
+    env_name,
+    key_id,
+    load_settings,
+)
 from mfactl.crypto import generate_key
 from mfactl.errors import ConfigError
 
@@ -156,6 +166,17 @@ def test_warns_when_the_smtp_password_would_cross_the_network_in_clear(
     assert all("pw" not in w.split() for w in warnings)
 
 
+def test_warns_when_a_file_with_the_smtp_password_is_readable_by_others(tmp_path: Path) -> None:
+    path = tmp_path / "values.yaml"
+    path.write_text("email: {smtp: {password: pw}}\n")
+    path.chmod(0o644)
+    assert load_settings(path, environ={}).warnings == (
+        f"{path} holds secret keys and is readable by other users; run: chmod 600 {path}",
+    )
+    path.write_text("email: {smtp: {username: mailer}}\n")  # no secret in it
+    assert load_settings(path, environ={}).warnings == ()
+
+
 def test_a_key_in_the_wrong_place_is_not_quoted_back(tmp_path: Path) -> None:
     key = generate_key()
     for text in (f"secretStore:\n  {key}: 1\n", f"secretStore:\n  activeKey: !{key}\n"):
@@ -276,3 +297,180 @@ def test_relative_mail_paths_are_relative_to_the_values_file(
     email = load_settings(path, environ={}).email
     assert email.file_dir == str(tmp_path / "conf" / "mail")
     assert email.smtp.ca_file == str(tmp_path / "conf" / "ca.pem")
+
+
+# --- what the declarations give ------------------------------------------------------------------
+
+# a string too long for any setting: every check refuses it, as given and as YAML
+REFUSED = "a" * 2001
+
+
+def nested(path: str, value: object) -> dict[str, object]:
+    """{"a": {"b": value}} for "a.b"."""
+    head, _, rest = path.partition(".")
+    return {head: nested(rest, value) if rest else value}
+
+
+@pytest.mark.parametrize("leaf", sorted(LEAVES))
+def test_every_setting_is_read_from_its_path_in_the_values_file(leaf: str, tmp_path: Path) -> None:
+    [problem] = problems_of(json.dumps(nested(leaf, REFUSED)), tmp_path)  # JSON is YAML
+    assert problem.startswith(f"{leaf}: must "), problem
+
+
+@pytest.mark.parametrize("leaf", sorted(LEAVES))
+def test_every_setting_is_read_from_its_environment_variable(leaf: str, tmp_path: Path) -> None:
+    name = env_name(leaf)
+    assert re.fullmatch(r"MFACTL_[A-Z_]+", name) and name.count("_") == leaf.count(".") + 1
+    [problem] = problems_of("{}\n", tmp_path, {name: REFUSED})
+    assert problem.startswith(f"{leaf}: must ") and problem.endswith(f" (from {name})"), problem
+
+
+def test_no_two_settings_share_an_environment_variable() -> None:
+    assert len({env_name(leaf) for leaf in LEAVES}) == len(LEAVES)
+
+
+def test_a_load_without_settings_gives_the_declared_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_settings(environ={}) == Settings()
+    empty = tmp_path / "values.yaml"
+    empty.write_text("{}\n")
+    assert load_settings(empty, environ={}) == Settings(source=empty)
+
+
+# The values.yaml block of the design, less the settings mfactl does not have yet (server,
+# recoveryCodes, database pool) and enrollUrl, whose default is resetUrl (below).
+DESIGN_VALUES = """
+database: {url: "sqlite:///mfactl.db"}
+userLogin:
+  mfa:
+    enabled: true
+    mandatory: false
+    mandatoryForSysAdmins: false
+    issuer: "Example Platform"
+    algorithm: SHA1
+    digits: 6
+    period: 30
+    validWindow: 1
+    throttle: {baseDelaySeconds: 1, maxDelaySeconds: 900, lockAfterFailures: 0}
+  rememberMe: {enabled: true, days: 30, disabledForSysAdmins: false}
+secretStore: {activeKey: "", rollingKey: ""}
+email:
+  from: "Example Platform <no-reply@example.com>"
+  transport: smtp
+  templatesDir: null
+  smtp: {host: localhost, port: 587, security: starttls, username: "", password: "",
+         timeoutSeconds: 10}
+  links:
+    resetUrl: "https://app.example.com/mfa/setup?org={org}&token={token}"
+    ttlHours: 72
+"""
+
+
+def test_the_defaults_are_the_designs(tmp_path: Path) -> None:
+    path = tmp_path / "values.yaml"
+    path.write_text(DESIGN_VALUES)
+    assert load_settings(path, environ={}) == Settings(source=path)
+    links = Settings().email.links
+    assert links.enroll_url == links.reset_url
+
+
+# --- rules across settings -----------------------------------------------------------------------
+
+
+def test_key_ids_of_the_secret_store() -> None:
+    active, rolling = generate_key(), generate_key()
+    store = SecretStoreSettings(active_key=active, rolling_key=rolling)
+    assert (store.active_key_id, store.rolling_key_id) == (key_id(active), key_id(rolling))
+    assert (SecretStoreSettings().active_key_id, SecretStoreSettings().rolling_key_id) == (
+        None,
+        None,
+    )
+
+
+def test_a_key_is_given_inline_or_from_a_file_not_both(tmp_path: Path) -> None:
+    (tmp_path / "active.key").write_text(generate_key())
+    problems = problems_of(
+        f"secretStore: {{activeKey: '{generate_key()}', activeKeyFile: active.key}}\n", tmp_path
+    )
+    assert problems == [
+        "secretStore.activeKeyFile: set either activeKey or activeKeyFile, not both"
+    ]
+
+
+def test_a_missing_key_file_is_named_as_given(tmp_path: Path) -> None:
+    [problem] = problems_of("secretStore: {activeKeyFile: gone.key}\n", tmp_path)
+    assert problem.startswith("secretStore.activeKeyFile: cannot read gone.key: ")
+
+
+def test_a_rolling_key_needs_an_active_key(tmp_path: Path) -> None:
+    rolling = generate_key()
+    problems = problems_of(f"secretStore: {{rollingKey: '{rolling}'}}\n", tmp_path)
+    assert problems == ["secretStore.activeKey: must be set when rollingKey is set"]
+    # an active key given but wrong is that problem alone, not also a missing one
+    problems = problems_of(f"secretStore: {{activeKey: nope, rollingKey: '{rolling}'}}\n", tmp_path)
+    assert problems == [
+        "secretStore.activeKey: is not a valid Fernet key "
+        "(expected 32 url-safe base64-encoded bytes)"
+    ]
+    environ = {"MFACTL_SECRETSTORE_ACTIVEKEY": "a\nb"}
+    assert problems_of(f"secretStore: {{rollingKey: '{rolling}'}}\n", tmp_path, environ) == [
+        "secretStore.activeKey: is not a valid Fernet key "
+        "(expected 32 url-safe base64-encoded bytes)"
+    ]
+
+
+LESS = "userLogin.mfa.throttle.maxDelaySeconds: must not be less than baseDelaySeconds"
+
+
+@pytest.mark.parametrize(
+    ("throttle", "problems"),
+    [
+        ("{maxDelaySeconds: 0}", [LESS]),  # against baseDelaySeconds' default
+        ("{baseDelaySeconds: 901}", [LESS]),  # against maxDelaySeconds' default
+        ("{baseDelaySeconds: 60, maxDelaySeconds: 59}", [LESS]),
+        ("{baseDelaySeconds: 60, maxDelaySeconds: 60}", []),
+        # a wrong baseDelaySeconds is that problem alone
+        (
+            "{baseDelaySeconds: 9000, maxDelaySeconds: 60}",
+            ["userLogin.mfa.throttle.baseDelaySeconds: must be at most 3600"],
+        ),
+    ],
+)
+def test_the_longest_delay_is_not_shorter_than_the_first(
+    throttle: str, problems: list[str], tmp_path: Path
+) -> None:
+    text = f"userLogin: {{mfa: {{throttle: {throttle}}}}}\n"
+    if problems:
+        assert problems_of(text, tmp_path) == problems
+    else:
+        (tmp_path / "values.yaml").write_text(text)
+        assert load_settings(tmp_path / "values.yaml", environ={}).user_login.mfa.throttle == (
+            Throttle(base_delay_seconds=60, max_delay_seconds=60)
+        )
+
+
+SETUP = "https://app.example.com/mfa/setup?org={org}&token={token}"
+RESET = "https://r.example/?t={token}"
+ENROLL = "https://e.example/?t={token}"
+
+
+@pytest.mark.parametrize(
+    ("links", "environ", "reset", "enroll"),
+    [
+        ("{}", {}, SETUP, SETUP),
+        (f"{{resetUrl: '{RESET}'}}", {}, RESET, RESET),
+        ("{}", {"MFACTL_EMAIL_LINKS_RESETURL": RESET}, RESET, RESET),
+        (f"{{resetUrl: '{RESET}', enrollUrl: '{ENROLL}'}}", {}, RESET, ENROLL),
+        (f"{{resetUrl: '{RESET}'}}", {"MFACTL_EMAIL_LINKS_ENROLLURL": ENROLL}, RESET, ENROLL),
+        (f"{{enrollUrl: '{ENROLL}'}}", {}, SETUP, ENROLL),
+    ],
+)
+def test_the_enroll_link_is_the_reset_link_unless_given(
+    links: str, environ: dict[str, str], reset: str, enroll: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "values.yaml"
+    path.write_text(f"email: {{links: {links}}}\n")
+    loaded = load_settings(path, environ=environ).email.links
+    assert (loaded.reset_url, loaded.enroll_url) == (reset, enroll)
