@@ -16,7 +16,7 @@ from sqlalchemy import Select, String, func, select, type_coerce
 from mfactl.app import App
 from mfactl.db.models import MfaSecret, Organization, RememberToken, User
 from mfactl.services import lookup, policy
-from mfactl.services.selection import UserFilter, active_key_id, apply_filter
+from mfactl.services.selection import UserFilter, apply_filter
 
 BATCH = 2000  # rows fetched at a time from the server-side cursor
 
@@ -90,7 +90,7 @@ def list_users(app: App, flt: UserFilter) -> Iterator[ListedUser]:
     settings = app.settings
     # the policy's rule, asked once per kind of user rather than once per row
     exempt = {admin: policy.compliant(settings, admin, "none") for admin in (False, True)}
-    kid = active_key_id(settings)
+    kid = settings.secret_store.active_key_id
     with app.uow() as uow:
         if flt.org:
             lookup.get_org(uow.session, flt.org)  # NotFound (exit 3) rather than an empty list

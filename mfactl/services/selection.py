@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Select, and_, func, or_
 
-from mfactl.config import Settings, key_id
+from mfactl.config import Settings
 from mfactl.db.models import MfaSecret, Organization, User
 from mfactl.services import policy
 
@@ -24,11 +24,6 @@ class UserFilter:
     search: str | None = None  # handle, email or name contains
 
 
-def active_key_id(settings: Settings) -> str | None:
-    key = settings.secret_store.active_key
-    return key_id(key) if key else None
-
-
 def apply_filter(query: Select, settings: Settings, flt: UserFilter) -> Select:
     """Add the filter's WHERE clauses to a query that joins User, Organization and MfaSecret."""
     if flt.org:
@@ -40,7 +35,7 @@ def apply_filter(query: Select, settings: Settings, flt: UserFilter) -> Select:
     if flt.admins:
         query = query.where(User.is_admin.is_(True))
     if flt.stale_key:
-        kid = active_key_id(settings)
+        kid = settings.secret_store.active_key_id
         stale = MfaSecret.user_id.is_not(None)
         query = query.where(stale if kid is None else and_(stale, MfaSecret.key_id != kid))
     if flt.noncompliant:
