@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import sys
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class MfactlError(Exception):
@@ -48,11 +51,22 @@ class InvalidInput(UsageError):
     code = "invalid_input"
 
 
+class QrNotWritten(InvalidInput):
+    """The QR file could not be written (full disk, a folder that refuses files)."""
+
+    def __init__(self, target: Path, exc: OSError) -> None:
+        super().__init__(f"cannot write the QR code to {target}: {exc.strerror or exc}")
+
+
 class ConfigError(MfactlError):
     """values.yaml, the environment or the database schema is not usable."""
 
     exit_code = 5
     code = "config"
+
+
+class DatabaseMissing(ConfigError):
+    """A SQLite database file that is not there (yet): `mfactl init` makes it."""
 
 
 class SecretStoreError(MfactlError):

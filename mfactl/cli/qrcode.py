@@ -7,16 +7,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mfactl.errors import InvalidInput, UsageError
+from mfactl.errors import InvalidInput, QrNotWritten, UsageError
 
 FILE_SUFFIXES = (".png", ".svg")
-
-
-class QrNotWritten(InvalidInput):
-    """The QR file could not be written (full disk, a folder that refuses files)."""
-
-    def __init__(self, target: Path, exc: OSError) -> None:
-        super().__init__(f"cannot write the QR code to {target}: {exc.strerror or exc}")
 
 
 def stderr_is_terminal() -> bool:

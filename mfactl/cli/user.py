@@ -20,7 +20,7 @@ from mfactl.cli.common import (
     print_table,
     warn,
 )
-from mfactl.errors import Conflict, MfactlError, UsageError
+from mfactl.errors import Conflict, MfactlError, QrNotWritten, UsageError
 
 if TYPE_CHECKING:
     from mfactl.app import App
@@ -197,7 +197,7 @@ def enable(
     if started.otpauth_uri is not None:
         try:
             qrcode.show(started.otpauth_uri, target, to_stderr=json_)
-        except qrcode.QrNotWritten as exc:
+        except QrNotWritten as exc:
             exc.hint = (
                 f"the MFA of {where} stays pending, its secret unshown: run `mfactl user "
                 "enable` again with another --qr (it makes a new secret)"

@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError, NoSuchModuleError, ProgrammingError
 from sqlalchemy.exc import OperationalError as SAOperationalError
 from sqlalchemy.pool import NullPool
 
-from mfactl.errors import ConfigError, Unavailable
+from mfactl.errors import ConfigError, DatabaseMissing, Unavailable
 
 # The Alembic revision this mfactl expects; tests check it is the head of db/migrations.
 SCHEMA_REVISION = "0002"
@@ -26,10 +26,6 @@ def redact(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return "<unparseable database URL>"
-
-
-class DatabaseMissing(ConfigError):
-    """A SQLite database file that is not there (yet): `mfactl init` makes it."""
 
 
 def make_engine(url: str, *, create_file: bool = True, **kwargs: Any) -> Engine:

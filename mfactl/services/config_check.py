@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mfactl.config import Settings, find_values_file, load_settings
-from mfactl.errors import ConfigError, MfactlError
+from mfactl.errors import ConfigError, DatabaseMissing, MfactlError
 
 
 @dataclass
@@ -115,7 +115,6 @@ def _rolling_key_warnings(settings: Settings) -> list[str]:
 def _check_database(settings: Settings) -> DatabaseCheck:
     from mfactl.db.engine import (
         SCHEMA_REVISION,
-        DatabaseMissing,
         current_revision,
         is_known_revision,
         make_engine,
