@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._setup import BenchClock, database, make_app
 from mfactl import totp
 from mfactl.crypto import SecretStore, generate_key
-from mfactl.services import orgs, users
+from mfactl.services import orgs, user_import, users
 
 
 def write_csv(path: Path, rows: int) -> None:
@@ -50,7 +50,7 @@ def main() -> None:
                 try:
                     orgs.add_org(app, "acme")
                     began = time.perf_counter()
-                    result = users.import_users(app, "acme", people)
+                    result = user_import.import_users(app, "acme", people)
                     spent = time.perf_counter() - began
                     enrolled = users.user_status(app, "acme", f"user{args.rows - 1}").mfa
                 finally:

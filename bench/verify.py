@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._setup import BenchClock, database, make_app
 from mfactl import totp
 from mfactl.crypto import SecretStore, generate_key
-from mfactl.services import orgs, users, verification
+from mfactl.services import orgs, user_import, verification
 
 UID = "00000000-0000-0000-0000-000000000000"
 
@@ -63,7 +63,7 @@ def service_per_second(engine: str, seconds: float, user_count: int) -> tuple[fl
                     for name, secret in secrets.items():
                         writer.writerow([name, f"{name}@example.com", secret])
                 orgs.add_org(app, "acme")
-                users.import_users(app, "acme", people)
+                user_import.import_users(app, "acme", people)
             params = totp.TotpParams()
             done = not_ok = 0
             spent = 0.0

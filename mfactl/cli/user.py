@@ -74,9 +74,9 @@ def import_(
     json_: bool = JSON_OPTION,
 ) -> None:
     """Add many users from a CSV file: all of them, or none when any row is bad."""
-    from mfactl.services import users
+    from mfactl.services import user_import
 
-    result = users.import_users(get_app(ctx), org, file)
+    result = user_import.import_users(get_app(ctx), org, file)
     if json_:
         print_json({"org": result.org, "imported": result.imported})
     else:

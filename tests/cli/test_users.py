@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mfactl.app import App
-from mfactl.services import users
+from mfactl.services import user_import, users
 from tests.cli.conftest import Mfactl
 from tests.unit.test_listing import seed
 
@@ -281,7 +281,7 @@ def many_users(values_file: Path, seeded: App, tmp_path: Path) -> Path:
     rows = "".join(f"user{i:04d},user{i:04d}@acme.test,User {i},no\n" for i in range(2000))
     csv_file = tmp_path / "many.csv"
     csv_file.write_text("handle,email,name,admin\n" + rows, encoding="utf-8")
-    users.import_users(seeded, "acme", csv_file)
+    user_import.import_users(seeded, "acme", csv_file)
     return values_file
 
 

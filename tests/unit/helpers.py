@@ -1,4 +1,4 @@
-"""Small helpers the service tests share: people, and the authenticator app's side of TOTP."""
+"""Helpers the service tests share: people, row counts, mail and the authenticator's codes."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from email import policy
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from mfactl import totp
@@ -22,6 +23,12 @@ def people(app: App, *handles: str, admin: tuple[str, ...] = ()) -> None:
     orgs.add_org(app, "acme", "Acme")
     for handle in handles:
         users.add_user(app, "acme", handle, f"{handle}@example.com", admin=handle in admin)
+
+
+def count(app: App, model: type) -> int:
+    """How many rows the model's table holds."""
+    with app.uow() as uow:
+        return int(uow.session.scalar(select(func.count()).select_from(model)) or 0)
 
 
 def secret_of(uri: str) -> str:
