@@ -143,7 +143,7 @@ def user_status(app: App, org: str, user_ref: str) -> UserStatus:
             )
             or 0
         )
-        active_key_id = _active_key_id(app)
+        active_key_id = app.settings.secret_store.active_key_id
         return UserStatus(
             org=organization.slug,
             user=user.handle,
@@ -165,11 +165,3 @@ def user_status(app: App, org: str, user_ref: str) -> UserStatus:
             remember_tokens=int(remember),
             open_links=int(links),
         )
-
-
-def _active_key_id(app: App) -> str | None:
-    """The active key's id from the settings, without building the secret store."""
-    from mfactl.config import key_id
-
-    key = app.settings.secret_store.active_key
-    return key_id(key) if key else None
