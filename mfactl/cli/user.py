@@ -49,16 +49,7 @@ def add(
 
     added = users.add_user(get_app(ctx), org, user, email, name=name, admin=admin)
     if json_:
-        print_json(
-            {
-                "org": added.org,
-                "user": added.user,
-                "email": added.email,
-                "name": added.name,
-                "admin": added.admin,
-                "created_at": added.created_at,
-            }
-        )
+        print_json(added)
     else:
         info(
             f"added user {added.user} <{added.email}> to {added.org}"
@@ -78,7 +69,7 @@ def import_(
 
     result = user_import.import_users(get_app(ctx), org, file)
     if json_:
-        print_json({"org": result.org, "imported": result.imported})
+        print_json(result)
     else:
         info(f"imported {counted(result.imported, 'user')} into {result.org}")
 
@@ -92,29 +83,7 @@ def status(
 
     st = users.user_status(get_app(ctx), org, user)
     if json_:
-        print_json(
-            {
-                "org": st.org,
-                "user": st.user,
-                "email": st.email,
-                "name": st.name,
-                "admin": st.admin,
-                "created_at": st.created_at,
-                "mfa": st.mfa,
-                "mfa_key_active": st.mfa_key_active,
-                "key_id": st.key_id,
-                "algorithm": st.algorithm,
-                "digits": st.digits,
-                "period": st.period,
-                "enrolled_at": st.enrolled_at,
-                "last_used_at": st.last_used_at,
-                "failed_attempts": st.failed_attempts,
-                "last_failed_at": st.last_failed_at,
-                "locked": st.locked,
-                "remember_tokens": st.remember_tokens,
-                "open_links": st.open_links,
-            }
-        )
+        print_json(st)  # every field of UserStatus, in order
         return
     key = (
         "-"
@@ -306,7 +275,7 @@ def verify(
     mfa_app = get_app(ctx)
     result = verification.verify(mfa_app, org, user, code, explain=True, audited=True)
     if json_:
-        print_json(result.to_json())
+        print_json(result)
     else:
         line = VERIFY_MEANINGS[result.result] + result.drift_hint
         if result.retry_after_seconds:

@@ -25,6 +25,17 @@ class UserInfo:
     uid: str
     created_at: datetime
 
+    def to_json(self) -> dict[str, object]:
+        """`user add --json` (the uid is internal: it binds ciphertexts to their user)."""
+        return {
+            "org": self.org,
+            "user": self.user,
+            "email": self.email,
+            "name": self.name,
+            "admin": self.admin,
+            "created_at": self.created_at,
+        }
+
 
 def _info(org_slug: str, user: User) -> UserInfo:
     return UserInfo(
