@@ -97,6 +97,13 @@ class EmailQueued(MfactlError):
     code = "email_queued"
 
 
+class Declined(MfactlError):
+    """The person at the terminal answered no to a confirmation: nothing was changed."""
+
+    exit_code = 10
+    code = "declined"
+
+
 def from_database(exc: BaseException) -> MfactlError | None:
     """A database failure as the error it means for the caller; None for anything else.
 

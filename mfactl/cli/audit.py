@@ -54,7 +54,7 @@ def list_(
     org: str | None = typer.Option(
         None, "--org", help="Only this organization.", callback=org_value
     ),
-    user: str | None = typer.Option(None, "--user", help="Only this user handle."),
+    user: str | None = typer.Option(None, "--user", help="Only this user (handle or email)."),
     action: str | None = typer.Option(
         None, "--action", help="Only this action (e.g. user.reset; 'user.*' for a prefix)."
     ),
@@ -72,7 +72,7 @@ def list_(
     events = audit.list_events(
         app_,
         org=org,
-        user=user.strip().lower() if user else None,
+        user=user,
         action=action,
         since=since_at,
         limit=limit,

@@ -217,6 +217,8 @@ def print_table(
 
 
 def render_error(exc: MfactlError, *, as_json: bool) -> None:
+    from mfactl.errors import Declined
+
     if as_json:
         payload: dict[str, Any] = {"code": exc.code, "message": exc.message}
         if exc.problems:
@@ -225,7 +227,8 @@ def render_error(exc: MfactlError, *, as_json: bool) -> None:
             payload["hint"] = exc.hint
         sys.stderr.write(dumps({"error": payload}) + "\n")
         return
-    lines = [f"error: {shown(exc.message)}"]
+    # a "no" at the prompt is the person's decision, not an error of mfactl's
+    lines = [shown(exc.message) if isinstance(exc, Declined) else f"error: {shown(exc.message)}"]
     lines += [f"  - {shown(problem)}" for problem in exc.problems]
     if exc.hint:
         lines.append(f"hint: {shown(exc.hint)}")

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from mfactl.cli.common import err_console, info
-from mfactl.errors import EmailQueued, UsageError
+from mfactl.cli.common import err_console
+from mfactl.errors import Declined, EmailQueued, UsageError
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -31,8 +31,7 @@ def confirm(question: str, *, yes: bool, what: str, warning: str | None = None) 
     if warning:
         err_console().print(warning, style="bold red")
     if not typer.confirm(question, default=False, err=True):
-        info("aborted: nothing was changed")
-        raise typer.Exit(1)
+        raise Declined("aborted: nothing was changed")
 
 
 class ProgressBar:

@@ -7,11 +7,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from mfactl.app import App
-from mfactl.db.models import AuditEvent
+from mfactl.db.models import AuditEvent, Organization, User
+from mfactl.errors import NotFound
+from mfactl.services import validation
 
 
 def record(
@@ -88,11 +91,18 @@ def list_events(
     since: datetime | None = None,
     limit: int | None = None,
 ) -> Iterator[AuditRow]:
-    """Events oldest first, streamed; with ``limit``, only the newest ``limit`` of them."""
+    """Events oldest first, streamed; with ``limit``, only the newest ``limit`` of them.
+
+    ``user`` is a handle, or an email (the events of whoever has that address, in ``org`` when
+    it is given); an organization and a handle are matched as the other commands take them,
+    whatever their case or surrounding spaces.
+    """
     query = select(AuditEvent)
+    org = org.strip().lower() if org else None
     if org:
         query = query.where(AuditEvent.organization == org)
-    if user:
+    user = user.strip().lower() if user else None
+    if user and "@" not in user:
         query = query.where(AuditEvent.user_handle == user)
     if action:
         if action.endswith("*"):
@@ -102,6 +112,8 @@ def list_events(
     if since:
         query = query.where(AuditEvent.at >= since)
     with app.uow() as uow:
+        if user and "@" in user:
+            query = query.where(_by_email(uow.session, user, org))
         if limit:
             newest = uow.session.scalars(query.order_by(AuditEvent.id.desc()).limit(limit))
             yield from reversed([_row(e) for e in newest])
@@ -110,3 +122,23 @@ def list_events(
             query.order_by(AuditEvent.id).execution_options(yield_per=1000)
         ):
             yield _row(event)
+
+
+def _by_email(session: Session, email: str, org: str | None) -> ColumnElement[bool]:
+    """The events of the users who have this email (one per organization at most)."""
+    owners = select(Organization.slug, User.handle).join(
+        Organization, Organization.id == User.organization_id
+    )
+    owners = owners.where(User.email == email)
+    if org:
+        owners = owners.where(Organization.slug == org)
+    found = session.execute(owners).all()
+    if not found:
+        where = f" in {org}" if org else ""
+        raise NotFound(f"no user has the email {validation.shown(email)}{where}")
+    return or_(
+        *(
+            and_(AuditEvent.organization == slug, AuditEvent.user_handle == handle)
+            for slug, handle in found
+        )
+    )

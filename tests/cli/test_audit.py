@@ -208,3 +208,24 @@ def test_no_events_says_so_on_stderr_and_prints_nothing(mfactl: Mfactl) -> None:
             "",
             "no audit events match these filters\n",
         ), filters
+
+
+def test_user_takes_a_handle_or_an_email_like_every_other_user_option(history: Mfactl) -> None:
+    assert history("user", "add", "--org", "beta", "--user", "al", "--email", "alice@example.com")
+    by_handle = history.json("audit", "list", "--user", "alice")
+    by_email = history.json("audit", "list", "--user", " Alice@Example.com ")
+    assert [(e["org"], e["user"]) for e in by_email] == [("acme", "alice"), ("beta", "al")]
+    assert by_email[0] == by_handle[0]
+    in_beta = history.json("audit", "list", "--user", "alice@example.com", "--org", " BETA ")
+    assert [(e["org"], e["user"]) for e in in_beta] == [("beta", "al")]
+    nobody = history("audit", "list", "--user", "nobody@example.com")
+    assert (nobody.exit_code, nobody.stderr) == (
+        3,
+        "error: no user has the email 'nobody@example.com'\n",
+    )
+
+
+def test_org_is_matched_whatever_its_case_or_spaces(history: Mfactl) -> None:
+    assert history.json("audit", "list", "--org", " ACME ") == history.json(
+        "audit", "list", "--org", "acme"
+    )

@@ -75,7 +75,7 @@ def test_users_reset_resets_the_selection_with_one_summary(
 def test_users_reset_asks_on_a_terminal(crowd: Mfactl, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("mfactl.cli.interact.interactive", lambda: True)
     declined = crowd("users", "reset", "--org", "acme", "--reason", "breach", input="n\n")
-    assert declined.exit_code == 1
+    assert declined.exit_code == 10
     assert "Reset the MFA of 12 users in acme?" in declined.stderr
     assert "2 of them are SYSADMINS: acme/u00, acme/u01" in declined.stderr
     assert crowd.json("audit", "list", "--action", "user.reset") == []
@@ -112,7 +112,7 @@ def test_users_enable_mails_everyone_without_mfa(
     with monkeypatch.context() as terminal:
         terminal.setattr("mfactl.cli.interact.interactive", lambda: True)
         declined = crowd(*invite, input="n\n")
-    assert declined.exit_code == 1 and not mails(values_file)
+    assert declined.exit_code == 10 and not mails(values_file)
     assert "Mail an enrollment link to 11 users in acme?" in declined.stderr
     result = crowd(*invite, "--yes", "--json")
     assert result.exit_code == 0, result.output
