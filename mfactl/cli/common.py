@@ -235,12 +235,38 @@ def render_error(exc: MfactlError, *, as_json: bool) -> None:
     sys.stderr.write("\n".join(lines) + "\n")
 
 
+GLOBAL_OPTIONS = ("--values", "--actor")  # taken anywhere on the line, not only before the command
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """``mfactl org list --values F`` as ``mfactl --values F org list``: the global options,
+    wherever they stand (before a ``--``), moved in front of the command."""
+    front: list[str] = []
+    rest: list[str] = []
+    position = 0
+    while position < len(args):
+        argument = args[position]
+        if argument == "--":
+            rest += args[position:]
+            break
+        if argument in GLOBAL_OPTIONS and position + 1 < len(args):
+            front += args[position : position + 2]
+            position += 2
+            continue
+        if argument.startswith(tuple(f"{name}=" for name in GLOBAL_OPTIONS)):
+            front.append(argument)
+        else:
+            rest.append(argument)
+        position += 1
+    return front + rest
+
+
 class MfactlGroup(TyperGroup):
     """The root group: turns MfactlError into one sentence and its exit code."""
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
         ctx.meta["mfactl.json"] = "--json" in args or "--jsonl" in args  # machine readers
-        return super().parse_args(ctx, args)
+        return super().parse_args(ctx, hoist_global_options(args))
 
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         try:

@@ -12,8 +12,10 @@ from typer.main import get_command
 
 from mfactl import __version__
 from mfactl.cli.app import app as cli_app
+from mfactl.cli.common import hoist_global_options
 from mfactl.crypto import generate_key
 from tests.cli.conftest import Mfactl, write_values
+from tests.conftest import FrozenClock
 
 
 def test_help_does_not_import_heavy_modules() -> None:
@@ -207,3 +209,27 @@ def test_jsonl_readers_get_json_errors_too(mfactl: Mfactl) -> None:
     result = mfactl("users", "list", "--org", "nope", "--jsonl")
     assert result.exit_code == 3
     assert json.loads(result.stderr)["error"]["code"] == "not_found"
+
+
+def test_values_and_actor_are_taken_anywhere_on_the_line(
+    values_file: Path, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    monkeypatch.setattr("mfactl.bootstrap.system_clock", clock)
+    runner = CliRunner()
+    env = {"NO_COLOR": "1", "COLUMNS": "100"}
+    added = runner.invoke(
+        cli_app, ["org", "add", "acme", "--values", str(values_file), "--actor=ops"], env=env
+    )
+    assert added.exit_code == 0, added.output
+    listed = runner.invoke(
+        cli_app, ["org", "list", "--json", "--values", str(values_file)], env=env
+    )
+    assert [o["org"] for o in json.loads(listed.stdout)] == ["acme"]
+    events = runner.invoke(
+        cli_app, ["audit", "--actor", "x", "list", "--values", str(values_file), "--json"], env=env
+    )
+    assert [e["actor"] for e in json.loads(events.stdout)] == ["ops"]
+    # after `--` an option is a value like any other
+    assert hoist_global_options(["a", "--", "--values", "F"]) == ["a", "--", "--values", "F"]
