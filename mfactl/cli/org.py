@@ -24,6 +24,8 @@ def add(
         print_json(org.added_json())
     else:
         info(f"added organization {org.slug} ({org.name})")
+        if slug.strip() != org.slug:  # said, not done silently
+            info(f"note: {slug.strip()!r} is kept as {org.slug!r} (slugs are lowercase)")
 
 
 @app.command("list")

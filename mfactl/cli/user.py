@@ -55,6 +55,9 @@ def add(
             f"added user {added.user} <{added.email}> to {added.org}"
             + (" as a sysadmin" if added.admin else "")
         )
+        for typed, kept, what in ((user, added.user, "handles"), (email, added.email, "emails")):
+            if typed.strip() != kept:  # said, not done silently: `--user Hank` is `hank` now
+                info(f"note: {typed.strip()!r} is kept as {kept!r} ({what} are lowercase)")
 
 
 @app.command("import")
@@ -140,7 +143,7 @@ def enable(
     no_confirm: bool = typer.Option(
         False, "--no-confirm", help="Leave the secret pending, for `user confirm` later."
     ),
-    qr: str = typer.Option("terminal", "--qr", metavar="TARGET", help=QR_HELP),
+    qr: str | None = typer.Option(None, "--qr", metavar="TARGET", help=QR_HELP),
     send_email: bool = typer.Option(
         False, "--send-email", help="Mail the user an enrollment link instead (prints no URI)."
     ),
@@ -157,9 +160,11 @@ def enable(
     if code is not None and no_confirm:
         raise UsageError("--code and --no-confirm cannot be used together")
     if send_email:
+        if qr is not None:  # no secret is made here, so there is no QR code to show
+            raise UsageError("--send-email cannot be used with --qr: the emailed link shows it")
         _enable_by_email(ctx, org, user, code is not None or no_confirm, json_)
         return
-    target = qrcode.parse_target(qr)
+    target = qrcode.parse_target(qr or "terminal")
     mfa_app = get_app(ctx)
     started = enrollment.enable_user(mfa_app, org, user, keep_pending=code is not None)
     where = f"{started.org}/{started.user}"
@@ -409,15 +414,15 @@ def reset(
 def send_reset_email(
     ctx: typer.Context, org: str = ORG_OPTION, user: str = USER_OPTION, json_: bool = JSON_OPTION
 ) -> None:
-    """Mail a fresh MFA setup link after a reset; the previous link stops working."""
+    """Mail a fresh MFA setup link after a reset; the previous link stops working.
+
+    Refused (exit 4) for a user who was never reset: `user enable --send-email` invites one.
+    """
     from mfactl.services import reset as reset_service
 
     result = reset_service.send_reset_email(get_app(ctx), org, user)
-    _email_outcome(
-        result,
-        json_,
-        f"made a new reset link for {result.org}/{result.user} (the previous one no longer works)",
-    )
+    ended = " (the previous one no longer works)" if result.replaced_link else ""
+    _email_outcome(result, json_, f"made a new reset link for {result.org}/{result.user}{ended}")
 
 
 def _enable_by_email(

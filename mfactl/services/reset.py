@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from mfactl.app import App
 from mfactl.db.batching import chunks
-from mfactl.db.models import AuditEvent, MfaSecret, Organization, RememberToken, User
+from mfactl.db.models import ActionToken, AuditEvent, MfaSecret, Organization, RememberToken, User
 from mfactl.errors import Conflict, InvalidInput
 from mfactl.services import delivery, lookup, outbox, validation
 from mfactl.services.links import LinkTarget, end_unused_links, issue_links
@@ -52,6 +52,7 @@ class ResetResult:
     user: str
     had_mfa: str
     email: EmailOutcome
+    replaced_link: bool = False  # a live link of the same purpose was ended by this one
 
 
 @dataclass(frozen=True)
@@ -338,6 +339,26 @@ def send_enroll_email(app: App, org: str, user: str) -> ResetResult:
     return _send_link(app, org, user, "enroll")
 
 
+def _was_reset(session: Session, target: Target) -> bool:
+    """Has this user's MFA ever been reset (the reset's audit event, written with it)?"""
+    query = select(AuditEvent.id).where(
+        AuditEvent.action == "user.reset",
+        AuditEvent.organization == target.org,
+        AuditEvent.user_handle == target.user,
+    )
+    return session.scalars(query.limit(1)).first() is not None
+
+
+def _live_link(session: Session, app: App, target: Target, purpose: str) -> bool:
+    query = select(ActionToken.id).where(
+        ActionToken.user_id == target.user_id,
+        ActionToken.purpose == purpose,
+        ActionToken.used_at.is_(None),
+        ActionToken.expires_at > app.now(),
+    )
+    return session.scalars(query.limit(1)).first() is not None
+
+
 def _send_link(app: App, org: str, user: str, purpose: str) -> ResetResult:
     _check_mfa_enabled(app)
     with app.uow() as uow:
@@ -350,14 +371,24 @@ def _send_link(app: App, org: str, user: str, purpose: str) -> ResetResult:
                 else ""
             )
             raise Conflict(f"MFA is already active for {target.org}/{target.user}{hint}")
+        if purpose == "reset" and not _was_reset(uow.session, target):
+            # its email says "your MFA has been reset": never claim a reset that did not happen
+            raise Conflict(
+                f"{target.org}/{target.user} was never reset, so there is no reset to send a "
+                "link for",
+                hint="to invite them to set up MFA: mfactl user enable --org "
+                f"{target.org} --user {target.user} --send-email",
+            )
         if not target.email:
             return ResetResult(target.org, target.user, target.mfa, EmailOutcome("no_address"))
+        replaced = _live_link(uow.session, app, target, purpose)
         queued = _queue_links(uow.session, app, [target], purpose)
         _audit(uow.session, app, f"user.{purpose}_email", [target], {"purpose": purpose})
         uow.commit()
     message_id = queued[target.user_id]
     report = delivery.deliver(app, [message_id])
-    return ResetResult(target.org, target.user, target.mfa, _outcome(message_id, report))
+    outcome = _outcome(message_id, report)
+    return ResetResult(target.org, target.user, target.mfa, outcome, replaced_link=replaced)
 
 
 def invite_users(app: App, flt: UserFilter, *, progress: Progress | None = None) -> BulkResult:

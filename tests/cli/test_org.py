@@ -50,7 +50,11 @@ def test_org_add_and_list_json(mfactl: Mfactl) -> None:
 
 def test_a_slug_is_trimmed_and_lowercased(mfactl: Mfactl) -> None:
     result = mfactl("org", "add", "  Gamma  ", "--name", "  Gamma Inc  ")
-    assert (result.exit_code, result.stderr) == (0, "added organization gamma (Gamma Inc)\n")
+    assert (result.exit_code, result.stderr) == (
+        0,
+        "added organization gamma (Gamma Inc)\n"
+        "note: 'Gamma' is kept as 'gamma' (slugs are lowercase)\n",
+    )
     assert [(o["org"], o["name"]) for o in mfactl.json("org", "list")] == [("gamma", "Gamma Inc")]
 
 

@@ -95,3 +95,20 @@ def test_no_remember_me_tokens_says_so_on_stderr_and_prints_nothing(mfactl: Mfac
     mfactl("user", "add", "--org", "acme", "--user", "alice", "--email", "alice@example.com")
     tokens = mfactl("user", "remember", "list", "--org", "acme", "--user", "alice")
     assert (tokens.stdout, tokens.stderr) == ("", "acme/alice has no remember-me tokens\n")
+
+
+def test_capitals_are_lowercased_and_the_output_says_so(mfactl: Mfactl) -> None:
+    org = mfactl("org", "add", "Acme")
+    assert (org.exit_code, org.stderr) == (
+        0,
+        "added organization acme (acme)\nnote: 'Acme' is kept as 'acme' (slugs are lowercase)\n",
+    )
+    added = mfactl("user", "add", "--org", "acme", "--user", "Hank", "--email", "Hank@Example.com")
+    assert (added.exit_code, added.stderr) == (
+        0,
+        "added user hank <hank@example.com> to acme\n"
+        "note: 'Hank' is kept as 'hank' (handles are lowercase)\n"
+        "note: 'Hank@Example.com' is kept as 'hank@example.com' (emails are lowercase)\n",
+    )
+    plain = mfactl("user", "add", "--org", "acme", "--user", "ivy", "--email", "ivy@example.com")
+    assert plain.stderr == "added user ivy <ivy@example.com> to acme\n"

@@ -138,9 +138,31 @@ def test_reset_with_the_server_down_queues_the_email_and_exits_9(acme: Mfactl) -
 
 
 def test_send_reset_email_makes_a_new_link(acme: Mfactl) -> None:
+    reset = ("user", "reset", "--org", "acme", "--user", "bob", "--reason", "r", "--yes")
+    assert acme(*reset, "--no-email").exit_code == 0
+    first = acme("send-reset-email", "--org", "acme", "--user", "bob")
+    assert (first.exit_code, first.stderr) == (
+        0,
+        "made a new reset link for acme/bob; the email was sent\n",  # there was none before
+    )
+    again = acme("send-reset-email", "--org", "acme", "--user", "bob")
+    assert again.stderr == (
+        "made a new reset link for acme/bob (the previous one no longer works); "
+        "the email was sent\n"
+    )
+
+
+def test_send_reset_email_to_a_user_never_reset_claims_no_reset(acme: Mfactl) -> None:
     result = acme("send-reset-email", "--org", "acme", "--user", "bob")
-    assert result.exit_code == 0
-    assert "made a new reset link for acme/bob" in result.stderr
+    assert (result.exit_code, result.stderr) == (
+        4,
+        "error: acme/bob was never reset, so there is no reset to send a link for\n"
+        "hint: to invite them to set up MFA: mfactl user enable --org acme --user bob "
+        "--send-email\n",
+    )
+    assert acme.json("mail", "list") == []
+    invited = acme("user", "enable", "--org", "acme", "--user", "bob", "--send-email")
+    assert invited.exit_code == 0  # the hint, followed literally, works
 
 
 def test_demo_resets_bob_and_shows_where_the_email_is(tmp_path: Path) -> None:

@@ -135,6 +135,12 @@ def test_users_enable_mails_everyone_without_mfa(
     assert human.stderr == "made an enrollment link for acme/u04; the email was sent\n"
     both = crowd("user", "enable", "--org", "acme", "--user", "u03", "--send-email", "--code", "1")
     assert both.exit_code == 2
+    qr = crowd("user", "enable", "--org", "acme", "--user", "u05", "--send-email", "--qr", "x.png")
+    assert (qr.exit_code, qr.stderr) == (
+        2,
+        "error: --send-email cannot be used with --qr: the emailed link shows it\n",
+    )
+    assert not Path("x.png").exists()
 
 
 def test_users_reset_with_the_server_down_queues_everything(crowd: Mfactl) -> None:
