@@ -7,6 +7,7 @@ import typer
 from mfactl.cli.common import (
     JSON_OPTION,
     console,
+    counted,
     get_app,
     info,
     print_json,
@@ -28,7 +29,10 @@ def list_(
     status: str | None = typer.Option(
         None,
         "--status",
-        help="Only messages in this state: pending, sending, failed, sent or cancelled.",
+        help=(
+            "Only messages in this state: queued (waiting to be sent: pending, never tried, "
+            "or failed, tried and retried later), sending, sent or cancelled."
+        ),
     ),
     json_: bool = JSON_OPTION,
 ) -> None:
@@ -36,8 +40,8 @@ def list_(
     from mfactl.errors import InvalidInput
     from mfactl.services import outbox
 
-    if status is not None and status not in outbox.STATUSES:
-        raise InvalidInput(f"--status must be one of {', '.join(outbox.STATUSES)}, not {status!r}")
+    if status is not None and status not in outbox.FILTERS:
+        raise InvalidInput(f"--status must be one of {', '.join(outbox.FILTERS)}, not {status!r}")
     rows = outbox.list_messages(get_app(ctx), status)
     if json_:
         print_json([r.to_json() for r in rows])
@@ -54,7 +58,7 @@ def list_(
                 f"{r.org}/{r.user}" if r.user else None,
                 r.recipient,
                 *([r.subject] if wide else []),
-                r.status,
+                r.shown_status,
                 r.attempts,
                 r.next_attempt_at,
             ]
@@ -75,19 +79,31 @@ def list_(
 @app.command("retry")
 def retry(
     ctx: typer.Context,
-    all_: bool = typer.Option(
-        False, "--all", help="Also send the failed ones whose next attempt is not due yet."
+    due_only: bool = typer.Option(
+        False,
+        "--due-only",
+        help="Only those whose next attempt is due: the back-off, for unattended runs (a timer).",
     ),
+    # sending everything now is the default since 0.2; still accepted from older scripts
+    all_: bool = typer.Option(False, "--all", hidden=True),
     json_: bool = JSON_OPTION,
 ) -> None:
-    """Send the queued emails that are due (all unsent ones with --all); exit 9 if some fail."""
+    """Send every email waiting in the outbox now (--due-only: only those due); exit 9 while
+    any still waits.
+
+    $ mfactl mail retry
+    $ mfactl mail retry --due-only --json   # from a timer
+    """
     from mfactl.cli.interact import ProgressBar, emails_queued
+    from mfactl.errors import EmailQueued, UsageError
     from mfactl.services import delivery
 
+    if due_only and all_:
+        raise UsageError("--due-only and --all cannot be used together")
     with ProgressBar("sending queued emails") as progress:
-        report = delivery.deliver(get_app(ctx), force=all_, progress=progress)
+        report = delivery.deliver(get_app(ctx), force=not due_only, progress=progress)
     if json_:
-        print_json(report.to_json())
+        print_json(report)
     else:
         sent = len(report.sent)
         info(
@@ -99,20 +115,27 @@ def retry(
                 f"{len(report.cancelled)} not sent because their link had expired or been "
                 "replaced (see `mfactl mail list --status cancelled`)"
             )
-        if report.held:
-            until = report.held_until.strftime("%H:%M UTC") if report.held_until else "soon"
-            info(
-                f"{report.held} {'is' if report.held == 1 else 'are'} held by another sender, "
-                f"or by one that was stopped; they go out with it, or from {until}, when its "
-                "hold runs out"
-            )
-        if report.waiting > report.held and not report.queued and not all_:
-            those = "the others" if report.held else "those"
-            info(f"{those} are not due yet (see `mfactl mail list`); `--all` sends them now")
-    if report.queued:
+    if report.queued:  # tried now and failed, or not tried after the server stopped answering
         raise emails_queued(
             report.queued,
             report.first_error,
             interrupted=report.interrupted,
-            hint="`mfactl mail list --status failed` shows each",
+            hint="`mfactl mail list --status queued` shows each",
         )
+    if report.left_queued:  # only with --due-only: the others are not due yet
+        raise EmailQueued(
+            f"{counted(report.left_queued, 'email')} in the outbox {_are(report.left_queued)} "
+            "not due yet",
+            hint="`mfactl mail retry` (without --due-only) sends them now",
+        )
+    if report.held:
+        until = report.held_until.strftime("%H:%M UTC") if report.held_until else "soon"
+        raise EmailQueued(
+            f"{counted(report.held, 'email')} {_are(report.held)} held by another sender, or by "
+            f"one that was stopped; they go out with it, or from {until}, when its hold runs out",
+            hint="`mfactl mail list --status sending` shows them",
+        )
+
+
+def _are(count: int) -> str:
+    return "is" if count == 1 else "are"

@@ -58,13 +58,17 @@ class Delivery:
             return next(iter(self.failed.values()))
         return f"not sent: {self.stopped}" if self.stopped else None
 
+    @property
+    def left_queued(self) -> int:
+        """Messages still queued after the run (due or not), not counting those a sender holds."""
+        return self.waiting - self.held
+
     def to_json(self) -> dict[str, object]:
         """`mail retry --json`."""
         return {
             "sent": len(self.sent),
-            "queued": self.queued,
+            "queued": self.left_queued,
             "cancelled": len(self.cancelled),
-            "waiting": self.waiting,
             "held": self.held,
             "error": self.first_error,
         }

@@ -30,6 +30,12 @@ from mfactl.db.models import Organization, OutboxMessage, User
 from mfactl.mail.render import check_header, new_envelope, render
 
 STATUSES = ("pending", "sending", "failed", "sent", "cancelled")
+# What a message that waits to be sent is called wherever it is shown (`mail list`, `mail
+# retry`, a reset's email status): pending (never tried) and failed (tried, tried again from
+# next_attempt_at) alike; `mail list --status pending|failed` still tells them apart.
+QUEUED = "queued"
+WAITING = ("pending", "failed")
+FILTERS = (QUEUED, *STATUSES)
 LEASE = timedelta(minutes=15)  # how long a sender holds a row it took, renewed at each message
 CLAIM = 20  # rows claimed at once: what a killed sender leaves held until their lease runs out
 FIRST_RETRY = timedelta(minutes=1)
@@ -339,9 +345,14 @@ class OutboxRow:
     created_at: datetime
     sent_at: datetime | None
 
+    @property
+    def shown_status(self) -> str:
+        """``queued`` for a message that waits (pending or failed), else its status."""
+        return QUEUED if self.status in WAITING else self.status
+
     def to_json(self) -> dict[str, object]:
         """One message of `mail list --json` (times as datetimes: the CLI writes them ISO Z)."""
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "status": self.shown_status}
 
 
 def list_messages(app: App, status: str | None = None) -> list[OutboxRow]:
@@ -364,7 +375,9 @@ def list_messages(app: App, status: str | None = None) -> list[OutboxRow]:
         .outerjoin(Organization, Organization.id == User.organization_id)
         .order_by(OutboxMessage.id)
     )
-    if status:
+    if status == QUEUED:
+        query = query.where(OutboxMessage.status.in_(WAITING))
+    elif status:
         query = query.where(OutboxMessage.status == status)
     with app.uow() as uow:
         return [OutboxRow(*row) for row in uow.session.execute(query)]

@@ -76,7 +76,9 @@ def test_an_empty_outbox_says_so_on_stderr_and_prints_nothing(mfactl: Mfactl) ->
 
 
 def test_an_unknown_status_is_exit_2(mfactl: Mfactl) -> None:
-    message = "--status must be one of pending, sending, failed, sent, cancelled, not 'lost'"
+    message = (
+        "--status must be one of queued, pending, sending, failed, sent, cancelled, not 'lost'"
+    )
     result = mfactl("mail", "list", "--status", "lost")
     assert (result.exit_code, result.stdout, result.stderr) == (2, "", f"error: {message}\n")
     as_json = mfactl("mail", "list", "--status", "lost", "--json")
@@ -97,7 +99,7 @@ def test_mail_list_json_shows_a_queued_email_without_its_body(
             "user": "bob",
             "recipient": "bob@example.com",
             "subject": SUBJECT,
-            "status": "failed",
+            "status": "queued",  # waiting: the one word for it, wherever it is shown
             "attempts": 1,
             "last_error": refused(smtp_down),
             "next_attempt_at": "2026-11-01T09:01:00Z",
@@ -105,6 +107,8 @@ def test_mail_list_json_shows_a_queued_email_without_its_body(
             "sent_at": None,
         }
     ]
+    assert acme.json("mail", "list", "--status", "queued") == json.loads(listed.stdout)
+    # tried and failed, so not pending: the narrower filters still tell them apart
     assert acme.json("mail", "list", "--status", "failed") == json.loads(listed.stdout)
     assert acme.json("mail", "list", "--status", "pending") == []
 
@@ -118,7 +122,7 @@ def test_mail_list_table_shows_the_subject_only_where_it_has_room(
     assert (narrow.exit_code, narrow.stderr) == (0, "")
     assert [line.rstrip() for line in narrow.stdout.splitlines()] == [
         "ID  USER      RECIPIENT        STATUS  ATTEMPTS  NEXT ATTEMPT",
-        "1   acme/bob  bob@example.com  failed  1         2026-11-01T09:01:00Z",
+        "1   acme/bob  bob@example.com  queued  1         2026-11-01T09:01:00Z",
         "",
         "last error, by message id:",
         f"  1: {refused(smtp_down)}",
@@ -127,12 +131,12 @@ def test_mail_list_table_shows_the_subject_only_where_it_has_room(
     assert [line.rstrip() for line in wide.stdout.splitlines()][:2] == [
         "ID  USER      RECIPIENT        SUBJECT                           STATUS  ATTEMPTS  "
         "NEXT ATTEMPT",
-        f"1   acme/bob  bob@example.com  {SUBJECT}  failed  1         2026-11-01T09:01:00Z",
+        f"1   acme/bob  bob@example.com  {SUBJECT}  queued  1         2026-11-01T09:01:00Z",
     ]
 
 
 def test_mail_retry_on_an_empty_outbox(mfactl: Mfactl) -> None:
-    for args in (("mail", "retry"), ("mail", "retry", "--all")):
+    for args in (("mail", "retry"), ("mail", "retry", "--due-only"), ("mail", "retry", "--all")):
         result = mfactl(*args)
         assert (result.exit_code, result.stdout, result.stderr) == (
             0,
@@ -143,45 +147,46 @@ def test_mail_retry_on_an_empty_outbox(mfactl: Mfactl) -> None:
         "sent": 0,
         "queued": 0,
         "cancelled": 0,
-        "waiting": 0,
         "held": 0,
         "error": None,
     }
 
 
-def test_mail_retry_waits_for_the_back_off_and_all_does_not(
+def test_mail_retry_sends_what_waits_now_and_due_only_keeps_the_back_off(
     acme: Mfactl, smtp_down: dict[str, str], values_file: Path, clock: FrozenClock
 ) -> None:
     queue_reset(acme, smtp_down)
-    early = acme("mail", "retry")  # the file transport would deliver it, but it is not due
+    # from a timer: the message is not due (its back-off), so it waits, and that is exit 9
+    early = acme("mail", "retry", "--due-only")
     assert (early.exit_code, early.stdout, early.stderr) == (
-        0,
+        9,
         "",
         "sent 0 emails; 1 waits in the outbox\n"
-        "those are not due yet (see `mfactl mail list`); `--all` sends them now\n",
+        "error: 1 email in the outbox is not due yet\n"
+        "hint: `mfactl mail retry` (without --due-only) sends them now\n",
     )
     assert eml_files(values_file) == []
-    still_down = acme("mail", "retry", "--all", env=smtp_down)
+    still_down = acme("mail", "retry", env=smtp_down)
     assert (still_down.exit_code, still_down.stdout, still_down.stderr) == (
         9,
         "",
         "sent 0 emails; 1 waits in the outbox\n"
         f"error: 1 email could not be sent and waits in the outbox: {refused(smtp_down)}\n"
-        "hint: `mfactl mail list --status failed` shows each\n",
+        "hint: `mfactl mail list --status queued` shows each\n",
     )
-    as_json = acme("mail", "retry", "--all", "--json", env=smtp_down)
+    as_json = acme("mail", "retry", "--json", env=smtp_down)
     assert as_json.exit_code == 9
     assert json.loads(as_json.stdout) == {
         "sent": 0,
         "queued": 1,
         "cancelled": 0,
-        "waiting": 1,
         "held": 0,
         "error": refused(smtp_down),
     }
     assert json.loads(as_json.stderr)["error"]["code"] == "email_queued"
-    clock.advance(60)
-    sent = acme("mail", "retry", "--all")
+    # the hint of the reset ("run `mfactl mail retry` once the mail server answers"), followed
+    # literally right after the server is back: it sends now, not after the back-off
+    sent = acme("mail", "retry")
     assert (sent.exit_code, sent.stdout, sent.stderr) == (
         0,
         "",
@@ -200,10 +205,10 @@ def test_mail_retry_waits_for_the_back_off_and_all_does_not(
             "last_error": None,
             "next_attempt_at": None,
             "created_at": "2026-11-01T09:00:00Z",
-            "sent_at": "2026-11-01T09:01:00Z",
+            "sent_at": "2026-11-01T09:00:00Z",
         }
     ]
-    assert acme.json("mail", "retry", "--all")["sent"] == 0  # sent once, never again
+    assert acme.json("mail", "retry")["sent"] == 0  # sent once, never again
 
 
 def test_mail_retry_exits_9_when_what_was_due_fails_again(
@@ -211,13 +216,13 @@ def test_mail_retry_exits_9_when_what_was_due_fails_again(
 ) -> None:
     queue_reset(acme, smtp_down)
     clock.advance(60)  # the first back-off: due now
-    result = acme("mail", "retry", env=smtp_down)
+    result = acme("mail", "retry", "--due-only", env=smtp_down)
     assert (result.exit_code, result.stdout, result.stderr) == (
         9,
         "",
         "sent 0 emails; 1 waits in the outbox\n"
         f"error: 1 email could not be sent and waits in the outbox: {refused(smtp_down)}\n"
-        "hint: `mfactl mail list --status failed` shows each\n",
+        "hint: `mfactl mail list --status queued` shows each\n",
     )
     [message] = acme.json("mail", "list")
     assert (message["attempts"], message["next_attempt_at"]) == (2, "2026-11-01T09:03:00Z")
@@ -230,10 +235,10 @@ def test_an_email_whose_link_was_replaced_or_expired_is_cancelled_not_sent(
     queue_reset(acme, smtp_down, "carol")
     renewed = acme("user", "send-reset-email", "--org", "acme", "--user", "bob", env=smtp_down)
     assert renewed.exit_code == 9  # bob's first email now carries a dead link
-    replaced = acme("mail", "retry", "--all", "--json")
+    replaced = acme("mail", "retry", "--json")
     assert (replaced.exit_code, json.loads(replaced.stdout)) == (
         0,
-        {"sent": 2, "queued": 0, "cancelled": 1, "waiting": 0, "held": 0, "error": None},
+        {"sent": 2, "queued": 0, "cancelled": 1, "held": 0, "error": None},
     )
     assert recipients(values_file) == ["bob@example.com", "carol@example.com"]  # bob's once
     dead = "not sent: its link expired or was replaced by a newer one before it could be sent"
@@ -271,7 +276,7 @@ def test_a_queued_email_is_listed_then_retried_once_the_server_answers(
     env = smtp_down
     port = int(env["MFACTL_EMAIL_SMTP_PORT"])
     queue_reset(acme, env)
-    [queued] = acme.json("mail", "list", "--status", "failed")
+    [queued] = acme.json("mail", "list", "--status", "queued")
     assert (queued["user"], queued["attempts"], queued["subject"]) == (
         "bob",
         1,
@@ -286,28 +291,26 @@ def test_a_queued_email_is_listed_then_retried_once_the_server_answers(
 
     server = SmtpServer(tmp_path, port=port).start()
     try:
-        early = acme("mail", "retry", "--json", env=env)  # not due yet: back-off
-        assert early.exit_code == 0
+        early = acme("mail", "retry", "--due-only", "--json", env=env)  # not due: back-off
+        assert early.exit_code == 9
         assert json.loads(early.stdout) == {
             "sent": 0,
-            "queued": 0,
+            "queued": 1,
             "cancelled": 0,
-            "waiting": 1,
             "held": 0,
             "error": None,
         }
         clock.advance(61)
-        retried = acme("mail", "retry", "--json", env=env)
+        retried = acme("mail", "retry", "--due-only", "--json", env=env)
         assert retried.exit_code == 0, retried.output
         assert json.loads(retried.stdout) == {
             "sent": 1,
             "queued": 0,
             "cancelled": 0,
-            "waiting": 0,
             "held": 0,
             "error": None,
         }
-        again = acme("mail", "retry", "--all", "--json", env=env)
+        again = acme("mail", "retry", "--json", env=env)
         assert json.loads(again.stdout)["sent"] == 0
     finally:
         server.stop()
