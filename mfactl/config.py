@@ -18,7 +18,6 @@ import difflib
 import hashlib
 import os
 import re
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,6 +42,12 @@ from mfactl.config_types import (
     whole,
 )
 from mfactl.errors import ConfigError
+from mfactl.file_modes import (
+    others_can_write,
+    readable_by_others,
+    template_refusals,
+    writable_refusal,
+)
 
 SEARCH_PATHS = (Path("values.yaml"), Path("/etc/mfactl/values.yaml"))
 ENV_PREFIX = "MFACTL_"
@@ -311,13 +316,6 @@ def _resolve(path_text: str, base: Path | None) -> Path:
     return base / path if not path.is_absolute() and base is not None else path
 
 
-def _world_readable(path: Path) -> bool:
-    try:
-        return bool(path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH))
-    except OSError:
-        return False
-
-
 def load_settings(
     values: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -329,6 +327,8 @@ def load_settings(
     warnings = _unknown_variables(environ)
     flat: dict[str, object] = {}
     if path is not None:
+        if others_can_write(path):
+            raise ConfigError(f"values file {writable_refusal(path)}")
         data = _read_yaml(path)
         if data is None:
             data = {}
@@ -361,6 +361,9 @@ def load_settings(
             if Path(templates_dir).exists()
             else f"folder {templates_dir} does not exist",
         )
+    elif templates_dir:
+        for refusal in template_refusals(Path(templates_dir)):
+            problems.add("email.templatesDir", refusal)
     throttle = settings.user_login.mfa.throttle
     if throttle.max_delay_seconds < throttle.base_delay_seconds:
         problems.add(
@@ -387,7 +390,7 @@ def load_settings(
             "none; use starttls or tls"
         )
     secret_in_file = any(value and LEAVES[leaf].secret for leaf, value in flat.items())
-    if path is not None and secret_in_file and _world_readable(path):
+    if path is not None and secret_in_file and readable_by_others(path):
         warnings.append(
             f"{path} holds secret keys and is readable by other users; run: chmod 600 {path}"
         )
@@ -415,7 +418,8 @@ def _read_keys(
     )
     if active and rolling and key_id(active) == key_id(rolling):
         problems.add("secretStore.rollingKey", "is the same key as secretStore.activeKey")
-    if rolling and not active and "secretStore.activeKey" not in problems.paths:
+    active_paths = {"secretStore.activeKey", "secretStore.activeKeyFile"}
+    if rolling and not active and not active_paths & problems.paths:  # else said already
         problems.add("secretStore.activeKey", "must be set when rollingKey is set")
     return SecretStoreSettings(active, rolling, active_file, rolling_file)
 
@@ -434,6 +438,9 @@ def _read_key(
         return "", None
     key_file = _resolve(file_ref, base) if file_ref else None
     if key_file is not None:
+        if others_can_write(key_file):
+            problems.add(f"secretStore.{name}File", writable_refusal(key_file))
+            return "", None
         try:
             inline = key_file.read_text(encoding="ascii").strip()
         except (OSError, UnicodeDecodeError) as exc:
@@ -442,7 +449,7 @@ def _read_key(
         if not inline:
             problems.add(f"secretStore.{name}File", f"{file_ref} is empty")
             return "", None
-        if _world_readable(key_file):
+        if readable_by_others(key_file):
             warnings.append(
                 f"{key_file} holds a secret key and is readable by other users; "
                 f"run: chmod 600 {key_file}"

@@ -143,6 +143,64 @@ def test_warns_when_a_key_file_is_readable_by_others(tmp_path: Path) -> None:
     assert load_settings(path, environ={}).warnings == ()
 
 
+@pytest.mark.parametrize("mode", [0o620, 0o602, 0o660])
+def test_a_values_file_others_can_write_is_refused(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "values.yaml"
+    path.write_text("userLogin: {mfa: {digits: 8}}\n")
+    path.chmod(mode)
+    with pytest.raises(ConfigError) as refused:
+        load_settings(path, environ={})
+    assert refused.value.message == (
+        f"values file {path} can be written by users other than its owner; "
+        f"run: chmod go-w {path}"
+    )
+    path.chmod(0o644)  # readable by others, with no key in it: fine
+    assert load_settings(path, environ={}).user_login.mfa.digits == 8
+
+
+@pytest.mark.parametrize("mode", [0o620, 0o602])
+def test_a_key_file_others_can_write_is_refused(tmp_path: Path, mode: int) -> None:
+    (tmp_path / "active.key").write_text(generate_key())
+    (tmp_path / "rolling.key").write_text(generate_key())
+    (tmp_path / "rolling.key").chmod(mode)
+    (tmp_path / "active.key").chmod(0o600)
+    text = "secretStore: {activeKeyFile: active.key, rollingKeyFile: rolling.key}\n"
+    assert problems_of(text, tmp_path) == [
+        f"secretStore.rollingKeyFile: {tmp_path / 'rolling.key'} can be written by users other "
+        f"than its owner; run: chmod go-w {tmp_path / 'rolling.key'}"
+    ]
+    (tmp_path / "rolling.key").chmod(0o600)
+    (tmp_path / "active.key").chmod(mode)
+    assert [p.split(":")[0] for p in problems_of(text, tmp_path)] == ["secretStore.activeKeyFile"]
+
+
+def test_a_templates_folder_others_can_write_is_refused_and_so_is_a_file_in_it(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "templates"
+    (folder / "parts").mkdir(parents=True)
+    (folder / "reset.txt").write_text("Hello {{ name }}\n")
+    (folder / "parts" / "footer.txt").write_text("--\n")
+    text = f"email: {{templatesDir: {folder}}}\n"
+    folder.chmod(0o777)
+    (folder / "parts" / "footer.txt").chmod(0o664)
+    refusal = "can be written by users other than its owner; run: chmod go-w"
+    assert problems_of(text, tmp_path) == [
+        f"email.templatesDir: {folder} {refusal} {folder}",
+        f"email.templatesDir: {folder / 'parts' / 'footer.txt'} {refusal} "
+        f"{folder / 'parts' / 'footer.txt'}",
+    ]
+    folder.chmod(0o755)
+    (folder / "parts" / "footer.txt").chmod(0o644)
+    (folder / "reset.txt").chmod(0o646)
+    assert problems_of(text, tmp_path) == [
+        f"email.templatesDir: {folder / 'reset.txt'} {refusal} {folder / 'reset.txt'}"
+    ]
+    (folder / "reset.txt").chmod(0o644)
+    path = tmp_path / "values.yaml"
+    assert load_settings(path, environ={}).email.templates_dir == str(folder)
+
+
 @pytest.mark.parametrize(
     ("host", "security", "warned"),
     [
