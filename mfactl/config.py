@@ -248,20 +248,40 @@ def _read_yaml(path: Path) -> object:
         raise ConfigError(f"values file {path} is not valid YAML{where}: {problem}") from None
 
 
-_FERNET_SHAPED = re.compile(r"[A-Za-z0-9_-]{43}=")
+# A run this long of the url-safe base64 alphabet is (most of) a Fernet key, "=" or not.
+_FERNET_SHAPED = re.compile(r"[A-Za-z0-9_-]{32,}=*")
+_KEY_ALPHABET = re.compile(r"[A-Za-z0-9_=.-]+")
+# camelCase, snake_case or dotted words, maybe a digit at the end: what a typo looks like
+_NAME_SHAPED = re.compile(r"[a-z]+(?:[A-Z]?[a-z]+|[_.-][a-z]+)*[0-9]?")
+_LONGEST_NAME = 32  # the longest setting name is 21 characters: a longer unknown one is no typo
+HIDDEN = "[key removed]"
 
 
 def _masked(text: str) -> str:
-    """Messages quote what they found; a key that landed in a mapping key or a YAML tag
-    (a slip of the editor) must not be printed with them."""
-    return _FERNET_SHAPED.sub("[key removed]", text)
+    """Messages quote what they found; a key that landed in a YAML tag (a slip of the editor)
+    must not be printed with them."""
+    return _FERNET_SHAPED.sub(HIDDEN, text)
+
+
+def _quotable(name: str) -> bool:
+    """Whether an unknown setting name may be repeated in a message: not when it is long or
+    shaped like a key (a key pasted as a mapping key, whole, without its "=", or split at a
+    "." or across nested mappings), as a typo of a camelCase name never is."""
+    if len(name) > _LONGEST_NAME:
+        return False
+    if len(name) < 8 or _NAME_SHAPED.fullmatch(name):
+        return True
+    return not (_KEY_ALPHABET.fullmatch(name) and re.search(r"[0-9_=.-]", name))
 
 
 def _flatten(data: Mapping[object, object], prefix: str, problems: _Problems) -> dict[str, object]:
     flat: dict[str, object] = {}
     for key, value in data.items():
-        path = join(prefix, str(key))
-        if path in LEAVES:
+        name = str(key)
+        path = join(prefix, name)
+        if not _quotable(name):
+            problems.add(join(prefix, HIDDEN), "unknown setting (its name may be a key: not shown)")
+        elif path in LEAVES:
             flat[path] = value
         elif path in _SECTIONS:
             if value is None:
@@ -271,7 +291,7 @@ def _flatten(data: Mapping[object, object], prefix: str, problems: _Problems) ->
                 continue
             flat.update(_flatten(value, path, problems))
         else:
-            problems.add(_masked(path), "unknown setting")
+            problems.add(path, "unknown setting")
     return flat
 
 

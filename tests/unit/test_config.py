@@ -246,6 +246,47 @@ def test_a_key_in_the_wrong_place_is_not_quoted_back(tmp_path: Path) -> None:
         assert key not in shown and "[key removed]" in shown
 
 
+def test_an_unknown_setting_named_like_a_key_is_not_quoted(tmp_path: Path) -> None:
+    key = generate_key()
+    hidden = "unknown setting (its name may be a key: not shown)"
+    cases = {
+        f"{key}: 1\n": f"[key removed]: {hidden}",
+        f"secretStore:\n  {key}: 1\n": f"secretStore.[key removed]: {hidden}",
+        f"secretStore:\n  {key.rstrip('=')}: 1\n": f"secretStore.[key removed]: {hidden}",
+        f"secretStore:\n  {key[:20]}.{key[20:]}: 1\n": f"secretStore.[key removed]: {hidden}",
+        # split across nested mappings: the first part alone is not quoted either
+        f"secretStore:\n  {key[:12]}:\n    {key[12:]}: 1\n": f"secretStore.[key removed]: {hidden}",
+        # long, whatever it holds: no typo of a setting is
+        f"email: {{{'x' * 33}: 1}}\n": f"email.[key removed]: {hidden}",
+    }
+    for text, problem in cases.items():
+        problems = problems_of(text, tmp_path)
+        assert problems == [problem]
+        assert not any(part in problems[0] for part in (key[:8], key[12:20], key[-9:]))
+
+
+@pytest.mark.parametrize(
+    "name", ["activeKy", "active_key", "smtp.hots", "SMTP", "port2", "x" * 32, "Zz9"]
+)
+def test_an_unknown_setting_that_looks_like_a_name_is_quoted(tmp_path: Path, name: str) -> None:
+    assert problems_of(f"email: {{{name}: 1}}\n", tmp_path) == [f"email.{name}: unknown setting"]
+
+
+def test_a_key_in_a_yaml_tag_is_not_quoted_with_or_without_its_padding(tmp_path: Path) -> None:
+    key = generate_key()
+    for tag in (key, key.rstrip("=")):
+        with pytest.raises(ConfigError) as raised:
+            load_settings(_write(tmp_path, f"secretStore:\n  activeKey: !{tag} x\n"), environ={})
+        assert key[:-1] not in raised.value.message and "[key removed]" in raised.value.message
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "values.yaml"
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
 def test_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     Path("values.yaml").write_text("userLogin: {mfa: {digits: 8}}\n")
