@@ -129,3 +129,19 @@ def test_config_check_renders_the_templates(
         f"problem: email template {folder / 'enroll.subject.txt'} is refused by the sandbox: "
         "access to attribute '__class__' of 'str' object is unsafe\n"
     ) in result.stdout
+
+
+def test_config_check_refuses_a_values_file_others_can_write(
+    mfactl: Mfactl, values_file: Path
+) -> None:
+    values_file.chmod(0o620)
+    result = mfactl("config", "check")
+    assert result.exit_code == 5
+    assert result.stdout.endswith(
+        f"problem: values file {values_file} can be written by users other than its owner; "
+        f"run: chmod go-w {values_file}\n"
+    )
+    assert mfactl("users", "list").stderr == (
+        f"error: values file {values_file} can be written by users other than its owner; "
+        f"run: chmod go-w {values_file}\n"
+    )
