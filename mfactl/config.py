@@ -18,7 +18,6 @@ import difflib
 import hashlib
 import os
 import re
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,6 +42,12 @@ from mfactl.config_types import (
     whole,
 )
 from mfactl.errors import ConfigError
+from mfactl.file_modes import (
+    others_can_write,
+    readable_by_others,
+    template_refusals,
+    writable_refusal,
+)
 
 SEARCH_PATHS = (Path("values.yaml"), Path("/etc/mfactl/values.yaml"))
 ENV_PREFIX = "MFACTL_"
@@ -243,20 +248,40 @@ def _read_yaml(path: Path) -> object:
         raise ConfigError(f"values file {path} is not valid YAML{where}: {problem}") from None
 
 
-_FERNET_SHAPED = re.compile(r"[A-Za-z0-9_-]{43}=")
+# A run this long of the url-safe base64 alphabet is (most of) a Fernet key, "=" or not.
+_FERNET_SHAPED = re.compile(r"[A-Za-z0-9_-]{32,}=*")
+_KEY_ALPHABET = re.compile(r"[A-Za-z0-9_=.-]+")
+# camelCase, snake_case or dotted words, maybe a digit at the end: what a typo looks like
+_NAME_SHAPED = re.compile(r"[a-z]+(?:[A-Z]?[a-z]+|[_.-][a-z]+)*[0-9]?")
+_LONGEST_NAME = 32  # the longest setting name is 21 characters: a longer unknown one is no typo
+HIDDEN = "[key removed]"
 
 
 def _masked(text: str) -> str:
-    """Messages quote what they found; a key that landed in a mapping key or a YAML tag
-    (a slip of the editor) must not be printed with them."""
-    return _FERNET_SHAPED.sub("[key removed]", text)
+    """Messages quote what they found; a key that landed in a YAML tag (a slip of the editor)
+    must not be printed with them."""
+    return _FERNET_SHAPED.sub(HIDDEN, text)
+
+
+def _quotable(name: str) -> bool:
+    """Whether an unknown setting name may be repeated in a message: not when it is long or
+    shaped like a key (a key pasted as a mapping key, whole, without its "=", or split at a
+    "." or across nested mappings), as a typo of a camelCase name never is."""
+    if len(name) > _LONGEST_NAME:
+        return False
+    if len(name) < 8 or _NAME_SHAPED.fullmatch(name):
+        return True
+    return not (_KEY_ALPHABET.fullmatch(name) and re.search(r"[0-9_=.-]", name))
 
 
 def _flatten(data: Mapping[object, object], prefix: str, problems: _Problems) -> dict[str, object]:
     flat: dict[str, object] = {}
     for key, value in data.items():
-        path = join(prefix, str(key))
-        if path in LEAVES:
+        name = str(key)
+        path = join(prefix, name)
+        if not _quotable(name):
+            problems.add(join(prefix, HIDDEN), "unknown setting (its name may be a key: not shown)")
+        elif path in LEAVES:
             flat[path] = value
         elif path in _SECTIONS:
             if value is None:
@@ -266,7 +291,7 @@ def _flatten(data: Mapping[object, object], prefix: str, problems: _Problems) ->
                 continue
             flat.update(_flatten(value, path, problems))
         else:
-            problems.add(_masked(path), "unknown setting")
+            problems.add(path, "unknown setting")
     return flat
 
 
@@ -311,13 +336,6 @@ def _resolve(path_text: str, base: Path | None) -> Path:
     return base / path if not path.is_absolute() and base is not None else path
 
 
-def _world_readable(path: Path) -> bool:
-    try:
-        return bool(path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH))
-    except OSError:
-        return False
-
-
 def load_settings(
     values: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -329,6 +347,8 @@ def load_settings(
     warnings = _unknown_variables(environ)
     flat: dict[str, object] = {}
     if path is not None:
+        if others_can_write(path):
+            raise ConfigError(f"values file {writable_refusal(path)}")
         data = _read_yaml(path)
         if data is None:
             data = {}
@@ -361,6 +381,9 @@ def load_settings(
             if Path(templates_dir).exists()
             else f"folder {templates_dir} does not exist",
         )
+    elif templates_dir:
+        for refusal in template_refusals(Path(templates_dir)):
+            problems.add("email.templatesDir", refusal)
     throttle = settings.user_login.mfa.throttle
     if throttle.max_delay_seconds < throttle.base_delay_seconds:
         problems.add(
@@ -387,7 +410,7 @@ def load_settings(
             "none; use starttls or tls"
         )
     secret_in_file = any(value and LEAVES[leaf].secret for leaf, value in flat.items())
-    if path is not None and secret_in_file and _world_readable(path):
+    if path is not None and secret_in_file and readable_by_others(path):
         warnings.append(
             f"{path} holds secret keys and is readable by other users; run: chmod 600 {path}"
         )
@@ -415,7 +438,8 @@ def _read_keys(
     )
     if active and rolling and key_id(active) == key_id(rolling):
         problems.add("secretStore.rollingKey", "is the same key as secretStore.activeKey")
-    if rolling and not active and "secretStore.activeKey" not in problems.paths:
+    active_paths = {"secretStore.activeKey", "secretStore.activeKeyFile"}
+    if rolling and not active and not active_paths & problems.paths:  # else said already
         problems.add("secretStore.activeKey", "must be set when rollingKey is set")
     return SecretStoreSettings(active, rolling, active_file, rolling_file)
 
@@ -434,6 +458,9 @@ def _read_key(
         return "", None
     key_file = _resolve(file_ref, base) if file_ref else None
     if key_file is not None:
+        if others_can_write(key_file):
+            problems.add(f"secretStore.{name}File", writable_refusal(key_file))
+            return "", None
         try:
             inline = key_file.read_text(encoding="ascii").strip()
         except (OSError, UnicodeDecodeError) as exc:
@@ -442,7 +469,7 @@ def _read_key(
         if not inline:
             problems.add(f"secretStore.{name}File", f"{file_ref} is empty")
             return "", None
-        if _world_readable(key_file):
+        if readable_by_others(key_file):
             warnings.append(
                 f"{key_file} holds a secret key and is readable by other users; "
                 f"run: chmod 600 {key_file}"

@@ -46,6 +46,12 @@ def make_engine(url: str, *, create_file: bool = True, **kwargs: Any) -> Engine:
             path = Path(parsed.database).expanduser()
             if not path.parent.exists():
                 raise ConfigError(f"database.url: folder {path.parent} does not exist")
+            if path.is_symlink() and not path.exists():
+                # SQLite would create the target itself, readable by others (the umask's mode)
+                raise ConfigError(
+                    f"database.url: {path} is a symbolic link to {os.readlink(path)}, which does "
+                    "not exist; refused: create the database at its real path"
+                )
             if create_file:
                 _create_private(path)
             elif not path.exists():

@@ -4,6 +4,7 @@ Templates are looked up first in ``email.templatesDir`` (when set; the settings 
 relative one against the values file's folder), then in the packaged ``templates/email`` (the
 ``mfactl.templates`` package). Each kind of email has three files:
 ``<kind>.subject.txt``, ``<kind>.txt`` and ``<kind>.html``; only the HTML one is autoescaped.
+Every template is rendered in the sandbox (``mfactl.templating``): a template cannot run code.
 """
 
 from __future__ import annotations
@@ -18,48 +19,40 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import format_datetime, formataddr, make_msgid, parseaddr
 from functools import lru_cache
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from jinja2 import (
-    BaseLoader,
-    ChoiceLoader,
-    Environment,
-    FileSystemLoader,
-    StrictUndefined,
-    TemplateError,
-    TemplateNotFound,
-)
+from jinja2 import Environment, TemplateNotFound, TemplateSyntaxError
+from jinja2.exceptions import SecurityError
 
 from mfactl.errors import ConfigError, InvalidInput
+from mfactl.templating import sandboxed_environment
 
 KINDS = ("reset", "enroll")
+PARTS = ("subject.txt", "txt", "html")  # <kind>.<part>, rendered in this order
 
-
-class _PackagedLoader(BaseLoader):
-    """The templates shipped in the mfactl.templates package (works from a wheel or a checkout)."""
-
-    def get_source(self, environment: Environment, template: str) -> tuple[str, None, Any]:
-        resource = files("mfactl.templates") / "email" / template
-        if not resource.is_file():
-            raise TemplateNotFound(template)
-        return resource.read_text(encoding="utf-8"), None, lambda: True
+# What each template is given, with values of the real shapes: `config check` renders every
+# template with these, so a broken one is found before a reset needs it.
+SAMPLE_CONTEXT: dict[str, Any] = {
+    "org": "acme",
+    "org_name": "Acme",
+    "user": "alice",
+    "name": "Alice Example",
+    "link": "https://app.example.com/mfa/setup?org=acme&token=sample",
+    "expires_at": "2026-11-04 09:00 UTC",
+    "ttl_hours": 72,
+    "issuer": "Example Platform",
+}
 
 
 @lru_cache(maxsize=8)
 def _environment(templates_dir: str | None) -> Environment:
-    loaders: list[BaseLoader] = [_PackagedLoader()]
-    if templates_dir:
-        if not Path(templates_dir).is_dir():
-            raise ConfigError(f"email.templatesDir: {templates_dir} is not a folder")
-        loaders.insert(0, FileSystemLoader(templates_dir))
-    return Environment(
-        loader=ChoiceLoader(loaders),
+    return sandboxed_environment(
+        "email",
+        templates_dir,
+        "email.templatesDir",
         # autoescape the HTML part only: the subject and the text part are not markup
         autoescape=lambda name: bool(name and name.endswith(".html")),
-        undefined=StrictUndefined,
-        keep_trailing_newline=True,
     )
 
 
@@ -73,15 +66,56 @@ class Rendered:
 def render(kind: str, context: dict[str, Any], templates_dir: str | None = None) -> Rendered:
     """The subject, text and HTML of one email; a broken template is a configuration error."""
     env = _environment(templates_dir)
+    subject, text, html = (
+        _render_one(env, templates_dir, f"{kind}.{part}", context) for part in PARTS
+    )
+    return Rendered(subject=check_header("subject", subject.strip()), text=text, html=html)
+
+
+def _render_one(
+    env: Environment, templates_dir: str | None, name: str, context: dict[str, Any]
+) -> str:
+    """One template rendered; any failure (a syntax error, an undefined name, a SecurityError
+    from the sandbox, a division by zero) is a configuration error naming the template's file.
+    """
     try:
-        subject = env.get_template(f"{kind}.subject.txt").render(context).strip()
-        text = env.get_template(f"{kind}.txt").render(context)
-        html = env.get_template(f"{kind}.html").render(context)
+        template = env.get_template(name)
     except TemplateNotFound as exc:
         raise ConfigError(f"email template {exc.name} is missing") from None
-    except TemplateError as exc:
-        raise ConfigError(f"the {kind} email template cannot be rendered: {exc.message}") from None
-    return Rendered(subject=check_header("subject", subject), text=text, html=html)
+    except TemplateSyntaxError as exc:
+        where = f"{exc.filename or name}, line {exc.lineno}"
+        raise ConfigError(f"email template {where} cannot be read: {exc.message}") from None
+    except Exception as exc:  # not UTF-8, unreadable: whatever the file holds, say which
+        override = Path(templates_dir, name) if templates_dir else None
+        where = str(override) if override is not None and override.exists() else name
+        raise ConfigError(f"email template {where} cannot be read: {_reason(exc)}") from None
+    try:
+        return template.render(context)
+    except SecurityError as exc:
+        raise ConfigError(
+            f"email template {template.filename or name} is refused by the sandbox: "
+            f"{_reason(exc)}"
+        ) from None
+    except Exception as exc:  # the template is the administrator's code: any failure is theirs
+        raise ConfigError(
+            f"email template {template.filename or name} cannot be rendered: {_reason(exc)}"
+        ) from None
+
+
+def _reason(exc: Exception) -> str:
+    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return str(message).splitlines()[0][:300].rstrip(".")
+
+
+def check_templates(templates_dir: str | None) -> list[str]:
+    """Every email template rendered with sample values: why each one that fails does."""
+    problems = []
+    for kind in KINDS:
+        try:
+            render(kind, SAMPLE_CONTEXT, templates_dir)
+        except (ConfigError, InvalidInput) as exc:
+            problems.append(exc.message)
+    return problems
 
 
 def check_header(what: str, value: str) -> str:

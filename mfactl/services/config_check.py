@@ -61,6 +61,7 @@ def check(values: str | None) -> ConfigReport:
         report.problems = exc.problems or [exc.message]
         return report
     report.warnings = list(settings.warnings)
+    report.problems = _template_problems(settings)
     report.database = _check_database(settings)
     if report.database.schema == "current" and settings.secret_store.rolling_key:
         report.warnings += _rolling_key_warnings(settings)
@@ -69,6 +70,14 @@ def check(values: str | None) -> ConfigReport:
     else:
         report.smtp = check_smtp(settings)
     return report
+
+
+def _template_problems(settings: Settings) -> list[str]:
+    """Each email template rendered with sample values, so a broken one (or one the sandbox
+    stops) is found now rather than by the first reset, which it would refuse."""
+    from mfactl.mail.render import check_templates
+
+    return check_templates(settings.email.templates_dir)
 
 
 def check_smtp(settings: Settings) -> SmtpCheck:

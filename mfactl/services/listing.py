@@ -15,7 +15,7 @@ from sqlalchemy import Select, String, func, select, type_coerce
 
 from mfactl.app import App
 from mfactl.db.models import MfaSecret, Organization, RememberToken, User
-from mfactl.services import lookup, policy
+from mfactl.services import lookup, policy, remember
 from mfactl.services.selection import UserFilter, apply_filter
 
 BATCH = 2000  # rows fetched at a time from the server-side cursor
@@ -34,7 +34,7 @@ class ListedUser(TypedDict):
     enrolled_at: str | None  # ISO 8601 UTC with Z
     last_used_at: str | None
     locked: bool
-    remember_tokens: int  # live remember-me tokens
+    remember_tokens: int  # live remember-me tokens (services.remember.live)
     compliant: bool
 
 
@@ -53,13 +53,9 @@ def utc_iso(value: datetime | str | None) -> str | None:
 
 def listing_query(app: App, flt: UserFilter, now: datetime) -> Select[Any]:
     """The selected users' listed columns, ordered by organization then handle."""
-    remember = (
+    remembered = (
         select(func.count())
-        .where(
-            RememberToken.user_id == User.id,
-            RememberToken.revoked_at.is_(None),
-            RememberToken.expires_at > now,
-        )
+        .where(RememberToken.user_id == User.id, remember.live(app, now))
         .correlate(User)
         .scalar_subquery()
     )
@@ -76,7 +72,7 @@ def listing_query(app: App, flt: UserFilter, now: datetime) -> Select[Any]:
             type_coerce(MfaSecret.confirmed_at, String),
             type_coerce(MfaSecret.last_used_at, String),
             MfaSecret.locked,
-            remember,
+            remembered,
         )
         .join(Organization, Organization.id == User.organization_id)
         .outerjoin(MfaSecret, MfaSecret.user_id == User.id)

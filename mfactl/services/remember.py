@@ -11,13 +11,30 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from mfactl.app import App
 from mfactl.db.models import MfaSecret, RememberToken, User
 from mfactl.errors import Conflict, NotFound
 from mfactl.services import audit, lookup
+
+
+def live(app: App, now: datetime) -> ColumnElement[bool]:
+    """The SQL test of a live token: not revoked, and before its expiry, the earlier of the one
+    stored and its creation + today's rememberMe.days (lowering the days ends older tokens)."""
+    oldest = now - timedelta(days=app.settings.user_login.remember_me.days)
+    return and_(
+        RememberToken.revoked_at.is_(None),
+        RememberToken.expires_at > now,
+        RememberToken.created_at > oldest,
+    )
+
+
+def expiry(app: App, created_at: datetime, stored: datetime) -> datetime:
+    """When a token stops being live: the same rule as ``live``, for one row already read."""
+    return min(stored, created_at + timedelta(days=app.settings.user_login.remember_me.days))
 
 
 def token_hash(token: str) -> str:
@@ -93,8 +110,7 @@ def is_remembered(session: Session, app: App, user: User, token: str) -> bool:
         .where(
             RememberToken.token_hash == token_hash(token),
             RememberToken.user_id == user.id,
-            RememberToken.revoked_at.is_(None),
-            RememberToken.expires_at > app.now(),
+            live(app, app.now()),
             MfaSecret.state == "active",  # nothing to skip without active MFA
         )
     )
@@ -111,7 +127,7 @@ def check(app: App, org: str, user_ref: str, token: str) -> bool:
 class RememberInfo:
     id: int
     created_at: datetime
-    expires_at: datetime
+    expires_at: datetime  # the earlier of the stored expiry and creation + rememberMe.days
     revoked_at: datetime | None
     state: str  # live | expired | revoked
 
@@ -126,16 +142,12 @@ def list_tokens(app: App, org: str, user_ref: str) -> list[RememberInfo]:
             .where(RememberToken.user_id == user.id)
             .order_by(RememberToken.id.desc())
         ).all()
-        return [
-            RememberInfo(
-                r.id,
-                r.created_at,
-                r.expires_at,
-                r.revoked_at,
-                "revoked" if r.revoked_at else "expired" if r.expires_at <= now else "live",
-            )
-            for r in rows
-        ]
+        infos = []
+        for r in rows:
+            expires_at = expiry(app, r.created_at, r.expires_at)
+            state = "revoked" if r.revoked_at else "expired" if expires_at <= now else "live"
+            infos.append(RememberInfo(r.id, r.created_at, expires_at, r.revoked_at, state))
+        return infos
 
 
 def revoke(app: App, org: str, user_ref: str, token_id: int | None = None) -> int:

@@ -113,3 +113,35 @@ def test_config_check_file_transport_reports_the_folder(mfactl: Mfactl, values_f
     assert report["mail_folder"] == str(values_file.parent / "mail")
     text = mfactl("config", "check").stdout
     assert f"mail: written as .eml files to {values_file.parent / 'mail'}\n" in text
+
+
+def test_config_check_renders_the_templates(
+    mfactl: Mfactl, values_file: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    (folder / "enroll.subject.txt").write_text("{{ org.__class__.__mro__ }}")
+    with values_file.open("a") as values:
+        values.write(f'  templatesDir: "{folder}"\n')
+    result = mfactl("config", "check")
+    assert result.exit_code == 5
+    assert (
+        f"problem: email template {folder / 'enroll.subject.txt'} is refused by the sandbox: "
+        "access to attribute '__class__' of 'str' object is unsafe\n"
+    ) in result.stdout
+
+
+def test_config_check_refuses_a_values_file_others_can_write(
+    mfactl: Mfactl, values_file: Path
+) -> None:
+    values_file.chmod(0o620)
+    result = mfactl("config", "check")
+    assert result.exit_code == 5
+    assert result.stdout.endswith(
+        f"problem: values file {values_file} can be written by users other than its owner; "
+        f"run: chmod go-w {values_file}\n"
+    )
+    assert mfactl("users", "list").stderr == (
+        f"error: values file {values_file} can be written by users other than its owner; "
+        f"run: chmod go-w {values_file}\n"
+    )

@@ -199,3 +199,21 @@ def test_init_leaves_the_mode_of_an_existing_sqlite_file(tmp_path: Path, active_
     existing.chmod(0o640)
     Mfactl(write_values(tmp_path / "v.yaml", f"sqlite:///{existing}", active_key)).json("init")
     assert existing.stat().st_mode & 0o777 == 0o640
+
+
+def test_init_refuses_a_dangling_symlink_at_the_sqlite_path(
+    tmp_path: Path, active_key: str
+) -> None:
+    link, target = tmp_path / "mfactl.db", tmp_path / "elsewhere.db"
+    link.symlink_to(target)
+    cli = Mfactl(write_values(tmp_path / "v.yaml", f"sqlite:///{link}", active_key))
+    message = (
+        f"error: database.url: {link} is a symbolic link to {target}, which does not exist; "
+        "refused: create the database at its real path\n"
+    )
+    for command in (("init",), ("users", "list")):
+        result = cli(*command)
+        assert (result.exit_code, result.stderr) == (5, message)
+    assert not target.exists()
+    target.touch(mode=0o600)  # a link to a database that is there is fine
+    assert cli("init").exit_code == 0 and target.stat().st_mode & 0o777 == 0o600

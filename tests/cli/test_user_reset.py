@@ -182,3 +182,22 @@ def test_demo_resets_bob_and_shows_where_the_email_is(tmp_path: Path) -> None:
         "bob@example.com",
         "Your MFA has been reset for acme",
     )
+
+
+def test_a_template_that_runs_code_is_refused_and_the_reset_not_made(
+    acme: Mfactl, values_file: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    (folder / "reset.txt").write_text("{{ cycler.__init__.__globals__.os.popen('id').read() }}")
+    with values_file.open("a") as values:
+        values.write(f'  templatesDir: "{folder}"\n')
+    before = acme.json("audit", "list")
+    result = acme("user", "reset", "--org", "acme", "--user", "bob", "--reason", "r", "--yes")
+    assert result.exit_code == 5
+    assert result.stderr == (
+        f"error: email template {folder / 'reset.txt'} is refused by the sandbox: "
+        "access to attribute '__init__' of 'type' object is unsafe\n"
+    )
+    assert acme.json("audit", "list") == before and eml_files(values_file) == []
+    assert acme.json("mail", "list") == []

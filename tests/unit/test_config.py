@@ -143,6 +143,64 @@ def test_warns_when_a_key_file_is_readable_by_others(tmp_path: Path) -> None:
     assert load_settings(path, environ={}).warnings == ()
 
 
+@pytest.mark.parametrize("mode", [0o620, 0o602, 0o660])
+def test_a_values_file_others_can_write_is_refused(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "values.yaml"
+    path.write_text("userLogin: {mfa: {digits: 8}}\n")
+    path.chmod(mode)
+    with pytest.raises(ConfigError) as refused:
+        load_settings(path, environ={})
+    assert refused.value.message == (
+        f"values file {path} can be written by users other than its owner; "
+        f"run: chmod go-w {path}"
+    )
+    path.chmod(0o644)  # readable by others, with no key in it: fine
+    assert load_settings(path, environ={}).user_login.mfa.digits == 8
+
+
+@pytest.mark.parametrize("mode", [0o620, 0o602])
+def test_a_key_file_others_can_write_is_refused(tmp_path: Path, mode: int) -> None:
+    (tmp_path / "active.key").write_text(generate_key())
+    (tmp_path / "rolling.key").write_text(generate_key())
+    (tmp_path / "rolling.key").chmod(mode)
+    (tmp_path / "active.key").chmod(0o600)
+    text = "secretStore: {activeKeyFile: active.key, rollingKeyFile: rolling.key}\n"
+    assert problems_of(text, tmp_path) == [
+        f"secretStore.rollingKeyFile: {tmp_path / 'rolling.key'} can be written by users other "
+        f"than its owner; run: chmod go-w {tmp_path / 'rolling.key'}"
+    ]
+    (tmp_path / "rolling.key").chmod(0o600)
+    (tmp_path / "active.key").chmod(mode)
+    assert [p.split(":")[0] for p in problems_of(text, tmp_path)] == ["secretStore.activeKeyFile"]
+
+
+def test_a_templates_folder_others_can_write_is_refused_and_so_is_a_file_in_it(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "templates"
+    (folder / "parts").mkdir(parents=True)
+    (folder / "reset.txt").write_text("Hello {{ name }}\n")
+    (folder / "parts" / "footer.txt").write_text("--\n")
+    text = f"email: {{templatesDir: {folder}}}\n"
+    folder.chmod(0o777)
+    (folder / "parts" / "footer.txt").chmod(0o664)
+    refusal = "can be written by users other than its owner; run: chmod go-w"
+    assert problems_of(text, tmp_path) == [
+        f"email.templatesDir: {folder} {refusal} {folder}",
+        f"email.templatesDir: {folder / 'parts' / 'footer.txt'} {refusal} "
+        f"{folder / 'parts' / 'footer.txt'}",
+    ]
+    folder.chmod(0o755)
+    (folder / "parts" / "footer.txt").chmod(0o644)
+    (folder / "reset.txt").chmod(0o646)
+    assert problems_of(text, tmp_path) == [
+        f"email.templatesDir: {folder / 'reset.txt'} {refusal} {folder / 'reset.txt'}"
+    ]
+    (folder / "reset.txt").chmod(0o644)
+    path = tmp_path / "values.yaml"
+    assert load_settings(path, environ={}).email.templates_dir == str(folder)
+
+
 @pytest.mark.parametrize(
     ("host", "security", "warned"),
     [
@@ -186,6 +244,47 @@ def test_a_key_in_the_wrong_place_is_not_quoted_back(tmp_path: Path) -> None:
             load_settings(path, environ={})
         shown = raised.value.message + " ".join(raised.value.problems)
         assert key not in shown and "[key removed]" in shown
+
+
+def test_an_unknown_setting_named_like_a_key_is_not_quoted(tmp_path: Path) -> None:
+    key = generate_key()
+    hidden = "unknown setting (its name may be a key: not shown)"
+    cases = {
+        f"{key}: 1\n": f"[key removed]: {hidden}",
+        f"secretStore:\n  {key}: 1\n": f"secretStore.[key removed]: {hidden}",
+        f"secretStore:\n  {key.rstrip('=')}: 1\n": f"secretStore.[key removed]: {hidden}",
+        f"secretStore:\n  {key[:20]}.{key[20:]}: 1\n": f"secretStore.[key removed]: {hidden}",
+        # split across nested mappings: the first part alone is not quoted either
+        f"secretStore:\n  {key[:12]}:\n    {key[12:]}: 1\n": f"secretStore.[key removed]: {hidden}",
+        # long, whatever it holds: no typo of a setting is
+        f"email: {{{'x' * 33}: 1}}\n": f"email.[key removed]: {hidden}",
+    }
+    for text, problem in cases.items():
+        problems = problems_of(text, tmp_path)
+        assert problems == [problem]
+        assert not any(part in problems[0] for part in (key[:8], key[12:20], key[-9:]))
+
+
+@pytest.mark.parametrize(
+    "name", ["activeKy", "active_key", "smtp.hots", "SMTP", "port2", "x" * 32, "Zz9"]
+)
+def test_an_unknown_setting_that_looks_like_a_name_is_quoted(tmp_path: Path, name: str) -> None:
+    assert problems_of(f"email: {{{name}: 1}}\n", tmp_path) == [f"email.{name}: unknown setting"]
+
+
+def test_a_key_in_a_yaml_tag_is_not_quoted_with_or_without_its_padding(tmp_path: Path) -> None:
+    key = generate_key()
+    for tag in (key, key.rstrip("=")):
+        with pytest.raises(ConfigError) as raised:
+            load_settings(_write(tmp_path, f"secretStore:\n  activeKey: !{tag} x\n"), environ={})
+        assert key[:-1] not in raised.value.message and "[key removed]" in raised.value.message
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "values.yaml"
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
 
 
 def test_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

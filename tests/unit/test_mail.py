@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 
 from mfactl.errors import ConfigError, InvalidInput
-from mfactl.mail.render import KINDS, Envelope, build_message, new_envelope, render
+from mfactl.mail.render import (
+    KINDS,
+    Envelope,
+    build_message,
+    check_templates,
+    new_envelope,
+    render,
+)
 from mfactl.mail.transports import FileTransport, SendError
 
 NOW = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
@@ -114,3 +121,56 @@ def test_send_errors_never_carry_a_link_or_a_token() -> None:
         "mail.example.com refused the message: 554 URL [link removed] and token [removed] "
         "blocked; see [link removed]"
     )
+
+
+def test_a_template_cannot_run_code(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    (tmp_path / "reset.txt").write_text(
+        f"{{{{ cycler.__init__.__globals__.os.popen('touch {marker}').read() }}}}\n"
+    )
+    with pytest.raises(ConfigError) as refused:
+        render("reset", context(), str(tmp_path))
+    assert refused.value.message == (
+        f"email template {tmp_path / 'reset.txt'} is refused by the sandbox: "
+        "access to attribute '__init__' of 'type' object is unsafe"
+    )
+    assert not marker.exists()
+
+
+def test_a_template_cannot_change_what_it_is_given(tmp_path: Path) -> None:
+    # the immutable sandbox: a list method that changes the list is refused too
+    (tmp_path / "enroll.html").write_text("{% set seen = [] %}{{ seen.append(name) }}")
+    with pytest.raises(ConfigError, match=r"enroll\.html is refused by the sandbox: "):
+        render("enroll", context(), str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("source", "reason"),
+    [
+        ("{{ 1 / 0 }}", "cannot be rendered: division by zero"),
+        ("{{ ttl_hours + 'h' }}", "cannot be rendered: unsupported operand type(s)"),
+        ("{% if %}", "cannot be read: Expected an expression, got 'end of statement block'"),
+    ],
+)
+def test_a_template_that_does_not_render_names_its_file(
+    tmp_path: Path, source: str, reason: str
+) -> None:
+    (tmp_path / "reset.subject.txt").write_text(source)
+    with pytest.raises(ConfigError) as failed:
+        render("reset", context(), str(tmp_path))
+    assert failed.value.message.startswith(f"email template {tmp_path / 'reset.subject.txt'}")
+    assert reason in failed.value.message
+
+
+def test_check_templates_renders_every_template_with_sample_values(tmp_path: Path) -> None:
+    assert check_templates(None) == []
+    (tmp_path / "empty").mkdir()
+    assert check_templates(str(tmp_path / "empty")) == []  # the packaged ones apply
+    (tmp_path / "enroll.txt").write_text("{{ link.__class__ }}")
+    (tmp_path / "reset.html").write_text("{{ 10 // 0 }}")
+    assert check_templates(str(tmp_path)) == [
+        f"email template {tmp_path / 'reset.html'} cannot be rendered: "
+        "integer division or modulo by zero",
+        f"email template {tmp_path / 'enroll.txt'} is refused by the sandbox: "
+        "access to attribute '__class__' of 'str' object is unsafe",
+    ]

@@ -106,3 +106,38 @@ def test_a_remembered_device_needs_active_mfa(app: App) -> None:
         uow.session.execute(delete(MfaSecret))
         uow.commit()
     assert not remember.check(app, "acme", "alice", issued.token)
+
+
+def test_lowering_remember_me_days_ends_the_older_tokens(app: App, clock: FrozenClock) -> None:
+    from datetime import timedelta
+
+    from mfactl.services.listing import list_users
+    from mfactl.services.selection import UserFilter
+
+    people(app, "alice")
+    enrolled(app, "alice")
+    old = remember.issue(app, "acme", "alice")  # stored: valid for 30 days
+    clock.advance(10 * 86400)
+    new = remember.issue(app, "acme", "alice")
+    issued_at = clock.now
+    set_login(app, days=7)
+
+    assert not remember.check(app, "acme", "alice", old.token)
+    assert remember.check(app, "acme", "alice", new.token)
+    listed = [(t.state, t.expires_at) for t in remember.list_tokens(app, "acme", "alice")]
+    assert listed == [
+        ("live", issued_at + timedelta(days=7)),
+        ("expired", issued_at - timedelta(days=3)),
+    ]
+    [row] = list_users(app, UserFilter(org="acme"))
+    assert row["remember_tokens"] == 1
+    clock.advance(7 * 86400 - 1)
+    assert remember.check(app, "acme", "alice", new.token)
+    clock.advance(1)
+    assert not remember.check(app, "acme", "alice", new.token)
+    assert [t.state for t in remember.list_tokens(app, "acme", "alice")] == ["expired"] * 2
+    assert [r["remember_tokens"] for r in list_users(app, UserFilter(org="acme"))] == [0]
+    set_login(app, days=60)  # the stored expiry still bounds it: raising gives no more
+    assert remember.check(app, "acme", "alice", new.token)
+    clock.now = new.expires_at
+    assert not remember.check(app, "acme", "alice", new.token)

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, insert, select, update
 
 from mfactl.app import App
 from mfactl.db.models import ActionToken, AuditEvent, MfaSecret, OutboxMessage, RememberToken, User
-from mfactl.errors import Conflict, InvalidInput, NotFound
+from mfactl.errors import ConfigError, Conflict, InvalidInput, NotFound
 from mfactl.services import delivery, links, outbox, reset, users
 from mfactl.services.selection import UserFilter
 from tests.conftest import FrozenClock
@@ -173,3 +174,38 @@ def test_a_reset_cancels_the_queued_emails_whose_links_it_ends(mail_app: App) ->
     [(org, user)] = [(f.org, f.user) for f in keys.verify(app).failed]
     assert (org, user) == ("acme", "bob")
     assert [m["To"] for m in mails(app)] == ["alice@example.com"]
+
+
+def _stored(app: App) -> dict[str, list[tuple[object, ...]]]:
+    """Every row a reset could change, to compare before and after."""
+    from mfactl.db.models import Base
+
+    with app.engine.connect() as db:
+        return {
+            table.name: sorted(map(tuple, db.execute(table.select())), key=repr)
+            for table in Base.metadata.sorted_tables
+        }
+
+
+def test_a_template_the_sandbox_refuses_rolls_the_whole_reset_back(
+    mail_app: App, tmp_path: Path
+) -> None:
+    app = mail_app
+    people(app, "alice", "bob")
+    enrolled(app, "alice")
+    enrolled(app, "bob")
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    marker = tmp_path / "ran"
+    (folder / "reset.txt").write_text(
+        f"{{{{ cycler.__init__.__globals__.os.popen('touch {marker}').read() }}}}"
+    )
+    email = replace(app.settings.email, templates_dir=str(folder))
+    app.settings = replace(app.settings, email=email)
+    before = _stored(app)
+    with pytest.raises(ConfigError, match=f"email template {folder / 'reset.txt'} is refused"):
+        reset.reset_user(app, "acme", "alice", "lost phone")
+    with pytest.raises(ConfigError, match="is refused by the sandbox"):
+        reset.reset_users(app, UserFilter(org="acme"), "lost phones")
+    assert _stored(app) == before
+    assert not marker.exists() and mails(app) == []
