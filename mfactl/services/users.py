@@ -13,6 +13,7 @@ from mfactl.app import App
 from mfactl.db.models import ActionToken, MfaSecret, RememberToken, User
 from mfactl.errors import Conflict
 from mfactl.services import audit, lookup, validation
+from mfactl.services import remember as remember_tokens
 
 
 @dataclass(frozen=True)
@@ -134,11 +135,7 @@ def user_status(app: App, org: str, user_ref: str) -> UserStatus:
             uow.session.scalar(
                 select(func.count())
                 .select_from(RememberToken)
-                .where(
-                    RememberToken.user_id == user.id,
-                    RememberToken.revoked_at.is_(None),
-                    RememberToken.expires_at > now,
-                )
+                .where(RememberToken.user_id == user.id, remember_tokens.live(app, now))
             )
             or 0
         )

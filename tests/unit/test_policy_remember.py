@@ -111,6 +111,7 @@ def test_a_remembered_device_needs_active_mfa(app: App) -> None:
 def test_lowering_remember_me_days_ends_the_older_tokens(app: App, clock: FrozenClock) -> None:
     from datetime import timedelta
 
+    from mfactl.services import users
     from mfactl.services.listing import list_users
     from mfactl.services.selection import UserFilter
 
@@ -131,6 +132,7 @@ def test_lowering_remember_me_days_ends_the_older_tokens(app: App, clock: Frozen
     ]
     [row] = list_users(app, UserFilter(org="acme"))
     assert row["remember_tokens"] == 1
+    assert users.user_status(app, "acme", "alice").remember_tokens == 1  # the same rule
     clock.advance(7 * 86400 - 1)
     assert remember.check(app, "acme", "alice", new.token)
     clock.advance(1)
