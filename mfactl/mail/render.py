@@ -104,6 +104,7 @@ class Envelope:
     # sealed with the body, so a recipient changed in the database afterwards is found out; None
     # in envelopes sealed before recipients were
     recipient: str | None = None
+    link_token: str | None = None  # to hash the link again under the active key when it is sent
 
     def to_json(self) -> bytes:
         return json.dumps(self.__dict__, ensure_ascii=False).encode("utf-8")
@@ -120,6 +121,7 @@ def new_envelope(
     idstring: str,
     link_hash: str | None = None,
     recipient: str | None = None,
+    link_token: str | None = None,
 ) -> Envelope:
     domain = parseaddr(sender)[1].rpartition("@")[2] or "mfactl.invalid"
     return Envelope(
@@ -130,6 +132,7 @@ def new_envelope(
         html=rendered.html,
         link_hash=link_hash,
         recipient=None if recipient is None else check_header("recipient", recipient),
+        link_token=link_token,
     )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parseaddr
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.engine import Connection as Db
 
 from mfactl.app import App
@@ -22,7 +22,7 @@ from mfactl.db.models import ActionToken
 from mfactl.errors import MfactlError, SecretStoreError
 from mfactl.mail.render import Envelope, build_message
 from mfactl.mail.transports import Connection, SendError
-from mfactl.services import outbox
+from mfactl.services import links, outbox
 from mfactl.services.progress import NO_PROGRESS, Progress
 
 # Why a delivery run left messages untried after Ctrl-C.
@@ -179,6 +179,7 @@ def _deliver_one(
         outbox.mark_failed(db, app, row.id, held, exc.message)
         report.failed[row.id] = exc.message
     else:
+        _rehash_link(app, db, envelope)  # committed with the outcome, by mark_sent
         outbox.mark_sent(db, app, row.id, held)
         report.sent.append(row.id)
     return connection
@@ -217,6 +218,20 @@ def _dead_link(app: App, db: Db, link_hash: str | None) -> str | None:
     if expires_at <= app.now():
         return "not sent: its link expired or was replaced by a newer one before it could be sent"
     return None
+
+
+def _rehash_link(app: App, db: Db, envelope: Envelope) -> None:
+    """Store the sent link's hash under the active key: a key rotation finished while the email
+    waited (the key that hashed the link removed since) must not leave a dead link in the mail."""
+    if envelope.link_hash is None or envelope.link_token is None:
+        return
+    current = links.token_hash(app, envelope.link_token)
+    if current != envelope.link_hash:
+        db.execute(
+            update(ActionToken)
+            .where(ActionToken.token_hash == envelope.link_hash)
+            .values(token_hash=current)
+        )
 
 
 def _count_waiting(app: App, report: Delivery) -> None:

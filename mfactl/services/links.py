@@ -62,6 +62,7 @@ class IssuedLink:
     url: str
     expires_at: datetime
     token_hash: str
+    token: str  # for the email's sealed body only: hashed again if a rotation ends its key
 
 
 def end_unused_links(
@@ -109,7 +110,7 @@ def issue_links(
             user=quote(target.handle, safe=""),
             token=quote(token, safe=""),
         )
-        issued.append(IssuedLink(target.user_id, url, expires_at, hashed))
+        issued.append(IssuedLink(target.user_id, url, expires_at, hashed, token))
     for part in chunks(rows):
         session.execute(insert(ActionToken), list(part))
     return issued

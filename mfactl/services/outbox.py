@@ -52,6 +52,7 @@ class NewMail:
     kind: str  # a template name: reset | enroll
     context: dict[str, Any]
     link_hash: str | None = None  # the link it carries: not sent once that link is dead
+    link_token: str | None = None  # that link's token, sealed with the body
 
 
 def enqueue(session: Session, app: App, mails: Sequence[NewMail]) -> list[int]:
@@ -90,7 +91,7 @@ def enqueue(session: Session, app: App, mails: Sequence[NewMail]) -> list[int]:
     bodies: list[dict[str, object]] = []
     for message_id, r, m in zip(ids, rendered, mails, strict=True):
         envelope = new_envelope(
-            settings.sender, r, now, f"mfactl.{message_id}", m.link_hash, m.recipient
+            settings.sender, r, now, f"mfactl.{message_id}", m.link_hash, m.recipient, m.link_token
         )
         sealed = store.seal_blob(outbox_label(message_id), envelope.to_json())
         bodies.append(

@@ -253,3 +253,19 @@ def test_an_email_queued_before_recipients_were_sealed_is_cancelled(mail_app: Ap
     assert [m["To"] for m in mails(app)] == ["bob@example.com"]
     rows = {r.id: r for r in outbox.list_messages(app)}
     assert (rows[old].status, rows[old].last_error) == ("cancelled", delivery.UNSEALED)
+
+
+def test_a_link_queued_before_a_rotation_works_once_the_old_key_is_removed(
+    mail_app: App,
+) -> None:
+    from mfactl.crypto import generate_key
+    from tests.unit.helpers import use_keys
+
+    app = mail_app
+    old, new = app.settings.secret_store.active_key, generate_key()
+    people(app, "alice")
+    [message_id] = queued(app, "alice")  # its link hashed under the old key
+    use_keys(app, new, rolling=old)
+    assert delivery.deliver(app, force=True).sent == [message_id]  # hashed again as it goes
+    use_keys(app, new)  # the rotation finished: the old key removed
+    assert links.open_link(app, "acme", token_in(mails(app)[0])).user == "alice"
