@@ -134,7 +134,11 @@ class Envelope:
     date: str
     text: str
     html: str
-    link_hash: str | None = None  # the SHA-256 of the link's token: is it still worth sending?
+    link_hash: str | None = None  # the stored hash of the link's token: still worth sending?
+    # sealed with the body, so a recipient changed in the database afterwards is found out; None
+    # in envelopes sealed before recipients were
+    recipient: str | None = None
+    link_token: str | None = None  # to hash the link again under the active key when it is sent
 
     def to_json(self) -> bytes:
         return json.dumps(self.__dict__, ensure_ascii=False).encode("utf-8")
@@ -145,7 +149,13 @@ class Envelope:
 
 
 def new_envelope(
-    sender: str, rendered: Rendered, now: datetime, idstring: str, link_hash: str | None = None
+    sender: str,
+    rendered: Rendered,
+    now: datetime,
+    idstring: str,
+    link_hash: str | None = None,
+    recipient: str | None = None,
+    link_token: str | None = None,
 ) -> Envelope:
     domain = parseaddr(sender)[1].rpartition("@")[2] or "mfactl.invalid"
     return Envelope(
@@ -155,6 +165,8 @@ def new_envelope(
         text=rendered.text,
         html=rendered.html,
         link_hash=link_hash,
+        recipient=None if recipient is None else check_header("recipient", recipient),
+        link_token=link_token,
     )
 
 

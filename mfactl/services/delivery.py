@@ -1,6 +1,7 @@
 """Sending the outbox after the commit: claim a few rows, take each again just before it goes,
 send it, and commit its outcome right away, so a crash can at worst resend the one message that
-was in flight.
+was in flight. A message goes only to the recipient sealed with its body: a row whose recipient
+was changed in the database fails instead.
 """
 
 from __future__ import annotations
@@ -11,21 +12,27 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parseaddr
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.engine import Connection as Db
 
 from mfactl.app import App
 from mfactl.crypto import outbox_label
 from mfactl.db.batching import chunks
 from mfactl.db.models import ActionToken
-from mfactl.errors import MfactlError
+from mfactl.errors import MfactlError, SecretStoreError
 from mfactl.mail.render import Envelope, build_message
 from mfactl.mail.transports import Connection, SendError
-from mfactl.services import outbox
+from mfactl.services import links, outbox
 from mfactl.services.progress import NO_PROGRESS, Progress
 
 # Why a delivery run left messages untried after Ctrl-C.
 INTERRUPTED = "interrupted (Ctrl-C)"
+# Why a message queued before recipients were sealed is cancelled: its recipient cannot be
+# checked, and its link (stored as a plain SHA-256 then) no longer opens anyway.
+UNSEALED = (
+    "not sent: it was queued by an earlier mfactl that sealed no recipient with it, and its "
+    "link no longer works; send the user a new link"
+)
 
 
 @dataclass
@@ -158,7 +165,7 @@ def _deliver_one(
         return connection
     try:
         envelope = _envelope(app, row)
-        dead = _dead_link(app, db, envelope.link_hash)
+        dead = UNSEALED if envelope.recipient is None else _dead_link(app, db, envelope.link_hash)
         if dead:
             outbox.mark_cancelled(db, app, row.id, held, dead)
             report.cancelled.append(row.id)
@@ -172,24 +179,32 @@ def _deliver_one(
         report.failed[row.id] = exc.reason
         if exc.connection:
             report.stopped = exc.reason
-    except MfactlError as exc:  # a body no key opens: only this one fails
+    except MfactlError as exc:  # a body no key opens, a changed recipient: only this one fails
         outbox.mark_failed(db, app, row.id, held, exc.message)
         report.failed[row.id] = exc.message
     else:
+        _rehash_link(app, db, envelope)  # committed with the outcome, by mark_sent
         outbox.mark_sent(db, app, row.id, held)
         report.sent.append(row.id)
     return connection
 
 
 def _envelope(app: App, row: outbox.ClaimedRow) -> Envelope:
-    """The sealed body, opened; raises the error that fails only this message (no body, or no
-    configured key opens it)."""
+    """The sealed body, opened and checked against its row; raises the error that fails only
+    this message (no body, no configured key opens it, or the row's recipient is not the sealed
+    one: whoever can write the database must not get a live link sent to them)."""
     if row.body_ciphertext is None:
         raise MfactlError(f"outbox message {row.id} has no body")
     opened = app.secrets.open_blob(
         outbox_label(row.id), row.body_ciphertext, f"the body of outbox message {row.id}"
     )
-    return Envelope.from_json(opened.plaintext)
+    envelope = Envelope.from_json(opened.plaintext)
+    if envelope.recipient is not None and envelope.recipient != row.recipient:
+        raise SecretStoreError(
+            f"not sent: outbox message {row.id} was queued for {envelope.recipient}, and its "
+            "recipient was changed in the database since; refused"
+        )
+    return envelope
 
 
 def _dead_link(app: App, db: Db, link_hash: str | None) -> str | None:
@@ -207,6 +222,20 @@ def _dead_link(app: App, db: Db, link_hash: str | None) -> str | None:
     if expires_at <= app.now():
         return "not sent: its link expired or was replaced by a newer one before it could be sent"
     return None
+
+
+def _rehash_link(app: App, db: Db, envelope: Envelope) -> None:
+    """Store the sent link's hash under the active key: a key rotation finished while the email
+    waited (the key that hashed the link removed since) must not leave a dead link in the mail."""
+    if envelope.link_hash is None or envelope.link_token is None:
+        return
+    current = links.token_hash(app, envelope.link_token)
+    if current != envelope.link_hash:
+        db.execute(
+            update(ActionToken)
+            .where(ActionToken.token_hash == envelope.link_hash)
+            .values(token_hash=current)
+        )
 
 
 def _count_waiting(app: App, report: Delivery) -> None:

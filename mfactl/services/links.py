@@ -1,16 +1,16 @@
-"""Emailed links (reset | enroll): issued in bulk, stored as SHA-256 only, single use, expiring.
+"""Emailed links (reset | enroll): issued in bulk, stored as keyed hashes, single use, expiring.
 
-A link carries ``secrets.token_urlsafe(32)``; only its SHA-256 is stored. A new link of a purpose
-ends the user's older unused links of that purpose (their ``expires_at`` is set to now).
-Whatever serves the link (the platform's web app) calls ``open_link`` (a new pending secret and
-its otpauth URI) and then ``confirm_link`` with a code (activates the secret, uses up the link).
-A link opens exactly once: whoever opens it second, the user or someone who got hold of the
-mail, is refused, so a leaked link cannot swap in an attacker's secret.
+A link carries ``secrets.token_urlsafe(32)``; only its HMAC-SHA256 under a key derived from the
+secret store is stored, so a row written into the database by hand opens nothing. A new link of
+a purpose ends the user's older unused links of that purpose (their ``expires_at`` is set to
+now). Whatever serves the link (the platform's web app) calls ``open_link`` (a new pending secret
+and its otpauth URI) and then ``confirm_link`` with a code (activates the secret, uses up the
+link). A link opens exactly once: whoever opens it second, the user or someone who got hold of
+the mail, is refused, so a leaked link cannot swap in an attacker's secret.
 """
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,8 +33,18 @@ USED = "this link has already been used; ask your administrator for a new one"
 OPENED = "this link has already been opened; ask your administrator for a new one"
 
 
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+TOKEN_PURPOSE = "link-token"  # its own derived key: a link's hash is no remember-me hash
+
+
+def token_hash(app: App, token: str) -> str:
+    """What a new link stores: the token's keyed hash under the active key."""
+    return app.secrets.keyed_hashes(TOKEN_PURPOSE, token)[0]
+
+
+def token_hashes(app: App, token: str) -> tuple[str, ...]:
+    """What a stored link may hold: the keyed hash under the active key, then under the rolling
+    one, so a key rotation does not end the links made before it."""
+    return app.secrets.keyed_hashes(TOKEN_PURPOSE, token)
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,7 @@ class IssuedLink:
     url: str
     expires_at: datetime
     token_hash: str
+    token: str  # for the email's sealed body only: hashed again if a rotation ends its key
 
 
 def end_unused_links(
@@ -83,7 +94,7 @@ def issue_links(
     rows = []
     for target in targets:
         token = secrets.token_urlsafe(32)
-        hashed = token_hash(token)
+        hashed = token_hash(app, token)
         rows.append(
             {
                 "user_id": target.user_id,
@@ -99,7 +110,7 @@ def issue_links(
             user=quote(target.handle, safe=""),
             token=quote(token, safe=""),
         )
-        issued.append(IssuedLink(target.user_id, url, expires_at, hashed))
+        issued.append(IssuedLink(target.user_id, url, expires_at, hashed, token))
     for part in chunks(rows):
         session.execute(insert(ActionToken), list(part))
     return issued
@@ -135,7 +146,7 @@ def _checked_token(
         select(ActionToken, Organization, User)
         .join(User, User.id == ActionToken.user_id)
         .join(Organization, Organization.id == User.organization_id)
-        .where(ActionToken.token_hash == token_hash(cleaned))
+        .where(ActionToken.token_hash.in_(token_hashes(app, cleaned)))
     ).first()
     if row is None or row[1].slug != org.strip().lower():
         raise NotFound(f"this link is not valid for organization {org.strip().lower()}")

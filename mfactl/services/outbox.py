@@ -3,7 +3,8 @@
 A row is ``pending`` (never tried), ``sending`` (claimed by one sender until its lease, kept in
 ``next_attempt_at``, runs out), ``failed`` (tried; retried from ``next_attempt_at``), ``sent``
 or ``cancelled``. Bodies hold live links, so they are sealed with the secret store under
-``outbox:<id>`` and purged (set to NULL) once sent. This module writes rows in the caller's
+``outbox:<id>``, with the recipient beside them (a sender refuses a row whose recipient differs),
+and purged (set to NULL) once sent. This module writes rows in the caller's
 transaction, claims and leases them for a sender (one conditional UPDATE, so two senders never
 hold the same row), records each outcome, and lists the queue; ``services.delivery`` sends.
 """
@@ -57,6 +58,7 @@ class NewMail:
     kind: str  # a template name: reset | enroll
     context: dict[str, Any]
     link_hash: str | None = None  # the link it carries: not sent once that link is dead
+    link_token: str | None = None  # that link's token, sealed with the body
 
 
 def enqueue(session: Session, app: App, mails: Sequence[NewMail]) -> list[int]:
@@ -94,7 +96,9 @@ def enqueue(session: Session, app: App, mails: Sequence[NewMail]) -> list[int]:
     store = app.secrets
     bodies: list[dict[str, object]] = []
     for message_id, r, m in zip(ids, rendered, mails, strict=True):
-        envelope = new_envelope(settings.sender, r, now, f"mfactl.{message_id}", m.link_hash)
+        envelope = new_envelope(
+            settings.sender, r, now, f"mfactl.{message_id}", m.link_hash, m.recipient, m.link_token
+        )
         sealed = store.seal_blob(outbox_label(message_id), envelope.to_json())
         bodies.append(
             {"id": message_id, "body_ciphertext": sealed.ciphertext, "key_id": sealed.key_id}

@@ -1,12 +1,13 @@
 """Remember-me tokens: a device that gave a right code may skip the code for ``days`` days.
 
-Only the SHA-256 of a token is stored; the token itself goes to the login server once, to put in
-a cookie. Issuing is refused when the policy forbids it; checking says no in the same cases.
+Only a keyed hash of a token (HMAC-SHA256 under a key derived from the secret store) is stored,
+so a row written into the database by hand remembers no device; the token itself goes to the
+login server once, to put in a cookie. Issuing is refused when the policy forbids it; checking
+says no in the same cases.
 """
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,6 +21,7 @@ from mfactl.db.models import MfaSecret, RememberToken, User
 from mfactl.errors import Conflict, NotFound
 from mfactl.services import audit, lookup
 
+TOKEN_PURPOSE = "remember-token"  # its own derived key: a remember-me hash is no link's hash
 
 def live(app: App, now: datetime) -> ColumnElement[bool]:
     """The SQL test of a live token: not revoked, and before its expiry, the earlier of the one
@@ -36,9 +38,20 @@ def expiry(app: App, created_at: datetime, stored: datetime) -> datetime:
     """When a token stops being live: the same rule as ``live``, for one row already read."""
     return min(stored, created_at + timedelta(days=app.settings.user_login.remember_me.days))
 
+def token_hash(app: App, uid: str, token: str) -> str:
+    """What a new token stores: its keyed hash under the active key, bound to its user's uid."""
+    return token_hashes(app, uid, token)[0]
 
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+
+def token_hashes(app: App, uid: str, token: str) -> tuple[str, ...]:
+    """What a stored token of the user ``uid`` may hold: the keyed hash under the active key,
+    then under the rolling one, so a key rotation does not make remembered devices give a code
+    again.
+
+    The uid is hashed with the token: a user's own row moved onto a sysadmin in the database
+    does not remember the sysadmin's devices.
+    """
+    return app.secrets.keyed_hashes(TOKEN_PURPOSE, f"{uid}:{token}")
 
 
 def refusal(app: App, user: User) -> str | None:
@@ -81,7 +94,7 @@ def issue(app: App, org: str, user_ref: str) -> IssuedToken:
         now = app.now()
         row = RememberToken(
             user_id=user.id,
-            token_hash=token_hash(token),
+            token_hash=token_hash(app, user.uid, token),
             created_at=now,
             expires_at=now + timedelta(days=app.settings.user_login.remember_me.days),
         )
@@ -102,13 +115,14 @@ def issue(app: App, org: str, user_ref: str) -> IssuedToken:
 def is_remembered(session: Session, app: App, user: User, token: str) -> bool:
     """True when ``token`` is a live remember-me token of ``user``, whose MFA is active, and the
     policy allows it."""
-    if not token or refusal(app, user):
+    # issued tokens are URL-safe ASCII: anything else was never issued (and may not encode)
+    if not token or not token.isascii() or refusal(app, user):
         return False
     found = session.scalar(
         select(RememberToken.id)
         .join(MfaSecret, MfaSecret.user_id == RememberToken.user_id)
         .where(
-            RememberToken.token_hash == token_hash(token),
+            RememberToken.token_hash.in_(token_hashes(app, user.uid, token)),
             RememberToken.user_id == user.id,
             live(app, app.now()),
             MfaSecret.state == "active",  # nothing to skip without active MFA

@@ -209,6 +209,7 @@ def _queue_links(
                 "issuer": app.settings.user_login.mfa.issuer,
             },
             link_hash=link.token_hash,
+            link_token=link.token,
         )
         for t, link in zip(mailable, issued, strict=True)
     ]

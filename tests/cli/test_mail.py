@@ -228,6 +228,40 @@ def test_mail_retry_exits_9_when_what_was_due_fails_again(
     assert (message["attempts"], message["next_attempt_at"]) == (2, "2026-11-01T09:03:00Z")
 
 
+def test_mail_retry_exits_9_when_a_recipient_was_changed_in_the_database(
+    acme: Mfactl, smtp_down: dict[str, str], values_file: Path, sqlite_url: str
+) -> None:
+    from sqlalchemy import create_engine, update
+
+    from mfactl.db.models import OutboxMessage
+
+    queue_reset(acme, smtp_down, "bob")
+    queue_reset(acme, smtp_down, "carol")
+    engine = create_engine(sqlite_url)
+    with engine.begin() as db:  # someone who can write the database wants bob's link
+        db.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.recipient == "bob@example.com")
+            .values(recipient="mallory@evil.example")
+        )
+    engine.dispose()
+    reason = (
+        "not sent: outbox message 1 was queued for bob@example.com, and its recipient was "
+        "changed in the database since; refused"
+    )
+    result = acme("mail", "retry")
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        9,
+        "",
+        "sent 1 email; 1 waits in the outbox\n"
+        f"error: 1 email could not be sent and waits in the outbox: {reason}\n"
+        "hint: `mfactl mail list --status queued` shows each\n",
+    )
+    assert recipients(values_file) == ["carol@example.com"]  # carol's went on, bob's nowhere
+    [failed] = acme.json("mail", "list", "--status", "failed")
+    assert (failed["recipient"], failed["last_error"]) == ("mallory@evil.example", reason)
+
+
 def test_an_email_whose_link_was_replaced_or_expired_is_cancelled_not_sent(
     acme: Mfactl, smtp_down: dict[str, str], values_file: Path, clock: FrozenClock
 ) -> None:

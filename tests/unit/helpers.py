@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 
 from mfactl import totp
 from mfactl.app import App
+from mfactl.config import SecretStoreSettings
 from mfactl.services import enrollment, orgs, outbox, reset, users
 
 
@@ -77,3 +78,10 @@ def queued(app: App, *handles: str) -> list[int]:
     app.settings = replace(app.settings, email=working)
     app.__dict__.pop("mail_transport")
     return outbox.due_ids(app, force=True)
+
+
+def use_keys(app: App, active: str, rolling: str = "") -> None:
+    """The secret store as values.yaml has it after its keys were edited (a rotation's steps)."""
+    store = SecretStoreSettings(active_key=active, rolling_key=rolling)
+    app.settings = replace(app.settings, secret_store=store)
+    app.__dict__.pop("secrets", None)

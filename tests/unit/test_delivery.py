@@ -189,3 +189,83 @@ def test_a_body_no_key_opens_fails_that_message_only(mail_app: App) -> None:
         == f"the body of outbox message {message_id} cannot be decrypted with any configured key"
     )
     assert mails(app) == []
+
+
+def test_a_recipient_changed_in_the_database_is_not_sent_to(mail_app: App) -> None:
+    from sqlalchemy import update
+
+    from mfactl.db.models import OutboxMessage
+
+    app = mail_app
+    people(app, "alice", "bob")
+    alice, bob = queued(app, "alice", "bob")
+    with app.uow() as uow:
+        uow.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == alice)
+            .values(recipient="mallory@evil.example")
+        )
+        uow.commit()
+
+    report = delivery.deliver(app, force=True)
+
+    reason = (
+        f"not sent: outbox message {alice} was queued for alice@example.com, and its recipient "
+        "was changed in the database since; refused"
+    )
+    assert report.failed == {alice: reason} and report.sent == [bob]  # the others go on
+    assert [m["To"] for m in mails(app)] == ["bob@example.com"]
+    rows = {r.id: r for r in outbox.list_messages(app)}
+    assert (rows[alice].status, rows[alice].last_error) == ("failed", reason)
+    assert delivery.deliver(app, force=True).failed == {alice: reason}  # and on every retry
+
+
+def test_an_email_queued_before_recipients_were_sealed_is_cancelled(mail_app: App) -> None:
+    import json
+
+    from sqlalchemy import select, update
+
+    from mfactl.crypto import outbox_label
+    from mfactl.db.models import OutboxMessage
+
+    app = mail_app
+    people(app, "alice", "bob")
+    old, new = queued(app, "alice", "bob")
+    with app.uow() as uow:  # alice's envelope as an earlier mfactl sealed it: no recipient
+        label = outbox_label(old)
+        body = uow.session.scalar(
+            select(OutboxMessage.body_ciphertext).where(OutboxMessage.id == old)
+        )
+        assert body is not None
+        envelope = json.loads(app.secrets.open_blob(label, body, "its body").plaintext)
+        del envelope["recipient"]
+        sealed = app.secrets.seal_blob(label, json.dumps(envelope).encode())
+        uow.session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == old)
+            .values(body_ciphertext=sealed.ciphertext)
+        )
+        uow.commit()
+
+    report = delivery.deliver(app, force=True)
+
+    assert report.cancelled == [old] and report.sent == [new] and report.failed == {}
+    assert [m["To"] for m in mails(app)] == ["bob@example.com"]
+    rows = {r.id: r for r in outbox.list_messages(app)}
+    assert (rows[old].status, rows[old].last_error) == ("cancelled", delivery.UNSEALED)
+
+
+def test_a_link_queued_before_a_rotation_works_once_the_old_key_is_removed(
+    mail_app: App,
+) -> None:
+    from mfactl.crypto import generate_key
+    from tests.unit.helpers import use_keys
+
+    app = mail_app
+    old, new = app.settings.secret_store.active_key, generate_key()
+    people(app, "alice")
+    [message_id] = queued(app, "alice")  # its link hashed under the old key
+    use_keys(app, new, rolling=old)
+    assert delivery.deliver(app, force=True).sent == [message_id]  # hashed again as it goes
+    use_keys(app, new)  # the rotation finished: the old key removed
+    assert links.open_link(app, "acme", token_in(mails(app)[0])).user == "alice"

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 
 from mfactl.app import App
-from mfactl.db.models import RememberToken
+from mfactl.crypto import generate_key
+from mfactl.db.models import RememberToken, User
 from mfactl.errors import Conflict, NotFound
 from mfactl.services import policy, remember
 from tests.conftest import FrozenClock
-from tests.unit.helpers import people
+from tests.unit.helpers import people, use_keys
 from tests.unit.test_verification import enrolled
 
 
@@ -62,7 +66,9 @@ def test_remember_me_issue_check_expire_revoke(app: App, clock: FrozenClock) -> 
     assert needs == policy.LoginRequirement("allow", "this device is remembered")
     with app.uow() as uow:
         stored = uow.session.scalars(select(RememberToken.token_hash)).all()
-    assert stored == [remember.token_hash(issued.token)] and issued.token not in stored
+        uid = uow.session.scalar(select(User.uid).where(User.handle == "alice"))
+    assert uid is not None
+    assert stored == [remember.token_hash(app, uid, issued.token)] and issued.token not in stored
     other = remember.issue(app, "acme", "alice")
     assert [t.state for t in remember.list_tokens(app, "acme", "alice")] == ["live", "live"]
     assert remember.revoke(app, "acme", "alice", other.id) == 1
@@ -109,8 +115,6 @@ def test_a_remembered_device_needs_active_mfa(app: App) -> None:
 
 
 def test_lowering_remember_me_days_ends_the_older_tokens(app: App, clock: FrozenClock) -> None:
-    from datetime import timedelta
-
     from mfactl.services import users
     from mfactl.services.listing import list_users
     from mfactl.services.selection import UserFilter
@@ -143,3 +147,56 @@ def test_lowering_remember_me_days_ends_the_older_tokens(app: App, clock: Frozen
     assert remember.check(app, "acme", "alice", new.token)
     clock.now = new.expires_at
     assert not remember.check(app, "acme", "alice", new.token)
+
+
+def _remembered_by_hand(app: App, handle: str, token_hash: str) -> None:
+    """A remember-me row written straight into the database, as someone with write access could."""
+    with app.uow() as uow:
+        user_id = uow.session.scalar(select(User.id).where(User.handle == handle))
+        uow.session.execute(
+            insert(RememberToken),
+            [
+                {
+                    "user_id": user_id,
+                    "token_hash": token_hash,
+                    "created_at": app.now(),
+                    "expires_at": app.now() + timedelta(days=30),
+                }
+            ],
+        )
+        uow.commit()
+
+
+def test_a_remember_me_row_written_by_hand_skips_no_code(app: App) -> None:
+    people(app, "root", "mallory", admin=("root",))
+    enrolled(app, "root")
+    enrolled(app, "mallory")
+    # the plain SHA-256 of a chosen token: what an earlier mfactl stored, so its tokens end too
+    chosen = secrets.token_urlsafe(32)
+    _remembered_by_hand(app, "root", hashlib.sha256(chosen.encode()).hexdigest())
+    # mallory's own token, its row moved onto root: the hash is bound to mallory's uid
+    own = remember.issue(app, "acme", "mallory").token
+    with app.uow() as uow:
+        root_id = uow.session.scalar(select(User.id).where(User.handle == "root"))
+        uow.session.execute(update(RememberToken).values(user_id=root_id))
+        uow.commit()
+
+    for token in (chosen, own):
+        assert not remember.check(app, "acme", "root", token)
+        needs = policy.login_requirement(app, "acme", "root", remember_token=token)
+        assert needs.decision == "code"
+    assert not remember.check(app, "acme", "mallory", own)  # its row is not mallory's any more
+    assert not remember.check(app, "acme", "root", "caf\u00e9 \udcff")  # never issued
+
+
+def test_a_remembered_device_outlives_a_key_rotation_until_its_key_is_removed(app: App) -> None:
+    old, new = app.settings.secret_store.active_key, generate_key()
+    people(app, "alice")
+    enrolled(app, "alice")
+    before = remember.issue(app, "acme", "alice").token
+    use_keys(app, new, rolling=old)  # the rotation: the old key is now the rolling one
+    assert remember.check(app, "acme", "alice", before)
+    after = remember.issue(app, "acme", "alice").token
+    use_keys(app, new)  # the rolling key removed: what only it can check stops working
+    assert not remember.check(app, "acme", "alice", before)
+    assert remember.check(app, "acme", "alice", after)

@@ -68,7 +68,7 @@ def test_reset_removes_only_the_mfa_setup_and_queues_a_sealed_email(
     with app.uow() as uow:
         hashes = list(uow.session.scalars(select(ActionToken.token_hash)))
         details = [str(d) for d in uow.session.scalars(select(AuditEvent.details))]
-    assert hashes == [links.token_hash(token)]
+    assert hashes == [links.token_hash(app, token)]
     assert not any(token in d for d in details)
 
 
