@@ -14,6 +14,7 @@ from mfactl.crypto import SecretStore, generate_key, outbox_label
 from mfactl.db.models import AuditEvent, MfaSecret, OutboxMessage
 from mfactl.errors import InvalidInput, NotFound, SecretStoreError, Unavailable
 from mfactl.services import keys
+from mfactl.services.keys import _reencrypt
 from tests.conftest import FrozenClock, _wipe, make_app
 from tests.keyseed import MOMENT, assert_all_open, seed_secrets, stored
 
@@ -161,6 +162,14 @@ def test_refuses_unknown_key_without_rolling_key(app: App) -> None:
     assert stored(app.engine) == before
 
 
+def test_without_rolling_key_only_the_other_keys_are_refused(app: App) -> None:
+    seed_secrets(app.engine, app.secrets, 3, prefix="a")
+    assert keys.migrate(app).already_active == 3
+    seed_secrets(app.engine, SecretStore(generate_key()), 1, prefix="x")
+    with pytest.raises(SecretStoreError, match=r"^1 MFA secret is sealed with a key"):
+        keys.migrate(app)
+
+
 def test_bad_options(app: App) -> None:
     with pytest.raises(InvalidInput, match="--batch-size must be between 1 and 100000"):
         keys.migrate(app, batch_size=0)
@@ -252,7 +261,7 @@ def test_a_dead_worker_stops_the_run_without_writing(
     rotated = make_app(sqlite_url, clock, active_key, rolling_key=old_key)
     seed_secrets(rotated.engine, SecretStore(old_key), 12)
     before = stored(rotated.engine)
-    monkeypatch.setattr(keys, "_pool_chunk", _die)
+    monkeypatch.setattr(_reencrypt, "_pool_reseal", _die)
     with pytest.raises(Unavailable, match="a --workers process died"):
         keys.migrate(rotated, batch_size=5, workers=2)
     assert stored(rotated.engine) == before
