@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Iterator
@@ -60,6 +61,28 @@ def audit_details(app: App) -> list[dict[str, object]]:
     with app.engine.connect() as conn:
         query = select(AuditEvent.details).where(AuditEvent.action == "keys.migrate")
         return list(conn.scalars(query.order_by(AuditEvent.id)))
+
+
+def test_reports_become_their_documented_json() -> None:
+    counts = keys.KeyCounts(active=1, rolling=2, unknown=3)
+    assert json.dumps(keys.KeyStatus("a1", None, counts, counts).to_json()) == (
+        '{"active_key_id": "a1", "rolling_key_id": null, '
+        '"secrets": {"active": 1, "rolling": 2, "unknown": 3}, '
+        '"outbox": {"active": 1, "rolling": 2, "unknown": 3}}'
+    )
+    failed = [keys.Failure("acme", "bob", "why"), keys.Failure(None, None, "gone")]
+    migrated = keys.MigrateReport(True, 1, 2, 3, 4, 5, failed)
+    assert json.dumps(migrated.to_json()) == (
+        '{"dry_run": true, "migrated": 1, "already_active": 2, '
+        '"failed": [{"org": "acme", "user": "bob", "reason": "why"}, '
+        '{"org": null, "user": null, "reason": "gone"}], '
+        '"outbox": {"migrated": 3, "already_active": 4}, "changed_meanwhile": 5}'
+    )
+    assert json.dumps(keys.VerifyReport(6, 7, failed[:1]).to_json()) == (
+        '{"ok": false, "secrets": 6, "outbox": 7, '
+        '"failed": [{"org": "acme", "user": "bob", "reason": "why"}]}'
+    )
+    assert keys.VerifyReport(6, 7).to_json()["ok"] is True
 
 
 def test_status_counts_by_key_id(rotated: App, old_key: str) -> None:

@@ -4,7 +4,7 @@ resumable key migration.
 - ``inventory``: ``status`` (`keys status`) and ``rolling_key_in_use`` (`config check`);
 - ``verification``: ``verify`` (`keys verify`);
 - ``migration``: ``migrate`` (`keys migrate`);
-- ``reports``: what they return;
+- ``reports``: what they return, each with its ``to_json``;
 - ``_reencrypt`` and ``_tables``: the engine under verify and migrate (batches, compare-and-swap
   writes, the process pool).
 """

@@ -1,4 +1,4 @@
-"""What the key use cases return."""
+"""What the key use cases return, and the one place each becomes its documented JSON shape."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ class KeyCounts:
     rolling: int
     unknown: int
 
+    def to_json(self) -> dict[str, int]:
+        return {"active": self.active, "rolling": self.rolling, "unknown": self.unknown}
+
 
 @dataclass(frozen=True)
 class KeyStatus:
@@ -21,6 +24,15 @@ class KeyStatus:
     rolling_key_id: str | None
     secrets: KeyCounts
     outbox: KeyCounts
+
+    def to_json(self) -> dict[str, object]:
+        """The shape of `keys status --json`."""
+        return {
+            "active_key_id": self.active_key_id,
+            "rolling_key_id": self.rolling_key_id,
+            "secrets": self.secrets.to_json(),
+            "outbox": self.outbox.to_json(),
+        }
 
 
 class RollingKeyUse(NamedTuple):
@@ -38,6 +50,9 @@ class Failure:
     user: str | None
     reason: str
 
+    def to_json(self) -> dict[str, str | None]:
+        return {"org": self.org, "user": self.user, "reason": self.reason}
+
 
 @dataclass
 class MigrateReport:
@@ -49,9 +64,32 @@ class MigrateReport:
     changed_meanwhile: int = 0  # rows a reset or enrollment changed between read and write
     failed: list[Failure] = field(default_factory=list)
 
+    def to_json(self) -> dict[str, object]:
+        """The shape of `keys migrate --json`."""
+        return {
+            "dry_run": self.dry_run,
+            "migrated": self.migrated,
+            "already_active": self.already_active,
+            "failed": [f.to_json() for f in self.failed],
+            "outbox": {
+                "migrated": self.outbox_migrated,
+                "already_active": self.outbox_already_active,
+            },
+            "changed_meanwhile": self.changed_meanwhile,
+        }
+
 
 @dataclass
 class VerifyReport:
     secrets: int = 0  # secrets checked
     outbox: int = 0  # outbox bodies checked
     failed: list[Failure] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        """The shape of `keys verify --json`."""
+        return {
+            "ok": not self.failed,
+            "secrets": self.secrets,
+            "outbox": self.outbox,
+            "failed": [f.to_json() for f in self.failed],
+        }
