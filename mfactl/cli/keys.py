@@ -52,9 +52,9 @@ def _raise_failures(failed: list[Failure], what: tuple[str, str], tail: str) -> 
 @app.command("generate")
 def generate() -> None:
     """Print a new Fernet key (only the key, for $(…))."""
-    from mfactl.crypto import generate_key
+    from mfactl.services import keys
 
-    sys.stdout.write(generate_key() + "\n")
+    sys.stdout.write(keys.new_key() + "\n")
 
 
 @app.command("status")
