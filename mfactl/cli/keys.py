@@ -64,7 +64,7 @@ def status(ctx: typer.Context, json_: bool = JSON_OPTION) -> None:
 
     result = keys.status(get_app(ctx))
     if json_:
-        print_json(result.to_json())
+        print_json(result)
         return
     s, o = result.secrets, result.outbox
     print_fields(
@@ -92,7 +92,7 @@ def verify(
     with ProgressBar("verifying") as bar:
         report = keys.verify(get_app(ctx), batch_size=batch_size, workers=workers, progress=bar)
     if json_:
-        print_json(report.to_json())
+        print_json(report)
     else:
         info(
             f"checked {counted(report.secrets, 'secret')} and "
@@ -136,7 +136,7 @@ def migrate(
             progress=bar,
         )
     if json_:
-        print_json(report.to_json())
+        print_json(report)
     else:
         verb = "would migrate" if dry_run else "migrated"
         already = report.already_active
