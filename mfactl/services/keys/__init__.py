@@ -1,8 +1,8 @@
 """The secret-store keys: a new key, what each key holds, verifying every sealed value, and the
 online, resumable key migration.
 
-- ``inventory``: ``new_key`` (`keys generate`), ``status`` (`keys status`) and
-  ``rolling_key_in_use`` (`config check`);
+- here: ``new_key`` (`keys generate`);
+- ``inventory``: ``status`` (`keys status`) and ``rolling_key_in_use`` (`config check`);
 - ``verification``: ``verify`` (`keys verify`);
 - ``migration``: ``migrate`` (`keys migrate`);
 - ``reports``: what they return, each with its ``to_json``;
@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING
+
+from mfactl.crypto import generate_key
 
 if TYPE_CHECKING:
     from mfactl.services.keys._reencrypt import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE
@@ -66,12 +68,12 @@ _HOMES = {
 
 def new_key() -> str:
     """A new Fernet key, as text: what `keys generate` prints."""
-    from mfactl.crypto import generate_key
-
     return generate_key()
 
 
 def __getattr__(name: str) -> object:
+    """The use cases and their reports, imported from their module the first time one is asked
+    for."""
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,5 +1,4 @@
-"""What the keys hold: `keys status`, what the rolling key still seals (for `config check`), and
-a new key (for `keys generate`)."""
+"""What the keys hold: `keys status`, and what the rolling key still seals (for `config check`)."""
 
 from __future__ import annotations
 
