@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -158,19 +158,30 @@ class SecretStore:
 
     # --- many at once, for `keys migrate` and `keys verify` -----------------------------------
 
-    def rekey(
-        self, rows: Iterable[tuple[str, str, str | None]], *, blobs: bool, write: bool
+    def reseal_many(
+        self, rows: Iterable[tuple[str, str, str | None]], *, blobs: bool
     ) -> list[str | None]:
-        """Open each (binding, ciphertext, key id hint) and, when ``write``, seal it again.
+        """Open each (binding, ciphertext, key id hint) and seal it again under the active key.
 
         ``binding`` is the uid for TOTP secrets, the label for blobs. Each answer is the new
-        ciphertext (or "" when not ``write``), or None for a row that does not open or is bound
-        to something else: ``open_secret``/``open_blob`` then say why. The lean loop of the
-        methods above, for a million rows.
+        ciphertext, or None for a row that does not open or is bound to something else:
+        ``open_secret``/``open_blob`` then say why. The lean loop of the methods above, for a
+        million rows.
         """
-        answers: list[str | None] = []
-        append = answers.append
         seal = self._active.encrypt
+        return [
+            None if raw is None else seal(raw).decode("ascii")
+            for raw in self._open_each(rows, blobs)
+        ]
+
+    def open_many(self, rows: Iterable[tuple[str, str, str | None]], *, blobs: bool) -> list[bool]:
+        """Whether each (binding, ciphertext, key id hint) opens and is bound to its binding."""
+        return [raw is not None for raw in self._open_each(rows, blobs)]
+
+    def _open_each(
+        self, rows: Iterable[tuple[str, str, str | None]], blobs: bool
+    ) -> Iterator[bytes | None]:
+        """Each row's sealed plaintext (prefix and binding included), or None."""
         for binding, ciphertext, hint in rows:
             prefix = (
                 _BLOB_PREFIX + _b64(binding) + b":"
@@ -185,13 +196,7 @@ class SecretStore:
                     break
                 except InvalidToken:
                     continue
-            if raw is None or not raw.startswith(prefix):
-                append(None)
-            elif write:
-                append(seal(raw).decode("ascii"))
-            else:
-                append("")
-        return answers
+            yield raw if raw is not None and raw.startswith(prefix) else None
 
     def _decrypt(self, ciphertext: str, what: str, first: str | None = None) -> tuple[bytes, str]:
         token = ciphertext.encode("ascii", "replace")

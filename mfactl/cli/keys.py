@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -34,10 +34,6 @@ WORKERS_OPTION = typer.Option(
 )
 
 
-def _failed_json(failed: list[Failure]) -> list[dict[str, Any]]:
-    return [{"org": f.org, "user": f.user, "reason": f.reason} for f in failed]
-
-
 def _raise_failures(failed: list[Failure], what: tuple[str, str], tail: str) -> None:
     """Exit 6 naming every failure; ``what`` is the (singular, plural) predicate."""
     from mfactl.errors import SecretStoreError
@@ -56,9 +52,9 @@ def _raise_failures(failed: list[Failure], what: tuple[str, str], tail: str) -> 
 @app.command("generate")
 def generate() -> None:
     """Print a new Fernet key (only the key, for $(…))."""
-    from mfactl.crypto import generate_key
+    from mfactl.services import keys
 
-    sys.stdout.write(generate_key() + "\n")
+    sys.stdout.write(keys.new_key() + "\n")
 
 
 @app.command("status")
@@ -68,14 +64,7 @@ def status(ctx: typer.Context, json_: bool = JSON_OPTION) -> None:
 
     result = keys.status(get_app(ctx))
     if json_:
-        print_json(
-            {
-                "active_key_id": result.active_key_id,
-                "rolling_key_id": result.rolling_key_id,
-                "secrets": vars(result.secrets),
-                "outbox": vars(result.outbox),
-            }
-        )
+        print_json(result)
         return
     s, o = result.secrets, result.outbox
     print_fields(
@@ -103,14 +92,7 @@ def verify(
     with ProgressBar("verifying") as bar:
         report = keys.verify(get_app(ctx), batch_size=batch_size, workers=workers, progress=bar)
     if json_:
-        print_json(
-            {
-                "ok": not report.failed,
-                "secrets": report.secrets,
-                "outbox": report.outbox,
-                "failed": _failed_json(report.failed),
-            }
-        )
+        print_json(report)
     else:
         info(
             f"checked {counted(report.secrets, 'secret')} and "
@@ -154,19 +136,7 @@ def migrate(
             progress=bar,
         )
     if json_:
-        print_json(
-            {
-                "dry_run": report.dry_run,
-                "migrated": report.migrated,
-                "already_active": report.already_active,
-                "failed": _failed_json(report.failed),
-                "outbox": {
-                    "migrated": report.outbox_migrated,
-                    "already_active": report.outbox_already_active,
-                },
-                "changed_meanwhile": report.changed_meanwhile,
-            }
-        )
+        print_json(report)
     else:
         verb = "would migrate" if dry_run else "migrated"
         already = report.already_active

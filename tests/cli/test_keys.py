@@ -46,6 +46,22 @@ def test_generate_prints_only_a_key(mfactl: Mfactl) -> None:
     assert result.stdout == key + "\n" and SecretStore(key).active_key_id == key_id(key)
 
 
+def test_generate_loads_no_database_code() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "sys.argv = ['mfactl', 'keys', 'generate']\n"
+        "from mfactl.cli.app import main\n"
+        "try:\n    main()\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
+        "print('LOADED', 'sqlalchemy' in sys.modules, file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stderr == "LOADED False\n", proc.stderr
+    SecretStore(proc.stdout.strip())  # and the key is one
+
+
 def test_status_json_and_text(
     rotated: Mfactl, sqlite_url: str, active_key: str, old_key: str
 ) -> None:

@@ -80,3 +80,27 @@ def test_derived_keys_agree_across_stores_and_differ_by_purpose_and_key() -> Non
     assert hashes[0] == one.keyed_hashes("web-session", "abc")[0]
     assert hashes[1] == SecretStore(rolling).keyed_hashes("web-session", "abc")[0]
     assert len(one.keyed_hashes("web-session", "abc")) == 1
+
+
+def test_many_at_once_answer_each_row_alone() -> None:
+    old, new = generate_key(), generate_key()
+    sealer = SecretStore(old)
+    store = SecretStore(new, old)
+    alice = sealer.seal_secret("uid-alice", "JBSWY3DPEHPK3PXP").ciphertext
+    stranger = SecretStore(generate_key()).seal_secret("uid-bob", "JBSWY3DPEHPK3PXP").ciphertext
+    secrets = [
+        ("uid-alice", alice, key_id(old)),
+        ("uid-bob", alice, None),  # copied onto another user's row
+        ("uid-bob", stranger, None),  # no configured key opens it
+    ]
+    assert store.open_many(secrets, blobs=False) == [True, False, False]
+    resealed = store.reseal_many(secrets, blobs=False)
+    assert resealed[1:] == [None, None] and resealed[0] is not None
+    opened = SecretStore(new).open_secret("uid-alice", resealed[0], "acme/alice")
+    assert (opened.plaintext, opened.key_id) == ("JBSWY3DPEHPK3PXP", key_id(new))
+    body = sealer.seal_blob("outbox:1", b"hello").ciphertext
+    blobs = [("outbox:1", body, None), ("outbox:2", body, None)]
+    assert store.open_many(blobs, blobs=True) == [True, False]
+    [moved, refused] = store.reseal_many(blobs, blobs=True)
+    assert refused is None and moved is not None
+    assert SecretStore(new).open_blob("outbox:1", moved, "message 1").plaintext == "hello"

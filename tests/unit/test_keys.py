@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from mfactl.crypto import SecretStore, generate_key, outbox_label
 from mfactl.db.models import AuditEvent, MfaSecret, OutboxMessage
 from mfactl.errors import InvalidInput, NotFound, SecretStoreError, Unavailable
 from mfactl.services import keys
+from mfactl.services.keys import _reencrypt
 from tests.conftest import FrozenClock, _wipe, make_app
 from tests.keyseed import MOMENT, assert_all_open, seed_secrets, stored
 
@@ -59,6 +61,28 @@ def audit_details(app: App) -> list[dict[str, object]]:
     with app.engine.connect() as conn:
         query = select(AuditEvent.details).where(AuditEvent.action == "keys.migrate")
         return list(conn.scalars(query.order_by(AuditEvent.id)))
+
+
+def test_reports_become_their_documented_json() -> None:
+    counts = keys.KeyCounts(active=1, rolling=2, unknown=3)
+    assert json.dumps(keys.KeyStatus("a1", None, counts, counts).to_json()) == (
+        '{"active_key_id": "a1", "rolling_key_id": null, '
+        '"secrets": {"active": 1, "rolling": 2, "unknown": 3}, '
+        '"outbox": {"active": 1, "rolling": 2, "unknown": 3}}'
+    )
+    failed = [keys.Failure("acme", "bob", "why"), keys.Failure(None, None, "gone")]
+    migrated = keys.MigrateReport(True, 1, 2, 3, 4, 5, failed)
+    assert json.dumps(migrated.to_json()) == (
+        '{"dry_run": true, "migrated": 1, "already_active": 2, '
+        '"failed": [{"org": "acme", "user": "bob", "reason": "why"}, '
+        '{"org": null, "user": null, "reason": "gone"}], '
+        '"outbox": {"migrated": 3, "already_active": 4}, "changed_meanwhile": 5}'
+    )
+    assert json.dumps(keys.VerifyReport(6, 7, failed[:1]).to_json()) == (
+        '{"ok": false, "secrets": 6, "outbox": 7, '
+        '"failed": [{"org": "acme", "user": "bob", "reason": "why"}]}'
+    )
+    assert keys.VerifyReport(6, 7).to_json()["ok"] is True
 
 
 def test_status_counts_by_key_id(rotated: App, old_key: str) -> None:
@@ -161,6 +185,14 @@ def test_refuses_unknown_key_without_rolling_key(app: App) -> None:
     assert stored(app.engine) == before
 
 
+def test_without_rolling_key_only_the_other_keys_are_refused(app: App) -> None:
+    seed_secrets(app.engine, app.secrets, 3, prefix="a")
+    assert keys.migrate(app).already_active == 3
+    seed_secrets(app.engine, SecretStore(generate_key()), 1, prefix="x")
+    with pytest.raises(SecretStoreError, match=r"^1 MFA secret is sealed with a key"):
+        keys.migrate(app)
+
+
 def test_bad_options(app: App) -> None:
     with pytest.raises(InvalidInput, match="--batch-size must be between 1 and 100000"):
         keys.migrate(app, batch_size=0)
@@ -252,7 +284,7 @@ def test_a_dead_worker_stops_the_run_without_writing(
     rotated = make_app(sqlite_url, clock, active_key, rolling_key=old_key)
     seed_secrets(rotated.engine, SecretStore(old_key), 12)
     before = stored(rotated.engine)
-    monkeypatch.setattr(keys, "_pool_chunk", _die)
+    monkeypatch.setattr(_reencrypt, "_pool_reseal", _die)
     with pytest.raises(Unavailable, match="a --workers process died"):
         keys.migrate(rotated, batch_size=5, workers=2)
     assert stored(rotated.engine) == before
