@@ -85,3 +85,15 @@ def test_the_library_facade_serves_links(mail_app: App) -> None:
         mfa.open_link("acme", token)
     with pytest.raises(Conflict, match="MFA is already active for acme/carol"):
         reset.send_enroll_email(app, "acme", "carol")
+
+
+def test_a_new_link_ends_the_older_links_of_its_purpose_only(mail_app: App) -> None:
+    app = mail_app
+    people(app, "alice")
+    reset.reset_user(app, "acme", "alice", "lost phone")
+    reset.send_enroll_email(app, "acme", "alice")  # an invitation as well, say by `users enable`
+    reset_link, enroll_link = (token_in(m) for m in mails(app))
+    assert links.open_link(app, "acme", reset_link).purpose == "reset"  # still works
+    reset.send_enroll_email(app, "acme", "alice")
+    with pytest.raises(Conflict, match=r"^this link has expired or was replaced by a newer one;"):
+        links.open_link(app, "acme", enroll_link)
