@@ -27,7 +27,7 @@ def test_link_open_confirm_once_expiry_and_other_org(mail_app: App, clock: Froze
 
     with pytest.raises(NotFound, match="not valid for organization beta"):
         links.open_link(app, "beta", alice)
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match=r"^this link is not valid for organization acme$"):
         links.open_link(app, "acme", alice[:-1] + ("A" if alice[-1] != "A" else "B"))
     with pytest.raises(Conflict, match="not been opened yet"):
         links.confirm_link(app, "acme", alice, "123456")

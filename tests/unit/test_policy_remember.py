@@ -45,7 +45,7 @@ def test_login_requirement_and_policy_check(app: App) -> None:
     ]
     set_login(app, mfa={"mandatory": True})
     assert [v.user for v in policy.check_policy(app)] == ["alice", "bob"]
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match=r"^organization 'nope' does not exist$"):
         policy.check_policy(app, org="nope")
     set_login(app, mfa={"enabled": False})
     assert policy.check_policy(app) == []
