@@ -1,42 +1,83 @@
 """Changes to one user racing each other, on each engine, with the interleaving forced.
 
 Each test pauses one change at the worst moment (after it has read the user's state, before it
-writes) while a second change to the same user runs in another thread. The user's lock
-(``lookup.lock_users``) makes the second wait for the first, so the outcome is always that of
-one order or the other, never a mix of both.
+writes) while a second change to the same user runs in another thread, and keeps it paused until
+the second has arrived (at the lock it asks for, or wherever the test says): events, not sleeps,
+so the two overlap however slow the machine, and each test asserts that they did. The user's
+lock (``lookup.lock_users``) makes the second wait for the first, so the outcome is always that
+of one order or the other, never a mix of both.
 """
 
 from __future__ import annotations
 
 import secrets as secrets_module
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, event, select, text
+from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
 from mfactl.app import App
 from mfactl.config import Email
 from mfactl.db.models import MfaSecret, RememberToken
 from mfactl.errors import Conflict, MfactlError, Unavailable, from_database
-from mfactl.services import enrollment, links, remember, reset, verification
+from mfactl.services import enrollment, links, lookup, remember, reset, verification
 from tests.conftest import FrozenClock
 from tests.unit.helpers import people, phone_code
 from tests.unit.test_reset import mails as mails_of
 from tests.unit.test_reset import token_in
 from tests.unit.test_verification import enrolled
 
-PAUSE = 0.5
+WAIT = 30  # seconds: only ever reached when a test is broken, never a pause that makes it pass
 
 
-def race(first: Callable[[], Any], second: Callable[[], Any], paused: threading.Event) -> list[Any]:
-    """Run ``first`` in a thread until it signals ``paused`` (it is inside its change), then
-    ``second`` here; the outcome of each, or the MfactlError it raised."""
+class Overlap:
+    """Holds the first change inside itself (it has read the user's state; it holds the user's
+    lock) until the second change has arrived at its own point (the lock it asks for, the
+    statement it writes with, or its end), so the two are certain to overlap: no sleep, however
+    slow the machine. ``together`` records that both were inside at once."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self.first_inside = threading.Event()
+        self.second_arrived = threading.Event()
+        self.first_thread: int | None = None
+        self.first_resumed = False
+        self.together = False
+
+    def pause_first(self) -> None:
+        """In the first change, once: say it is inside, then wait there for the second."""
+        with self._guard:
+            if self.first_thread is not None:
+                return
+            self.first_thread = threading.get_ident()
+        self.first_inside.set()
+        # a hook that never fires fails the test (`together` stays false) rather than hang it
+        self.second_arrived.wait(WAIT)
+        with self._guard:
+            self.first_resumed = True
+
+    def second_arrives(self) -> None:
+        """In the second change: it has reached its point; the first may go on."""
+        with self._guard:
+            if (
+                not self.first_inside.is_set()  # the first change itself, before its pause
+                or threading.get_ident() == self.first_thread
+                or self.second_arrived.is_set()
+            ):
+                return
+            self.together = not self.first_resumed
+            self.second_arrived.set()
+
+
+def race(first: Callable[[], Any], second: Callable[[], Any], overlap: Overlap) -> list[Any]:
+    """Run ``first`` in a thread until it is paused inside its change, then ``second`` here;
+    the outcome of each, or the MfactlError it raised. Both were inside at once."""
     outcomes: list[Any] = [None, None]
 
     def run(index: int, work: Callable[[], Any]) -> None:
@@ -47,27 +88,53 @@ def race(first: Callable[[], Any], second: Callable[[], Any], paused: threading.
 
     thread = threading.Thread(target=run, args=(0, first))
     thread.start()
-    assert paused.wait(10), "the first change never reached its pause"
+    assert overlap.first_inside.wait(WAIT), "the first change never reached its pause"
     run(1, second)
-    thread.join(30)
+    overlap.second_arrives()  # at the latest when it is done (for a second that takes no lock)
+    thread.join(WAIT)
     assert not thread.is_alive()
+    assert overlap.together, "the second change did not arrive while the first was paused"
     return outcomes
 
 
-def pausing(target: Any, name: str, monkeypatch: pytest.MonkeyPatch) -> threading.Event:
-    """Make ``target.name`` pause PAUSE seconds, once, in the thread that calls it first."""
+def pausing(target: Any, name: str, monkeypatch: pytest.MonkeyPatch) -> Overlap:
+    """Make ``target.name`` pause, once, in the thread that calls it first, after it returns,
+    until the second change arrives; by default, the second arrives when it is done."""
     original = getattr(target, name)
-    reached = threading.Event()
+    overlap = Overlap()
 
-    def slow(*args: Any, **kwargs: Any) -> Any:
+    def paused(*args: Any, **kwargs: Any) -> Any:
         result = original(*args, **kwargs)
-        if not reached.is_set():
-            reached.set()
-            time.sleep(PAUSE)
+        overlap.pause_first()
         return result
 
-    monkeypatch.setattr(target, name, slow)
-    return reached
+    monkeypatch.setattr(target, name, paused)
+    return overlap
+
+
+def arriving_at_the_lock(overlap: Overlap, monkeypatch: pytest.MonkeyPatch) -> Overlap:
+    """The second change arrives when it asks for the user's lock, which the first holds: the
+    first goes on, and the second waits for it there."""
+    original = lookup.lock_users
+
+    def lock_users(*args: Any, **kwargs: Any) -> None:
+        overlap.second_arrives()
+        original(*args, **kwargs)
+
+    monkeypatch.setattr(lookup, "lock_users", lock_users)
+    return overlap
+
+
+def arriving_at_a_write(overlap: Overlap, engine: Engine, table: str) -> Overlap:
+    """The second change arrives when it is about to update ``table`` (it has read the rows);
+    ``engine`` is the test's own, thrown away after it."""
+
+    def before_cursor_execute(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith(f"UPDATE {table.upper()}"):
+            overlap.second_arrives()
+
+    event.listen(engine, "before_cursor_execute", before_cursor_execute)
+    return overlap
 
 
 @pytest.fixture
@@ -90,7 +157,9 @@ def test_a_remember_me_token_issued_during_a_reset_does_not_survive_it(
     people(app, "alice")
     enrolled(app)
     # the token is drawn after the "MFA is active" check and before the INSERT
-    paused = pausing(remember.secrets, "token_urlsafe", monkeypatch)
+    paused = arriving_at_the_lock(
+        pausing(remember.secrets, "token_urlsafe", monkeypatch), monkeypatch
+    )
     issued, done = race(
         lambda: remember.issue(app, "acme", "alice"),
         lambda: reset.reset_user(app, "acme", "alice", "stolen laptop", send_email=False),
@@ -111,7 +180,7 @@ def test_enrolling_again_while_the_first_enrollment_is_confirmed_never_activates
     first_uri = enrollment.enable_user(app, "acme", "alice").otpauth_uri
     assert first_uri is not None
     # the confirmation pauses after opening the pending secret, before activating it
-    paused = pausing(app.secrets, "open_secret", monkeypatch)
+    paused = arriving_at_the_lock(pausing(app.secrets, "open_secret", monkeypatch), monkeypatch)
     confirmed, again = race(
         lambda: enrollment.confirm_user(app, "acme", "alice", phone_code(first_uri, app.now())),
         lambda: enrollment.enable_user(app, "acme", "alice"),
@@ -131,7 +200,7 @@ def test_a_check_in_flight_finishes_before_a_reset_removes_the_secret(
     enrolled(app)
     clock.advance(30)
     # a wrong code's check pauses after opening the secret; meanwhile an admin resets alice
-    paused = pausing(app.secrets, "open_secret", monkeypatch)
+    paused = arriving_at_the_lock(pausing(app.secrets, "open_secret", monkeypatch), monkeypatch)
     checked, done = race(
         lambda: verification.verify(app, "acme", "alice", "000000"),
         lambda: reset.reset_user(app, "acme", "alice", "lost phone", send_email=False),
@@ -154,7 +223,7 @@ def test_a_link_replaced_while_it_is_being_opened_is_either_used_first_or_refuse
     old = token_in(mails_of(app)[0])
     opened = links.open_link(app, "acme", old)
     # the confirmation pauses right after reading the link; meanwhile a new link is sent
-    paused = pausing(links, "_checked_token", monkeypatch)
+    paused = arriving_at_the_lock(pausing(links, "_checked_token", monkeypatch), monkeypatch)
     confirmed, resent = race(
         lambda: links.confirm_link(app, "acme", old, phone_code(opened.otpauth_uri, app.now())),
         lambda: reset.send_reset_email(app, "acme", "alice"),
@@ -175,7 +244,9 @@ def test_a_link_opened_while_a_reset_replaces_it_leaves_one_coherent_state(
     enrolled(app)
     reset.reset_user(app, "acme", "alice", "lost phone")
     old = token_in(mails_of(app)[0])
-    paused = pausing(secrets_module, "token_urlsafe", monkeypatch)
+    paused = arriving_at_the_lock(
+        pausing(secrets_module, "token_urlsafe", monkeypatch), monkeypatch
+    )
     # the reset pauses while drawing its new link (holding alice's lock); the old link is
     # opened meanwhile and must wait, then finds itself replaced
     done, opened = race(
@@ -286,7 +357,9 @@ def test_a_check_during_an_online_key_migration_gives_the_right_answer(
     rotated = make_app(app.settings.database.url, clock, generate_key(), rolling_key=old)
     code = phone_code(uri, clock()) if right else "000000"
     # the check pauses after opening the secret; the migration re-encrypts it meanwhile
-    paused = pausing(rotated.secrets, "open_secret", monkeypatch)
+    paused = arriving_at_a_write(
+        pausing(rotated.secrets, "open_secret", monkeypatch), rotated.engine, "mfa_secrets"
+    )
     try:
         checked, report = race(
             lambda: verification.verify(rotated, "acme", "alice", code),

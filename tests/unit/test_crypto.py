@@ -50,7 +50,9 @@ def test_blobs_are_bound_to_their_label() -> None:
     store = SecretStore(generate_key())
     sealed = store.seal_blob("outbox:1", b"hello")
     assert store.open_blob("outbox:1", sealed.ciphertext, "message 1").plaintext == "hello"
-    with pytest.raises(SecretStoreError):
+    with pytest.raises(
+        SecretStoreError, match=r"^message 2 is bound to something else; it was refused$"
+    ):
         store.open_blob("outbox:2", sealed.ciphertext, "message 2")
 
 

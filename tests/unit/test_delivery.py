@@ -33,6 +33,26 @@ def test_a_sender_whose_hold_ran_out_leaves_the_message_to_the_next_one(
     assert len(mails(app)) == 1  # sent once
 
 
+def test_a_sender_whose_hold_ran_out_leaves_the_message_to_the_sender_holding_it(
+    mail_app: App, clock: FrozenClock
+) -> None:
+    app = mail_app
+    people(app, "alice")
+    [message_id] = queued(app, "alice")
+    with app.engine.connect() as first, app.engine.connect() as second:
+        first_lease, [stalled_row] = claim(first, app, [message_id])
+        clock.advance(outbox.LEASE.total_seconds() + 1)  # the first sender stalls
+        second_lease, [row] = claim(second, app, [message_id])  # `sending` still, held anew
+        stalled = delivery.Delivery()
+        delivery._deliver_one(app, first, stalled_row, first_lease, None, stalled)
+        assert stalled.taken == [message_id] and stalled.sent == []
+        assert mails(app) == []
+        holding = delivery.Delivery()
+        delivery._deliver_one(app, second, row, second_lease, None, holding)
+    assert holding.sent == [message_id]
+    assert len(mails(app)) == 1  # sent once
+
+
 def test_a_reset_made_during_a_send_cancels_the_older_email_of_the_batch(
     mail_app: App, clock: FrozenClock
 ) -> None:

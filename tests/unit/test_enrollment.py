@@ -105,3 +105,15 @@ def test_use_cases_audit_without_the_secret(app: App) -> None:
         ).all()
     assert [action for action, _ in events][-2:] == ["mfa.enroll", "mfa.confirm"]
     assert secret_of(started.otpauth_uri) not in repr(events)
+
+
+def test_confirmation_needs_the_whole_code(app: App) -> None:
+    people(app, "alice")
+    uri = _begin(app)
+    code = phone_code(uri, app.now())
+    for partial in ("", code[:1], code[:5]):
+        with pytest.raises(Conflict, match=r"^the code is wrong for acme/alice$"):
+            _confirm(app, partial)
+    assert _secret(app).state == "pending"
+    _confirm(app, f"{code[:3]} {code[3:]}")  # as the app shows it
+    assert _secret(app).state == "active"

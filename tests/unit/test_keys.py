@@ -167,7 +167,7 @@ def test_org_limits_the_migration(rotated: App, old_key: str) -> None:
     assert_all_open(rotated.engine, rotated.secrets, acme)
     rows = stored(rotated.engine)
     assert {rows[s.user_id][1] for s in other} == {old.active_key_id}
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match=r"^organization 'nope' does not exist$"):
         keys.migrate(rotated, org="nope")
 
 

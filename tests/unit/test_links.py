@@ -33,7 +33,7 @@ def test_link_open_confirm_once_expiry_and_other_org(mail_app: App, clock: Froze
 
     with pytest.raises(NotFound, match="not valid for organization beta"):
         links.open_link(app, "beta", alice)
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match=r"^this link is not valid for organization acme$"):
         links.open_link(app, "acme", alice[:-1] + ("A" if alice[-1] != "A" else "B"))
     with pytest.raises(Conflict, match="not been opened yet"):
         links.confirm_link(app, "acme", alice, "123456")
@@ -153,3 +153,15 @@ def test_a_link_outlives_a_key_rotation_until_its_key_is_removed(mail_app: App) 
     with pytest.raises(NotFound):
         links.open_link(app, "acme", bob)
     assert links.open_link(app, "acme", carol).user == "carol"
+
+
+def test_a_new_link_ends_the_older_links_of_its_purpose_only(mail_app: App) -> None:
+    app = mail_app
+    people(app, "alice")
+    reset.reset_user(app, "acme", "alice", "lost phone")
+    reset.send_enroll_email(app, "acme", "alice")  # an invitation as well, say by `users enable`
+    reset_link, enroll_link = (token_in(m) for m in mails(app))
+    assert links.open_link(app, "acme", reset_link).purpose == "reset"  # still works
+    reset.send_enroll_email(app, "acme", "alice")
+    with pytest.raises(Conflict, match=r"^this link has expired or was replaced by a newer one;"):
+        links.open_link(app, "acme", enroll_link)

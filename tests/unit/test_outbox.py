@@ -6,6 +6,7 @@ On SQLite, PostgreSQL and MariaDB; emails are written as files.
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
@@ -63,3 +64,40 @@ def test_messages_held_by_a_killed_sender_are_counted_and_left_alone(
     assert report.sent == [free] and report.held == 1 and report.held_until == lease
     clock.advance(outbox.LEASE.total_seconds() + 1)
     assert delivery.deliver(app).sent == [held]
+
+
+def test_a_hold_lasts_15_minutes_to_the_microsecond(mail_app: App, clock: FrozenClock) -> None:
+    app = mail_app
+    people(app, "alice")
+    [message_id] = queued(app, "alice")
+    with app.engine.connect() as db:
+        lease, _ = claim(db, app, [message_id])
+    # unique to the sender by a random part of under a second
+    assert timedelta(minutes=15) <= lease - clock.now < timedelta(minutes=15, seconds=1)
+    clock.now = lease - timedelta(microseconds=1)
+    assert outbox.due_ids(app) == [] and outbox.count_waiting(app).held == 1
+    clock.now = lease  # the hold is over at its lease, not after it
+    assert outbox.due_ids(app) == [message_id] and outbox.count_waiting(app).held == 0
+
+
+@pytest.mark.parametrize("outcome", ["sent", "failed", "cancelled"])
+def test_a_sender_whose_hold_ran_out_cannot_record_an_outcome(
+    mail_app: App, clock: FrozenClock, outcome: str
+) -> None:
+    app = mail_app
+    people(app, "alice")
+    [message_id] = queued(app, "alice")  # one failed attempt so far
+    with app.engine.connect() as first, app.engine.connect() as second:
+        first_lease, _ = claim(first, app, [message_id])
+        held = outbox.take(first, app, message_id, first_lease)  # the first sender sends it…
+        assert held is not None
+        clock.advance(outbox.LEASE.total_seconds() + 1)  # … to a relay that takes its time
+        second_lease, _ = claim(second, app, [message_id])
+        if outcome == "sent":
+            outbox.mark_sent(first, app, message_id, held)
+        elif outcome == "failed":
+            outbox.mark_failed(first, app, message_id, held, "timed out")
+        else:
+            outbox.mark_cancelled(first, app, message_id, held, "its link died")
+    [row] = outbox.list_messages(app)
+    assert (row.status, row.next_attempt_at, row.attempts) == ("sending", second_lease, 1)

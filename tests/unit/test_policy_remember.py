@@ -48,7 +48,7 @@ def test_login_requirement_and_policy_check(app: App) -> None:
     ]
     set_login(app, mfa={"mandatory": True})
     assert [v.user for v in policy.check_policy(app)] == ["alice", "bob"]
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match=r"^organization 'nope' does not exist$"):
         policy.check_policy(app, org="nope")
     set_login(app, mfa={"enabled": False})
     assert policy.check_policy(app) == []
@@ -76,10 +76,40 @@ def test_remember_me_issue_check_expire_revoke(app: App, clock: FrozenClock) -> 
     assert remember.check(app, "acme", "alice", issued.token)
     with pytest.raises(NotFound, match=r"^remember-me token 999 does not exist for acme/alice$"):
         remember.revoke(app, "acme", "alice", 999)
-    clock.advance(30 * 86400)
+    assert issued.expires_at == app.now() + timedelta(days=30)  # rememberMe.days
+    clock.advance(30 * 86400 - 1)
+    assert remember.check(app, "acme", "alice", issued.token)
+    clock.advance(1)
     assert not remember.check(app, "acme", "alice", issued.token)
     assert [t.state for t in remember.list_tokens(app, "acme", "alice")] == ["revoked", "expired"]
     assert remember.revoke(app, "acme", "alice") == 1  # the expired one was not yet revoked
+
+
+def test_revoking_another_users_token_is_not_found(app: App) -> None:
+    people(app, "alice", "bob")
+    enrolled(app, "alice")
+    issued = remember.issue(app, "acme", "alice")
+    with pytest.raises(
+        NotFound, match=rf"^remember-me token {issued.id} does not exist for acme/bob$"
+    ):
+        remember.revoke(app, "acme", "bob", issued.id)
+    assert remember.check(app, "acme", "alice", issued.token)
+
+
+def test_no_token_for_an_enrollment_still_pending(app: App) -> None:
+    from mfactl.services import enrollment
+    from tests.unit.helpers import phone_code
+
+    people(app, "alice")
+    uri = enrollment.enable_user(app, "acme", "alice").otpauth_uri
+    assert uri is not None
+    with pytest.raises(
+        Conflict, match=r"^cannot remember a device of acme/alice: MFA is not active$"
+    ):
+        remember.issue(app, "acme", "alice")
+    enrollment.confirm_user(app, "acme", "alice", phone_code(uri, app.now()))
+    with app.uow() as uow:
+        assert uow.session.scalars(select(RememberToken)).all() == []  # none went live
 
 
 def test_remember_me_refusals(app: App) -> None:

@@ -116,7 +116,7 @@ def test_bulk_reset_and_invitations(mail_app: App) -> None:
         assert uow.session.scalar(select(func.count()).select_from(MfaSecret)) == 0
     assert sorted(h for h, _ in events) == ["alice", "bob"]
     assert all(d["bulk"] is True and d["reason"] == "stolen laptop bag" for _, d in events)
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match=r"^organization 'nope' does not exist$"):
         reset.reset_users(app, UserFilter(org="nope"), "r")
 
 

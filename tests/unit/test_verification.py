@@ -85,6 +85,78 @@ def test_backoff_throttles_with_a_frozen_clock(app: App, clock: FrozenClock) -> 
     assert verification.verify(app, "acme", "alice", "000003").retry_after_seconds == 2
 
 
+def test_a_wrong_code_counts_against_its_own_user_only(app: App, clock: FrozenClock) -> None:
+    people(app, "alice", "bob")
+    enrolled(app, "alice")
+    bob = enrolled(app, "bob")
+    clock.advance(30)
+    with_throttle(app, base_delay_seconds=60)
+    assert verification.verify(app, "acme", "alice", "000000").result == "wrong"
+    with app.uow() as uow:
+        failures = dict(
+            uow.session.execute(
+                select(User.handle, MfaSecret.failed_attempts).join(
+                    MfaSecret, MfaSecret.user_id == User.id
+                )
+            ).all()
+        )
+    assert failures == {"alice": 1, "bob": 0}
+    assert verification.verify(app, "acme", "bob", phone_code(bob, app.now())).ok
+
+
+def test_the_retry_time_rounds_up(app: App, clock: FrozenClock) -> None:
+    people(app, "alice")
+    uri = enrolled(app)
+    with_throttle(app, base_delay_seconds=2, lock_after_failures=0)
+    clock.advance(30)
+    assert verification.verify(app, "acme", "alice", "000000").retry_after_seconds == 2
+    clock.advance(0.5)
+    assert verification.verify(app, "acme", "alice", "000000") == verification.VerifyResult(
+        "throttled", retry_after_seconds=2
+    )
+    clock.advance(1)  # 0.5 s of the back-off left: still throttled, and told 1 s, not 0
+    good = phone_code(uri, app.now())
+    assert verification.verify(app, "acme", "alice", good) == verification.VerifyResult(
+        "throttled", retry_after_seconds=1
+    )
+    clock.advance(0.5)
+    assert verification.verify(app, "acme", "alice", good).ok
+
+
+def test_a_code_typed_with_spaces_is_the_code(app: App, clock: FrozenClock) -> None:
+    people(app, "alice")
+    uri = enrolled(app)
+    clock.advance(30)
+    code = phone_code(uri, app.now())
+    assert verification.verify(app, "acme", "alice", f" {code[:3]} {code[3:]} ").ok
+    with app.uow() as uow:
+        assert uow.session.scalar(select(MfaSecret.failed_attempts)) == 0
+
+
+def test_the_drift_search_runs_only_when_asked(
+    app: App, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mfactl import totp
+
+    people(app, "alice")
+    enrolled(app)
+    with_throttle(app, base_delay_seconds=0)
+    computed = []
+    code_at_step = totp.code_at_step
+
+    def counted(secret: str, step: int, params: totp.TotpParams) -> str:
+        computed.append(step)
+        return code_at_step(secret, step, params)
+
+    monkeypatch.setattr(totp, "code_at_step", counted)
+    clock.advance(30)
+    assert verification.verify(app, "acme", "alice", "000000").result == "wrong"
+    assert len(computed) == 3  # the window, ±1 step: a login pays for nothing more
+    computed.clear()
+    assert verification.verify(app, "acme", "alice", "000000", explain=True).result == "wrong"
+    assert len(computed) == 3 + 2 * (totp.DRIFT_SEARCH_STEPS - 1)
+
+
 def test_lock_after_failures_and_unlock(app: App, clock: FrozenClock) -> None:
     people(app, "alice")
     uri = enrolled(app)
@@ -95,6 +167,8 @@ def test_lock_after_failures_and_unlock(app: App, clock: FrozenClock) -> None:
     assert verification.verify(app, "acme", "alice", phone_code(uri, app.now())).result == "locked"
     unlocked = verification.unlock(app, "acme", "alice")
     assert unlocked.was_locked and unlocked.failed_attempts == 3
+    # the count starts again from zero: one more slip is one failure, not the fourth
+    assert verification.verify(app, "acme", "alice", "000000").result == "wrong"
     assert verification.verify(app, "acme", "alice", phone_code(uri, app.now())).ok
     with app.uow() as uow:
         actions = uow.session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)).all()
