@@ -8,6 +8,7 @@ always made with the active key; the rolling key only decrypts.
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from mfactl.errors import ConfigError, SecretStoreError
 
 _SECRET_PREFIX = b"mfactl-totp:1:"
 _BLOB_PREFIX = b"mfactl-blob:1:"
+_DERIVE_PREFIX = b"mfactl-derive:1:"
 
 
 def generate_key() -> str:
@@ -57,6 +59,10 @@ class SecretStore:
         self._orders = {
             pair[0]: [pair, *(p for p in self._keys if p is not pair)] for pair in self._keys
         }
+        # the signing halves (a Fernet key is signing key + encryption key, 16 bytes each)
+        self._signing = [_signing_half(active_key)] + (
+            [_signing_half(rolling_key)] if rolling_key else []
+        )
 
     def _try_order(self, first: str | None) -> list[tuple[str, Fernet]]:
         """The keys to try, the one the row names first (no wasted HMAC check in a migration)."""
@@ -122,6 +128,32 @@ class SecretStore:
         opened = self.open_blob(label, ciphertext, what, key_id=key_id)
         return self.seal_blob(label, opened.plaintext.encode("utf-8"))
 
+    # --- keys derived for a purpose (signing, keyed hashes) ------------------------------------
+
+    def derived_key(self, purpose: str) -> bytes:
+        """HMAC-SHA256 of the purpose under the active key's signing half.
+
+        Every process that shares values.yaml derives the same key, so replicas agree on
+        signatures and keyed hashes without sharing any other state.
+        """
+        return self.derived_keys(purpose)[0]
+
+    def derived_keys(self, purpose: str) -> tuple[bytes, ...]:
+        """The purpose's key under the active key, then under the rolling one (if any)."""
+        label = _DERIVE_PREFIX + purpose.encode("utf-8")
+        return tuple(hmac.new(half, label, hashlib.sha256).digest() for half in self._signing)
+
+    def keyed_hashes(self, purpose: str, data: str) -> tuple[str, ...]:
+        """HMAC-SHA256 hex of ``data`` under each of the purpose's keys, the active one first.
+
+        What is stored uses the first; a lookup matches any, so a key rotation does not
+        orphan what was hashed under the previous active key.
+        """
+        raw = data.encode("utf-8")
+        return tuple(
+            hmac.new(key, raw, hashlib.sha256).hexdigest() for key in self.derived_keys(purpose)
+        )
+
     # --- many at once, for `keys migrate` and `keys verify` -----------------------------------
 
     def rekey(
@@ -172,6 +204,10 @@ class SecretStore:
 def outbox_label(message_id: int) -> str:
     """The label an outbox body is sealed with (``seal_blob``): binds it to its outbox row."""
     return f"outbox:{message_id}"
+
+
+def _signing_half(key: str) -> bytes:
+    return base64.urlsafe_b64decode(key.strip().encode("ascii"))[:16]
 
 
 def _b64(label: str) -> bytes:

@@ -24,13 +24,16 @@ from sqlalchemy.sql.elements import ColumnElement
 from mfactl.app import App
 from mfactl.db.batching import chunks
 from mfactl.db.models import ActionToken, MfaSecret, Organization, User
-from mfactl.errors import Conflict, InvalidInput, NotFound
+from mfactl.errors import Conflict, Gone, InvalidInput, NotFound
 from mfactl.services import audit, lookup
 from mfactl.services.enrollment import begin_enrollment, confirm_enrollment
 
 PURPOSES = ("reset", "enroll")
 USED = "this link has already been used; ask your administrator for a new one"
 OPENED = "this link has already been opened; ask your administrator for a new one"
+EXPIRED = (
+    "this link has expired or was replaced by a newer one; ask your administrator for a new one"
+)
 
 
 def token_hash(token: str) -> str:
@@ -124,10 +127,8 @@ class ConfirmedLink:
     purpose: str
 
 
-def _checked_token(
-    session: Session, app: App, org: str, token: str
-) -> tuple[ActionToken, Organization, User]:
-    """The link's row, or one clear sentence: unknown (exit 3), used or expired (exit 4)."""
+def find_link(session: Session, org: str, token: str) -> tuple[ActionToken, Organization, User]:
+    """The link's row with its organization and user, or NotFound; nothing is locked."""
     cleaned = token.strip()
     if not cleaned or len(cleaned) > 200:
         raise InvalidInput("the link token is empty or too long")
@@ -140,22 +141,35 @@ def _checked_token(
     if row is None or row[1].slug != org.strip().lower():
         raise NotFound(f"this link is not valid for organization {org.strip().lower()}")
     link, organization, user = row
-    # the user's lock orders this after any reset, newer link or enrollment of the user: the
-    # link's state and the user's MFA state are read again under it
-    lookup.lock_users(session, [user.id])
-    session.refresh(link)
+    return link, organization, user
+
+
+def check_usable(
+    session: Session, app: App, link: ActionToken, organization: Organization, user: User
+) -> None:
+    """Gone when the link was used or has expired; Conflict when the user's MFA is active."""
     if link.used_at is not None:
-        raise Conflict(USED)
+        raise Gone(USED)
     if link.expires_at <= app.now():
-        raise Conflict(
-            "this link has expired or was replaced by a newer one; "
-            "ask your administrator for a new one"
-        )
+        raise Gone(EXPIRED)
     state = session.scalar(select(MfaSecret.state).where(MfaSecret.user_id == user.id))
     if state == "active":
         raise Conflict(
             f"MFA is already active for {organization.slug}/{user.handle}; the link cannot be used"
         )
+
+
+def checked_link(
+    session: Session, app: App, org: str, token: str
+) -> tuple[ActionToken, Organization, User]:
+    """The link's row under its user's lock, or one clear sentence: unknown (exit 3), used or
+    expired (exit 4)."""
+    link, organization, user = find_link(session, org, token)
+    # the user's lock orders this after any reset, newer link or enrollment of the user: the
+    # link's state and the user's MFA state are read again under it
+    lookup.lock_users(session, [user.id])
+    session.refresh(link)
+    check_usable(session, app, link, organization, user)
     return link, organization, user
 
 
@@ -177,7 +191,7 @@ def open_link(app: App, org: str, token: str) -> OpenedLink:
     The opening is claimed by one conditional UPDATE, so of two concurrent openings one wins.
     """
     with app.uow() as uow:
-        link, organization, user = _checked_token(uow.session, app, org, token)
+        link, organization, user = checked_link(uow.session, app, org, token)
         if link.opened_at is not None:
             raise Conflict(OPENED)
         now = app.now()
@@ -198,7 +212,7 @@ def open_link(app: App, org: str, token: str) -> OpenedLink:
 def confirm_link(app: App, org: str, token: str, code: str) -> ConfirmedLink:
     """Activate the pending secret with a code and use up the link (exactly once)."""
     with app.uow() as uow:
-        link, organization, user = _checked_token(uow.session, app, org, token)
+        link, organization, user = checked_link(uow.session, app, org, token)
         if link.opened_at is None:
             raise Conflict("this link has not been opened yet; open it to get the QR code first")
         # the link is used up first, then the secret activated, in one transaction: a wrong
@@ -211,7 +225,7 @@ def confirm_link(app: App, org: str, token: str, code: str) -> ConfirmedLink:
             .execution_options(synchronize_session=False)
         )
         if used.rowcount != 1:  # type: ignore[attr-defined]
-            raise Conflict(USED)
+            raise Gone(USED)
         confirm_enrollment(uow.session, app, organization, user, code)
         _audit(uow.session, app, "link.confirm", link, organization, user)
         uow.commit()

@@ -59,3 +59,24 @@ def test_missing_active_key_points_to_keys_generate() -> None:
         SecretStore("")
     assert caught.value.exit_code == 5
     assert caught.value.hint is not None and "mfactl keys generate" in caught.value.hint
+
+
+def test_derived_keys_agree_across_stores_and_differ_by_purpose_and_key() -> None:
+    import base64
+    import hashlib
+    import hmac
+
+    active, rolling = generate_key(), generate_key()
+    one, two = SecretStore(active), SecretStore(active, rolling)
+    # two replicas sharing values.yaml derive the same key: no state to share
+    assert one.derived_key("web-session") == two.derived_key("web-session")
+    signing_half = base64.urlsafe_b64decode(active)[:16]
+    expected = hmac.new(signing_half, b"mfactl-derive:1:web-session", hashlib.sha256).digest()
+    assert one.derived_key("web-session") == expected
+    assert one.derived_key("web-session") != one.derived_key("web-csrf")
+    assert SecretStore(rolling).derived_key("web-session") != one.derived_key("web-session")
+    # the rolling key's hash comes second, so what was stored before a rotation still matches
+    hashes = two.keyed_hashes("web-session", "abc")
+    assert hashes[0] == one.keyed_hashes("web-session", "abc")[0]
+    assert hashes[1] == SecretStore(rolling).keyed_hashes("web-session", "abc")[0]
+    assert len(one.keyed_hashes("web-session", "abc")) == 1
