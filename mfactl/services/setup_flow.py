@@ -312,7 +312,7 @@ def _check_code(
     if found.step is None:
         target = verification.Target(user.id, user.uid, org.slug, user.handle)
         counted = verification.count_failure(
-            session, app, target, found.drift_steps, now, state="pending"
+            session, app, target, found.drift_steps, pending.period, now, state="pending"
         )
         session.refresh(pending)
         if pending.locked:

@@ -45,11 +45,11 @@ class MailSender(threading.Thread):
         self.rounds = 0  # delivery runs finished, for whoever watches
 
     def run(self) -> None:
-        from mfactl.mail import outbox
+        from mfactl.services import delivery
 
         while not self.stopping.is_set():
             try:
-                report = outbox.deliver(self.app)
+                report = delivery.deliver(self.app)
                 if report.sent or report.queued or report.cancelled:
                     LOG.info(
                         "mail: %d sent, %d queued for retry, %d cancelled, %d waiting",
