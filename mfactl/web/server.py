@@ -42,7 +42,7 @@ class MailSender(threading.Thread):
         self.app = app
         self.interval = interval
         self.stopping = threading.Event()
-        self.rounds = 0  # delivery runs finished, for whoever watches
+        self.round_done = threading.Event()  # set after each delivery run, for whoever watches
 
     def run(self) -> None:
         from mfactl.services import delivery
@@ -60,7 +60,7 @@ class MailSender(threading.Thread):
                     )
             except Exception as exc:  # the next round tries again; the reason's type only
                 LOG.error("mail: delivery run failed (%s)", type(exc).__name__)
-            self.rounds += 1
+            self.round_done.set()
             self.stopping.wait(self.interval)
 
     def stop(self, timeout: float = GRACE_SECONDS) -> None:
