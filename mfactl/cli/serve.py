@@ -9,30 +9,50 @@ from mfactl.cli.common import get_app, info
 
 def serve(
     ctx: typer.Context,
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
-    port: int = typer.Option(8080, "--port", min=1, max=65535, help="Port to listen on."),
-    send_mail: bool = typer.Option(
-        False, "--send-mail", help="Also deliver due outbox emails in the background."
+    host: str | None = typer.Option(
+        None, "--host", help="Address to listen on (default: server.host, 127.0.0.1)."
     ),
-    forwarded_allow_ips: str = typer.Option(
-        "",
+    port: int | None = typer.Option(
+        None, "--port", min=1, max=65535, help="Port to listen on (default: server.port, 8080)."
+    ),
+    send_mail: bool | None = typer.Option(
+        None,
+        "--send-mail/--no-send-mail",
+        help="Also deliver due outbox emails in the background (default: server.sendMail).",
+    ),
+    forwarded_allow_ips: str | None = typer.Option(
+        None,
         "--forwarded-allow-ips",
         metavar="IPS",
-        help="Comma-separated proxy addresses whose X-Forwarded-For/-Proto headers count.",
+        help="Comma-separated proxy addresses whose X-Forwarded-For/-Proto headers count "
+        "(default: server.trustedProxies, none).",
     ),
 ) -> None:
     """Serve the setup page at the paths of email.links.resetUrl and enrollUrl."""
+    from mfactl.config_types import Invalid, addresses
+    from mfactl.errors import InvalidInput
     from mfactl.services import schema
     from mfactl.web.server import ServeOptions
     from mfactl.web.server import serve as run
 
     app = get_app(ctx)
-    schema.require_usable(app)
+    server = app.settings.server
+    trusted = server.trusted_proxies
+    if forwarded_allow_ips is not None:
+        try:
+            trusted = addresses(forwarded_allow_ips)
+        except Invalid as exc:
+            raise InvalidInput(f"--forwarded-allow-ips: {exc}") from None
     options = ServeOptions(
-        host=host,
-        port=port,
-        send_mail=send_mail,
-        trusted_proxies=tuple(p.strip() for p in forwarded_allow_ips.split(",") if p.strip()),
+        host=host if host is not None else server.host,
+        port=port if port is not None else server.port,
+        send_mail=send_mail if send_mail is not None else server.send_mail,
+        trusted_proxies=trusted,
+        templates_dir=server.templates_dir,
     )
-    info(f"serving the setup page on http://{host}:{port} (stop with Ctrl-C or SIGTERM)")
+    schema.require_usable(app)
+    info(
+        f"serving the setup page on http://{options.host}:{options.port} "
+        "(stop with Ctrl-C or SIGTERM)"
+    )
     run(app, options)
