@@ -164,6 +164,12 @@ def checked_link(
 ) -> tuple[ActionToken, Organization, User]:
     """The link's row under its user's lock, or one clear sentence: unknown (exit 3), used or
     expired (exit 4)."""
+    return _checked_token(session, app, org, token)
+
+
+def _checked_token(
+    session: Session, app: App, org: str, token: str
+) -> tuple[ActionToken, Organization, User]:
     link, organization, user = find_link(session, org, token)
     # the user's lock orders this after any reset, newer link or enrollment of the user: the
     # link's state and the user's MFA state are read again under it
@@ -191,7 +197,7 @@ def open_link(app: App, org: str, token: str) -> OpenedLink:
     The opening is claimed by one conditional UPDATE, so of two concurrent openings one wins.
     """
     with app.uow() as uow:
-        link, organization, user = checked_link(uow.session, app, org, token)
+        link, organization, user = _checked_token(uow.session, app, org, token)
         if link.opened_at is not None:
             raise Conflict(OPENED)
         now = app.now()
@@ -212,7 +218,7 @@ def open_link(app: App, org: str, token: str) -> OpenedLink:
 def confirm_link(app: App, org: str, token: str, code: str) -> ConfirmedLink:
     """Activate the pending secret with a code and use up the link (exactly once)."""
     with app.uow() as uow:
-        link, organization, user = checked_link(uow.session, app, org, token)
+        link, organization, user = _checked_token(uow.session, app, org, token)
         if link.opened_at is None:
             raise Conflict("this link has not been opened yet; open it to get the QR code first")
         # the link is used up first, then the secret activated, in one transaction: a wrong
