@@ -148,15 +148,21 @@ def check_usable(
     session: Session, app: App, link: ActionToken, organization: Organization, user: User
 ) -> None:
     """Gone when the link was used or has expired; Conflict when the user's MFA is active."""
-    if link.used_at is not None:
-        raise Gone(USED)
-    if link.expires_at <= app.now():
-        raise Gone(EXPIRED)
     state = session.scalar(select(MfaSecret.state).where(MfaSecret.user_id == user.id))
-    if state == "active":
-        raise Conflict(
-            f"MFA is already active for {organization.slug}/{user.handle}; the link cannot be used"
-        )
+    require_usable(link.used_at, link.expires_at, state, f"{organization.slug}/{user.handle}", app)
+
+
+def require_usable(
+    used_at: datetime | None, expires_at: datetime, mfa_state: str | None, who: str, app: App
+) -> None:
+    """The rule for a link that still works, on its plain values (the setup page reads them
+    in one statement)."""
+    if used_at is not None:
+        raise Gone(USED)
+    if expires_at <= app.now():
+        raise Gone(EXPIRED)
+    if mfa_state == "active":
+        raise Conflict(f"MFA is already active for {who}; the link cannot be used")
 
 
 def checked_link(

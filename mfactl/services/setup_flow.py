@@ -16,13 +16,13 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from mfactl import totp
 from mfactl.app import App
 from mfactl.db.models import ActionToken, MfaSecret, Organization, User
-from mfactl.errors import Conflict, Gone, InvalidInput, NotFound
+from mfactl.errors import Conflict, Gone, NotFound
 from mfactl.services import audit, links, lookup, verification
 from mfactl.services.enrollment import activate_pending, begin_enrollment, secret_params
 
@@ -103,35 +103,72 @@ def _who(app: App, link: ActionToken, org: Organization, user: User) -> Who:
     return Who(org.slug, org.name, user.handle, user.display_name, link.purpose, issuer)
 
 
-def _found(session: Session, org: str, token: str) -> tuple[ActionToken, Organization, User]:
-    try:
-        return links.find_link(session, org, token)
-    except InvalidInput:  # an empty or overlong token is no link anybody was sent
-        raise NotFound(f"this link is not valid for organization {org.strip().lower()}") from None
-
-
 def _holder(app: App, browser_secret: str | None) -> tuple[str, ...]:
     """The hashes the browser's hold may be stored under (active key first); () for none."""
     return app.secrets.keyed_hashes(SESSION_PURPOSE, browser_secret) if browser_secret else ()
 
 
-def _held_elsewhere(link: ActionToken, mine: tuple[str, ...], now: datetime) -> bool:
-    if link.held_by is None:  # opened by the platform's own app (links.open_link), or not yet
-        return link.opened_at is not None
-    return link.held_by not in mine and link.held_until is not None and link.held_until > now
+def _held_elsewhere(
+    held_by: str | None,
+    held_until: datetime | None,
+    opened_at: datetime | None,
+    mine: tuple[str, ...],
+    now: datetime,
+) -> bool:
+    """Does another browser hold the link (or the platform's own app, which opened it with
+    ``links.open_link``)?"""
+    if held_by is None:
+        return opened_at is not None
+    return held_by not in mine and held_until is not None and held_until > now
+
+
+def _held_here(
+    held_by: str | None, held_until: datetime | None, mine: tuple[str, ...], now: datetime
+) -> bool:
+    return held_by in mine and held_until is not None and held_until > now
+
+
+# the link page is what scanners and previews fetch: one statement, built once (Core, no ORM)
+_LOOK = (
+    select(
+        ActionToken.purpose,
+        ActionToken.expires_at,
+        ActionToken.used_at,
+        ActionToken.opened_at,
+        ActionToken.held_by,
+        ActionToken.held_until,
+        Organization.slug,
+        Organization.name,
+        User.handle,
+        User.display_name,
+        MfaSecret.state,
+    )
+    .join(User, User.id == ActionToken.user_id)
+    .join(Organization, Organization.id == User.organization_id)
+    .outerjoin(MfaSecret, MfaSecret.user_id == User.id)
+    .where(ActionToken.token_hash == bindparam("token_hash"))
+)
 
 
 def look_at_link(app: App, org: str, token: str, browser_secret: str | None) -> LinkPage:
     """What the link's page shows; reads only (mail scanners and previews fetch links)."""
     mine = _holder(app, browser_secret)
+    cleaned = token.strip()
+    slug = org.strip().lower()
     with app.uow() as uow:
-        link, organization, user = _found(uow.session, org, token)
-        links.check_usable(uow.session, app, link, organization, user)
-        now = app.now()
-        if _held_elsewhere(link, mine, now):
-            raise Conflict(ELSEWHERE)
-        held_here = link.held_by in mine and link.held_until is not None and link.held_until > now
-        return LinkPage(_who(app, link, organization, user), held_here)
+        row = None
+        if cleaned and len(cleaned) <= 200:  # longer is no link anybody was sent
+            found = uow.session.execute(_LOOK, {"token_hash": links.token_hash(cleaned)})
+            row = found.first()
+        if row is None or row.slug != slug:
+            raise NotFound(f"this link is not valid for organization {slug}")
+    links.require_usable(row.used_at, row.expires_at, row.state, f"{row.slug}/{row.handle}", app)
+    now = app.now()
+    if _held_elsewhere(row.held_by, row.held_until, row.opened_at, mine, now):
+        raise Conflict(ELSEWHERE)
+    issuer = app.settings.user_login.mfa.issuer
+    who = Who(row.slug, row.name, row.handle, row.display_name, row.purpose, issuer)
+    return LinkPage(who, _held_here(row.held_by, row.held_until, mine, now))
 
 
 def open_for_browser(app: App, org: str, token: str, browser_secret: str, client: str) -> None:
@@ -145,9 +182,9 @@ def open_for_browser(app: App, org: str, token: str, browser_secret: str, client
         session = uow.session
         link, organization, user = links.checked_link(session, app, org, token)
         now = app.now()
-        if _held_elsewhere(link, mine, now):
+        if _held_elsewhere(link.held_by, link.held_until, link.opened_at, mine, now):
             raise Conflict(ELSEWHERE)
-        if link.held_by in mine and link.held_until is not None and link.held_until > now:
+        if _held_here(link.held_by, link.held_until, mine, now):
             return
         free = or_(ActionToken.held_by.is_(None), ActionToken.held_until <= now)
         claimed = session.execute(
