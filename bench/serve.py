@@ -170,16 +170,24 @@ def report(seconds: float, urls: list[str], bare_port: int) -> None:
         f"{'clients':>7} {'bare req/s':>11} {'link req/s':>11} {'ratio':>6} "
         f"{'code POST/s':>12} {'errors':>7}"
     )
+    ratios: dict[int, float] = {}
+    failures: dict[int, int] = {}
     for clients in CLIENTS:
         bare_rate, _, bare_errors = measure(clients, seconds, bare)
         link_rate, _, link_errors = measure(clients, seconds, link_page)
         code_rate, _, code_errors = measure(clients, seconds, code_post)
         offset[0] += clients
         errors = bare_errors + link_errors + code_errors
+        ratios[clients], failures[clients] = link_rate / bare_rate, errors
         print(
             f"{clients:>7} {bare_rate:>11.0f} {link_rate:>11.0f} "
             f"{link_rate / bare_rate:>6.2f} {code_rate:>12.0f} {errors:>7}"
         )
+
+    at_8 = "PASS" if ratios[8] >= 0.5 else "MISS"
+    print(f"{at_8} link page at 8 clients: {ratios[8]:.2f}x the bare app (target >= 0.5x)")
+    at_32 = "PASS" if failures[32] == 0 else "MISS"
+    print(f"{at_32} no error at 32 clients: {failures[32]} errors (target 0)")
 
 
 if __name__ == "__main__":
