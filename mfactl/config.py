@@ -26,6 +26,7 @@ from mfactl.config_types import (
     Invalid,
     Section,
     Setting,
+    addresses,
     boolean,
     build,
     choice,
@@ -154,11 +155,24 @@ class Database:
 
 
 @dataclass(frozen=True)
+class Server:
+    """`mfactl serve`; its command-line options override these."""
+
+    host: str = setting("host", "127.0.0.1", string(allow_empty=False, max_len=255))
+    port: int = setting("port", 8080, whole(1, 65535))
+    send_mail: bool = setting("sendMail", False, boolean)  # deliver the outbox in the background
+    # whose X-Forwarded-For and -Proto headers count
+    trusted_proxies: tuple[str, ...] = setting("trustedProxies", (), addresses)
+    templates_dir: str | None = setting("templatesDir", None, optional_string, relative=True)
+
+
+@dataclass(frozen=True)
 class Settings:
     database: Database = section("database", Database)
     user_login: UserLogin = section("userLogin", UserLogin)
     secret_store: SecretStoreSettings = section("secretStore", SecretStoreSettings)
     email: Email = section("email", Email)
+    server: Server = section("server", Server)
     source: Path | None = None  # the values file read, if any
     warnings: tuple[str, ...] = ()
 
@@ -373,17 +387,20 @@ def load_settings(
     settings = build(Settings, "", checked)
 
     secret_store = _read_keys(settings.secret_store, base, problems, warnings)
-    templates_dir = settings.email.templates_dir
-    if templates_dir and not Path(templates_dir).is_dir():
-        problems.add(
-            "email.templatesDir",
-            f"{templates_dir} is not a folder"
-            if Path(templates_dir).exists()
-            else f"folder {templates_dir} does not exist",
-        )
-    elif templates_dir:
-        for refusal in template_refusals(Path(templates_dir)):
-            problems.add("email.templatesDir", refusal)
+    for leaf, templates_dir in (
+        ("email.templatesDir", settings.email.templates_dir),
+        ("server.templatesDir", settings.server.templates_dir),
+    ):
+        if templates_dir and not Path(templates_dir).is_dir():
+            problems.add(
+                leaf,
+                f"{templates_dir} is not a folder"
+                if Path(templates_dir).exists()
+                else f"folder {templates_dir} does not exist",
+            )
+        elif templates_dir:
+            for refusal in template_refusals(Path(templates_dir)):
+                problems.add(leaf, refusal)
     throttle = settings.user_login.mfa.throttle
     if throttle.max_delay_seconds < throttle.base_delay_seconds:
         problems.add(

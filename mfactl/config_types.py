@@ -170,6 +170,29 @@ def link_template(value: object) -> str:
     return url
 
 
+def addresses(value: object) -> tuple[str, ...]:
+    """A list of IP addresses or networks (or "*" for any), also given as "a, b" in one string."""
+    import ipaddress
+
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise Invalid("must be a list of IP addresses or networks")
+    found: list[str] = []
+    for item in items:
+        text = item.strip() if isinstance(item, str) else ""
+        if text == "*":
+            found.append(text)
+            continue
+        try:
+            ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise Invalid(
+                f"must be IP addresses or networks ({str(item)[:60]!r} is not one)"
+            ) from None
+        found.append(text)
+    return tuple(found)
+
+
 # --- walking the declarations -------------------------------------------------------------------
 
 

@@ -1,4 +1,5 @@
-"""Every error mfactl reports on purpose, each with the exit code DESIGN.md gives it."""
+"""Every error mfactl reports on purpose, each with the exit code DESIGN.md gives it (and the
+HTTP status `mfactl serve` answers it with)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ class MfactlError(Exception):
 
     exit_code: ClassVar[int] = 1
     code: ClassVar[str] = "error"
+    http_status: ClassVar[int] = 500
 
     def __init__(
         self, message: str, *, hint: str | None = None, problems: list[str] | None = None
@@ -29,6 +31,7 @@ class UsageError(MfactlError):
 
     exit_code = 2
     code = "usage"
+    http_status = 400
 
 
 class NotFound(MfactlError):
@@ -36,6 +39,7 @@ class NotFound(MfactlError):
 
     exit_code = 3
     code = "not_found"
+    http_status = 404
 
 
 class Conflict(MfactlError):
@@ -43,6 +47,14 @@ class Conflict(MfactlError):
 
     exit_code = 4
     code = "conflict"
+    http_status = 409
+
+
+class Gone(Conflict):
+    """A link that was used up, has expired or was replaced by a newer one."""
+
+    code = "gone"
+    http_status = 410
 
 
 class InvalidInput(UsageError):
@@ -63,6 +75,7 @@ class ConfigError(MfactlError):
 
     exit_code = 5
     code = "config"
+    http_status = 500
 
 
 class DatabaseMissing(ConfigError):
@@ -74,6 +87,7 @@ class SecretStoreError(MfactlError):
 
     exit_code = 6
     code = "secret_store"
+    http_status = 500
 
 
 class Unavailable(MfactlError):
@@ -81,6 +95,7 @@ class Unavailable(MfactlError):
 
     exit_code = 7
     code = "unavailable"
+    http_status = 503
 
 
 class PolicyViolations(MfactlError):

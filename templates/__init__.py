@@ -1,1 +1,1 @@
-"""The packaged email templates (templates/email at the repository top)."""
+"""The packaged templates: templates/email and templates/web at the repository top."""

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from mfactl import __version__
-from mfactl.cli import audit, config, demo, init, keys, mail, org, policy, user, users
+from mfactl.cli import audit, config, demo, init, keys, mail, org, policy, serve, user, users
 from mfactl.cli.common import Globals, MfactlGroup
 
 app = typer.Typer(
@@ -56,6 +56,7 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
 app.add_typer(policy.app, name="policy")
 app.add_typer(mail.app, name="mail")
+app.command("serve")(serve.serve)
 
 # The five flat names of the original brief, as aliases of the grouped commands (DESIGN.md).
 ALIASES = "Aliases"

@@ -24,8 +24,10 @@ def demo(
     values_file = prepare_folder(directory)
     app = bootstrap(values_file, actor="demo")
     console = err_console()
+    setup_link = None
     try:
         for number, step in enumerate(run_demo(app, directory, values_file), start=1):
+            setup_link = step.setup_link or setup_link
             console.print(f"\n[{number}] {step.title}", style="bold")
             for line in step.lines:
                 sys.stdout.write(f"    {line}\n")
@@ -40,6 +42,13 @@ def demo(
         f"    {me} user status --org acme --user alice\n"
         f"    {me} audit list\n"
     )
+    if setup_link:
+        console.print(
+            "\nFinish bob's reset as he would: serve the setup page, open his link in a "
+            "browser and scan the QR code with an authenticator app:",
+            style="bold",
+        )
+        sys.stdout.write(f"    {me} --values {values} serve\n    {setup_link}\n")
 
 
 def _how_to_run_me() -> str:

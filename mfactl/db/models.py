@@ -122,7 +122,10 @@ class MfaSecret(Base):
 
 class ActionToken(Base):
     __tablename__ = "action_tokens"
-    __table_args__ = (Index("ix_action_tokens_user_id_purpose", "user_id", "purpose"),)
+    __table_args__ = (
+        Index("ix_action_tokens_user_id_purpose", "user_id", "purpose"),
+        Index("ix_action_tokens_held_by", "held_by"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
@@ -133,6 +136,10 @@ class ActionToken(Base):
     # set by the one opening a link allows (revision 0002); used_at by its confirmation
     opened_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     used_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # the browser that opened it on the setup page (revision 0003): a keyed hash of its session
+    # secret, never the secret, and until when that browser alone may go on with it
+    held_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    held_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
 
 class RememberToken(Base):

@@ -23,6 +23,7 @@ DEMO_USERS = (
 class Step:
     title: str
     lines: list[str] = field(default_factory=list)
+    setup_link: str | None = None  # a link the demo's user can open (read from the email)
 
 
 @dataclass
@@ -50,7 +51,9 @@ email:
   transport: file
   fileDir: "{mail}"
   links:
-    resetUrl: "https://app.example.com/mfa/setup?org={{org}}&token={{token}}"
+    # `mfactl serve` answers here (its default address)
+    resetUrl: "http://127.0.0.1:8080/mfa/setup?org={{org}}&token={{token}}"
+    enrollUrl: "http://127.0.0.1:8080/mfa/enroll?org={{org}}&token={{token}}"
 """
 
 
@@ -165,8 +168,25 @@ def _reset(ctx: DemoContext) -> Step:
     written = sorted(folder.glob("*.eml"), key=lambda p: p.stat().st_mtime_ns)
     if written:
         step.lines.append(f"the email is in {written[-1]}")
+        step.setup_link = link_in_email(written[-1])
     step.lines.append("the queue without bodies: mfactl mail list")
     return step
+
+
+def link_in_email(eml: Path) -> str | None:
+    """The setup link an email carries (in its plain-text part): only the email has the token."""
+    import email
+    import re
+
+    message = email.message_from_bytes(eml.read_bytes())
+    for part in message.walk():
+        if part.get_content_type() == "text/plain":
+            payload = part.get_payload(decode=True)
+            text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+            found = re.search(r"https?://\S+token=[A-Za-z0-9_%-]+", text)
+            if found:
+                return found[0]
+    return None
 
 
 # The tour, in order; later features add their steps here.

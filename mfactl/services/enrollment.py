@@ -8,6 +8,7 @@ its own unit of work. ``enable_user`` and ``confirm_user`` are the complete use 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
@@ -119,19 +120,26 @@ def confirm_enrollment(
     if found.step is None:
         hint = totp.drift_hint(found.drift_steps, pending.period)
         raise Conflict(f"the code is wrong for {who}{hint}")
+    activate_pending(session, who, pending, found.step, now)
+
+
+def activate_pending(
+    session: Session, who: str, pending: MfaSecret, step: int, now: datetime
+) -> None:
+    """Make the checked pending secret active, ``step`` its last accepted one."""
     # On the very enrollment that was checked (the user's lock already keeps a re-enrollment
     # out; not the ciphertext, which an online `keys migrate` may re-encrypt meanwhile).
     activated = session.execute(
         update(MfaSecret)
         .where(
-            MfaSecret.user_id == user.id,
+            MfaSecret.user_id == pending.user_id,
             MfaSecret.state == "pending",
             MfaSecret.created_at == pending.created_at,
         )
         .values(
             state="active",
             confirmed_at=now,
-            last_used_step=found.step,
+            last_used_step=step,
             last_used_at=now,
             failed_attempts=0,
             last_failed_at=None,

@@ -24,13 +24,16 @@ from sqlalchemy.sql.elements import ColumnElement
 from mfactl.app import App
 from mfactl.db.batching import chunks
 from mfactl.db.models import ActionToken, MfaSecret, Organization, User
-from mfactl.errors import Conflict, InvalidInput, NotFound
+from mfactl.errors import Conflict, Gone, InvalidInput, NotFound
 from mfactl.services import audit, lookup
 from mfactl.services.enrollment import begin_enrollment, confirm_enrollment
 
 PURPOSES = ("reset", "enroll")
 USED = "this link has already been used; ask your administrator for a new one"
 OPENED = "this link has already been opened; ask your administrator for a new one"
+EXPIRED = (
+    "this link has expired or was replaced by a newer one; ask your administrator for a new one"
+)
 
 
 TOKEN_PURPOSE = "link-token"  # its own derived key: a link's hash is no remember-me hash
@@ -135,10 +138,10 @@ class ConfirmedLink:
     purpose: str
 
 
-def _checked_token(
+def find_link(
     session: Session, app: App, org: str, token: str
 ) -> tuple[ActionToken, Organization, User]:
-    """The link's row, or one clear sentence: unknown (exit 3), used or expired (exit 4)."""
+    """The link's row with its organization and user, or NotFound; nothing is locked."""
     cleaned = token.strip()
     if not cleaned or len(cleaned) > 200:
         raise InvalidInput("the link token is empty or too long")
@@ -151,22 +154,47 @@ def _checked_token(
     if row is None or row[1].slug != org.strip().lower():
         raise NotFound(f"this link is not valid for organization {org.strip().lower()}")
     link, organization, user = row
+    return link, organization, user
+
+
+def check_usable(
+    session: Session, app: App, link: ActionToken, organization: Organization, user: User
+) -> None:
+    """Gone when the link was used or has expired; Conflict when the user's MFA is active."""
+    state = session.scalar(select(MfaSecret.state).where(MfaSecret.user_id == user.id))
+    require_usable(link.used_at, link.expires_at, state, f"{organization.slug}/{user.handle}", app)
+
+
+def require_usable(
+    used_at: datetime | None, expires_at: datetime, mfa_state: str | None, who: str, app: App
+) -> None:
+    """The rule for a link that still works, on its plain values (the setup page reads them
+    in one statement)."""
+    if used_at is not None:
+        raise Gone(USED)
+    if expires_at <= app.now():
+        raise Gone(EXPIRED)
+    if mfa_state == "active":
+        raise Conflict(f"MFA is already active for {who}; the link cannot be used")
+
+
+def checked_link(
+    session: Session, app: App, org: str, token: str
+) -> tuple[ActionToken, Organization, User]:
+    """The link's row under its user's lock, or one clear sentence: unknown (exit 3), used or
+    expired (exit 4)."""
+    return _checked_token(session, app, org, token)
+
+
+def _checked_token(
+    session: Session, app: App, org: str, token: str
+) -> tuple[ActionToken, Organization, User]:
+    link, organization, user = find_link(session, app, org, token)
     # the user's lock orders this after any reset, newer link or enrollment of the user: the
     # link's state and the user's MFA state are read again under it
     lookup.lock_users(session, [user.id])
     session.refresh(link)
-    if link.used_at is not None:
-        raise Conflict(USED)
-    if link.expires_at <= app.now():
-        raise Conflict(
-            "this link has expired or was replaced by a newer one; "
-            "ask your administrator for a new one"
-        )
-    state = session.scalar(select(MfaSecret.state).where(MfaSecret.user_id == user.id))
-    if state == "active":
-        raise Conflict(
-            f"MFA is already active for {organization.slug}/{user.handle}; the link cannot be used"
-        )
+    check_usable(session, app, link, organization, user)
     return link, organization, user
 
 
@@ -222,7 +250,7 @@ def confirm_link(app: App, org: str, token: str, code: str) -> ConfirmedLink:
             .execution_options(synchronize_session=False)
         )
         if used.rowcount != 1:  # type: ignore[attr-defined]
-            raise Conflict(USED)
+            raise Gone(USED)
         confirm_enrollment(uow.session, app, organization, user, code)
         _audit(uow.session, app, "link.confirm", link, organization, user)
         uow.commit()

@@ -32,3 +32,24 @@ def init_schema(app: App) -> InitResult:
     except OperationalError as exc:
         raise unavailable(app.engine, exc) from None
     return InitResult(redact(app.settings.database.url), before, after)
+
+
+def database_answers(app: App) -> bool:
+    """Whether the database answers a query now (the server's health check)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with app.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except (SQLAlchemyError, OSError):
+        return False
+    return True
+
+
+def require_usable(app: App) -> None:
+    """Refuse to start a server on a database whose schema is missing or not current, or
+    without a secret store (exit 5, one sentence), rather than fail each request."""
+    with app.uow():
+        pass
+    app.secrets  # noqa: B018 -- built now: a missing or broken key stops the start

@@ -63,7 +63,7 @@ def backoff_seconds(throttle: Throttle, failures: int) -> int:
     return int(min(throttle.base_delay_seconds * 2**exponent, throttle.max_delay_seconds))
 
 
-def _retry_after(
+def retry_after(
     throttle: Throttle, failures: int, last_failed_at: datetime | None, now: datetime
 ) -> int:
     delay = backoff_seconds(throttle, failures)
@@ -87,7 +87,7 @@ _SECRET_COLUMNS = (
 
 
 @dataclass(frozen=True)
-class _Target:
+class Target:
     """The user a code is for, as far as verification needs to know."""
 
     user_id: int
@@ -107,20 +107,20 @@ def _locked_secret(session: Session, user_id: int) -> Any:
 
 
 def _check(
-    session: Session, app: App, target: _Target, row: Any, code: str, explain: bool
+    session: Session, app: App, target: Target, row: Any, code: str, explain: bool
 ) -> VerifyResult:
     """The order of django-otp: throttle, compare, replay, then accept or count the failure."""
     if row is None or row.state != "active":
         return VerifyResult("not_enrolled")
     if row.locked:
         return VerifyResult("locked")
-    if not _looks_like_a_code(code, row.digits):
+    if not looks_like_a_code(code, row.digits):
         # a slip of the keyboard (letters, empty, too short or long) can never match: it is
         # neither compared nor counted, so it cannot start a back-off or lock anybody out
         return VerifyResult("malformed")
     now = app.now()
     throttle = app.settings.user_login.mfa.throttle
-    wait = _retry_after(throttle, row.failed_attempts, row.last_failed_at, now)
+    wait = retry_after(throttle, row.failed_attempts, row.last_failed_at, now)
     if wait:
         return VerifyResult("throttled", retry_after_seconds=wait)
     who = f"{target.org}/{target.handle}"
@@ -135,7 +135,7 @@ def _check(
         look_for_drift=explain,
     )
     if found.step is None:
-        return _count_failure(session, app, target, found.drift_steps, row.period, now)
+        return count_failure(session, app, target, found.drift_steps, row.period, now)
     if found.step <= row.last_used_step:
         return VerifyResult("replayed")
     # the user's lock already orders attempts; the condition keeps the rule in the statement
@@ -155,19 +155,24 @@ def _check(
     return VerifyResult("replayed")  # a concurrent use of this code (or a later one) won
 
 
-def _looks_like_a_code(code: str, digits: int) -> bool:
+def looks_like_a_code(code: str, digits: int) -> bool:
     code = code.strip().replace(" ", "")  # as totp.match reads it
     return len(code) == digits and code.isascii() and code.isdigit()
 
 
-def _count_failure(
+def count_failure(
     session: Session,
     app: App,
-    target: _Target,
+    target: Target,
     drift: int | None,
     period: int,
     now: datetime,
+    state: str = "active",
 ) -> VerifyResult:
+    """Count a wrong code against the user's secret (in ``state``), locking it at the limit.
+
+    The setup page counts wrong codes for a pending secret too: one throttle per user.
+    """
     throttle = app.settings.user_login.mfa.throttle
     lock_after = throttle.lock_after_failures
     locks = (
@@ -179,7 +184,7 @@ def _count_failure(
     # engine sees the old failed_attempts in both expressions.
     session.execute(
         update(MfaSecret)
-        .where(MfaSecret.user_id == target.user_id, MfaSecret.state == "active")
+        .where(MfaSecret.user_id == target.user_id, MfaSecret.state == state)
         .ordered_values(
             (MfaSecret.locked, locks),
             (MfaSecret.failed_attempts, MfaSecret.failed_attempts + 1),
@@ -234,7 +239,7 @@ def verify(
         if row is None:
             lookup.get_org_user(uow.session, org, user_ref)  # raises the right NotFound
             raise AssertionError("unreachable")
-        target = _Target(row.id, row.uid, row.slug, row.handle)
+        target = Target(row.id, row.uid, row.slug, row.handle)
         secret = _locked_secret(uow.session, target.user_id)
         result = _check(uow.session, app, target, secret, code, explain)
         if audited:

@@ -12,6 +12,8 @@ RENDER = """
 import sys
 from mfactl.mail.render import render
 import mfactl
+from mfactl.web.pages import make_renderer
+make_renderer(None, "Example")  # the web pages are in the wheel too
 assert mfactl.__file__.startswith(sys.argv[1]), mfactl.__file__
 ctx = dict(org="acme", org_name="Acme", user="bob", name="Bob", link="https://x/?t=1",
            expires_at="soon", ttl_hours=72, issuer="Example")

@@ -1,0 +1,1 @@
+"""`mfactl serve`: the setup page behind the emailed links (Starlette under uvicorn)."""

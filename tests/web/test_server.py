@@ -1,0 +1,105 @@
+"""`mfactl serve --send-mail`: the background sender delivers what is due, then stops."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from mfactl.app import App
+from mfactl.config import Smtp
+from mfactl.services import outbox, reset
+from mfactl.web.server import MailSender
+from tests.conftest import FrozenClock
+from tests.unit.helpers import people
+
+
+def test_the_mail_sender_delivers_due_messages_with_the_outbox_rules(
+    sqlite_app: App, clock: FrozenClock, tmp_path: Path
+) -> None:
+    app = sqlite_app
+    people(app, "bob")
+    nowhere = Smtp(host="127.0.0.1", port=1, security="none", timeout_seconds=1)
+    app.settings = replace(app.settings, email=replace(app.settings.email, smtp=nowhere))
+    assert reset.reset_user(app, "acme", "bob", "lost phone").email.status == "queued"
+    mail = tmp_path / "mail"
+    app.settings = replace(
+        app.settings, email=replace(app.settings.email, transport="file", file_dir=str(mail))
+    )
+    app.__dict__.pop("mail_transport", None)
+    sender = MailSender(app, interval=3600)
+    sender.start()
+    assert sender.round_done.wait(10)  # the first run: the message is not due yet
+    assert not list(mail.glob("*.eml"))
+    clock.advance(120)  # its retry is due now
+    sender.round_done.clear()
+    sender.stopping.set()  # wakes the sender from its wait, which ends it
+    sender.join(10)
+    assert not sender.is_alive()
+    sender = MailSender(app, interval=3600)
+    sender.start()
+    assert sender.round_done.wait(10)
+    sender.stop()
+    assert not sender.is_alive()
+    assert len(list(mail.glob("*.eml"))) == 1
+    assert [row.status for row in outbox.list_messages(app)] == ["sent"]
+
+
+def test_server_settings_from_the_values_file_and_the_environment(tmp_path: Path) -> None:
+    import pytest
+
+    from mfactl.config import load_settings
+    from mfactl.errors import ConfigError
+
+    (tmp_path / "pages").mkdir()
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        "server: {host: 0.0.0.0, port: 9090, sendMail: true, trustedProxies: [10.0.0.1],"
+        " templatesDir: pages}\n"
+    )
+    server = load_settings(values, environ={}).server
+    assert (server.host, server.port, server.send_mail) == ("0.0.0.0", 9090, True)
+    assert server.trusted_proxies == ("10.0.0.1",)
+    assert server.templates_dir == str(tmp_path / "pages")
+    environ = {"MFACTL_SERVER_TRUSTEDPROXIES": "127.0.0.1, 10.0.0.0/8"}
+    assert load_settings(values, environ=environ).server.trusted_proxies == (
+        "127.0.0.1",
+        "10.0.0.0/8",
+    )
+    assert load_settings(environ={}).server.trusted_proxies == ()  # nobody's by default
+    values.write_text("server: {trustedProxies: [proxy.example], templatesDir: missing}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(values, environ={})
+    assert caught.value.problems == [
+        "server.trustedProxies: must be IP addresses or networks ('proxy.example' is not one)",
+        f"server.templatesDir: folder {tmp_path / 'missing'} does not exist",
+    ]
+
+
+def test_templates_dir_overrides_a_page(sqlite_app: App, tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from mfactl.web.server import ServeOptions, asgi
+    from tests.web.conftest import new_link, with_links
+
+    app = with_links(sqlite_app)
+    people(app, "bob")
+    (tmp_path / "link.html").write_text(
+        '{% extends "base.html" %}{% block main %}<h1>Ours for {{ org_name }}</h1>'
+        '<form method="post"><input type="hidden" name="csrf" value="{{ csrf }}">'
+        "<button>Go</button></form>{% endblock %}"
+    )
+    web = asgi(app, ServeOptions(templates_dir=str(tmp_path)))
+    with TestClient(web, base_url="http://testserver") as client:
+        page = client.get(new_link(app))
+    assert page.status_code == 200 and "<h1>Ours for Acme</h1>" in page.text
+    assert "Example Platform" in page.text  # the packaged base.html still frames it
+
+
+def test_serve_refuses_a_bad_forwarded_allow_ips(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mfactl.cli.app import app as cli_app
+
+    result = CliRunner().invoke(cli_app, ["serve", "--forwarded-allow-ips", "nope"])
+    assert result.exit_code == 2
+    assert "--forwarded-allow-ips: must be IP addresses or networks" in result.stderr
