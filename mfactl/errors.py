@@ -45,6 +45,10 @@ class Conflict(MfactlError):
     code = "conflict"
 
 
+class WrongCode(Conflict):
+    """A wrong code, already counted in the user's throttle: commit that, then let it go."""
+
+
 class InvalidInput(UsageError):
     """A value given on the command line or in an input file is not acceptable."""
 
