@@ -69,7 +69,10 @@ OTHER_VARIABLES = (
 class Throttle:
     base_delay_seconds: int = setting("baseDelaySeconds", 1, whole(0, 3600))
     max_delay_seconds: int = setting("maxDelaySeconds", 900, whole(0, 86400))
-    lock_after_failures: int = setting("lockAfterFailures", 0, whole(0, 1000))
+    # NIST SP 800-63B 5.2.2: at most 100 consecutive failures, whatever the setting
+    lock_after_failures: int = setting("lockAfterFailures", 100, whole(1, 100))
+    # wrong codes counted per user in any 24 hours, successes in between or not
+    max_failures_per_day: int = setting("maxFailuresPerDay", 10, whole(1, 1000))
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,10 @@ class Gone(Conflict):
     http_status = 410
 
 
+class WrongCode(Conflict):
+    """A wrong code, already counted in the user's throttle: commit that, then let it go."""
+
+
 class InvalidInput(UsageError):
     """A value given on the command line or in an input file is not acceptable."""
 

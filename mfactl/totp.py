@@ -102,6 +102,12 @@ class Match:
     drift_steps: int | None  # for a code outside the window: how many steps the clock is off
 
 
+def looks_like_a_code(code: str, digits: int) -> bool:
+    """Could this ever match? A slip of the keyboard (letters, empty, too short or long) cannot."""
+    code = code.strip().replace(" ", "")  # as match reads it
+    return len(code) == digits and code.isascii() and code.isdigit()
+
+
 def match(
     secret: str,
     code: str,

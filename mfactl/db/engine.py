@@ -16,7 +16,7 @@ from sqlalchemy.pool import NullPool
 from mfactl.errors import ConfigError, DatabaseMissing, Unavailable
 
 # The Alembic revision this mfactl expects; tests check it is the head of db/migrations.
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 

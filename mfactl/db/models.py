@@ -120,6 +120,22 @@ class MfaSecret(Base):
     locked: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class MfaFailure(Base):
+    """One counted wrong code: the rolling 24-hour budget counts these (revision 0004).
+
+    A row per failure rather than a counter, so the window slides: a slot frees exactly 24 hours
+    after the failure that took it. Kept per user, not per secret, so a success, a new pending
+    secret or its confirmation does not hand back the day's guesses; a reset or an unlock does.
+    """
+
+    __tablename__ = "mfa_failures"
+    __table_args__ = (Index("ix_mfa_failures_user_id_at", "user_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
 class ActionToken(Base):
     __tablename__ = "action_tokens"
     __table_args__ = (

@@ -60,7 +60,7 @@ def check(values: str | None) -> ConfigReport:
     except ConfigError as exc:
         report.problems = exc.problems or [exc.message]
         return report
-    report.warnings = list(settings.warnings)
+    report.warnings = list(settings.warnings) + weak_throttle_warnings(settings)
     report.problems = _template_problems(settings)
     report.database = _check_database(settings)
     if report.database.schema == "current" and settings.secret_store.rolling_key:
@@ -78,6 +78,45 @@ def _template_problems(settings: Settings) -> list[str]:
     from mfactl.mail.render import check_templates
 
     return check_templates(settings.email.templates_dir)
+
+
+# what the defaults give someone who has a user's password (README, "Security")
+BOUNDED_FAILURES_PER_DAY = 10
+BOUNDED_VALID_WINDOW = 2
+
+
+def guessing_odds_per_year(failures_per_day: int, valid_window: int, digits: int) -> float:
+    """The chance of a year of guessing at the budget: each guess hits 2w+1 of 10^digits codes."""
+    per_guess = (2 * valid_window + 1) / 10**digits
+    return 1 - (1 - per_guess) ** (365 * failures_per_day)
+
+
+def weak_throttle_warnings(settings: Settings) -> list[str]:
+    """Settings that weaken the bound on guessing codes. A lock of 0 ("never") is refused at load
+    (lockAfterFailures is 1 to 100), so it needs no warning."""
+    mfa = settings.user_login.mfa
+    throttle = mfa.throttle
+    warnings = []
+    if throttle.base_delay_seconds == 0:
+        warnings.append(
+            "userLogin.mfa.throttle.baseDelaySeconds: 0 lets wrong codes come as fast as they "
+            "are sent, with no back-off between them; 1 or more slows a guessing script down"
+        )
+    per_day = throttle.max_failures_per_day
+    if per_day > BOUNDED_FAILURES_PER_DAY:
+        odds = guessing_odds_per_year(per_day, mfa.valid_window, mfa.digits)
+        bounded = guessing_odds_per_year(BOUNDED_FAILURES_PER_DAY, mfa.valid_window, mfa.digits)
+        warnings.append(
+            f"userLogin.mfa.throttle.maxFailuresPerDay: {per_day} gives someone who has a user's "
+            f"password {per_day} guesses a day, about {odds:.1%} a year of finding a code "
+            f"({BOUNDED_FAILURES_PER_DAY}: about {bounded:.1%})"
+        )
+    if mfa.valid_window > BOUNDED_VALID_WINDOW:
+        warnings.append(
+            f"userLogin.mfa.validWindow: {mfa.valid_window} accepts {2 * mfa.valid_window + 1} "
+            "codes for every guess; 1 (3 codes, 30 s of clock drift either way) is usually enough"
+        )
+    return warnings
 
 
 def check_smtp(settings: Settings) -> SmtpCheck:

@@ -10,15 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mfactl import totp
 from mfactl.app import App
 from mfactl.db.models import MfaSecret, Organization, User
-from mfactl.errors import Conflict
-from mfactl.services import audit, lookup
+from mfactl.errors import Conflict, WrongCode
+from mfactl.services import audit, lookup, throttle
 
 
 def totp_params(app: App) -> totp.TotpParams:
@@ -95,7 +95,10 @@ def confirm_enrollment(
 ) -> None:
     """Activate the pending secret when the code is right (its step becomes last_used_step).
 
-    Raises Conflict when there is no pending secret or the code is wrong.
+    The user's throttle applies as at login: a wrong code is counted (back-off, lock, the day's
+    budget) and raises WrongCode, which the caller commits before letting it go, or the count
+    would roll back with the confirmation. Raises Conflict when there is no pending secret, the
+    user is locked or throttled.
     """
     who = lookup.who(org, user)
     lookup.lock_users(session, [user.id])
@@ -107,8 +110,22 @@ def confirm_enrollment(
         )
     if pending.state != "pending":
         raise Conflict(f"MFA is already active for {who}")
-    opened = app.secrets.open_secret(user.uid, pending.ciphertext, who)
+    if pending.locked:
+        raise Conflict(
+            f"MFA of {who} is locked after too many wrong codes",
+            hint=f"an administrator can clear it: mfactl user unlock --org {org.slug} "
+            f"--user {user.handle}",
+        )
+    if not totp.looks_like_a_code(code, pending.digits):
+        raise Conflict(f"the code is wrong for {who}")  # it can never match: not counted
     now = app.now()
+    today = session.scalar(select(throttle.failures_today(user.id, now)))
+    failures = throttle.Failures(pending.failed_attempts, pending.last_failed_at, today or 0)
+    settings = app.settings.user_login.mfa.throttle
+    wait = throttle.wait_seconds(session, settings, user.id, failures, now)
+    if wait:
+        raise Conflict(f"too many wrong codes for {who}; the next one counts in {wait} s")
+    opened = app.secrets.open_secret(user.uid, pending.ciphertext, who)
     found = totp.match(
         opened.plaintext,
         code,
@@ -119,7 +136,9 @@ def confirm_enrollment(
     )
     if found.step is None:
         hint = totp.drift_hint(found.drift_steps, pending.period)
-        raise Conflict(f"the code is wrong for {who}{hint}")
+        throttle.count_failure(session, app, user.id, org.slug, user.handle, "pending")
+        session.expire(pending)  # counted in SQL: what the object holds is out of date
+        raise WrongCode(f"the code is wrong for {who}{hint}")
     activate_pending(session, who, pending, found.step, now)
 
 
@@ -204,7 +223,11 @@ def confirm_user(app: App, org: str, user_ref: str, code: str) -> Enrollment:
     """Activate the user's pending secret with a code from their authenticator, audited."""
     with app.uow() as uow:
         organization, user = lookup.get_org_user(uow.session, org, user_ref)
-        confirm_enrollment(uow.session, app, organization, user, code)
+        try:
+            confirm_enrollment(uow.session, app, organization, user, code)
+        except WrongCode:
+            uow.commit()  # the failure counts, though nothing is confirmed
+            raise
         audit.record(uow.session, app, "mfa.confirm", org=organization.slug, user=user.handle)
         uow.commit()
         return Enrollment(organization.slug, user.handle, "active", None)

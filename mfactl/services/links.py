@@ -24,7 +24,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from mfactl.app import App
 from mfactl.db.batching import chunks
 from mfactl.db.models import ActionToken, MfaSecret, Organization, User
-from mfactl.errors import Conflict, Gone, InvalidInput, NotFound
+from mfactl.errors import Conflict, Gone, InvalidInput, NotFound, WrongCode
 from mfactl.services import audit, lookup
 from mfactl.services.enrollment import begin_enrollment, confirm_enrollment
 
@@ -240,8 +240,14 @@ def confirm_link(app: App, org: str, token: str, code: str) -> ConfirmedLink:
         link, organization, user = _checked_token(uow.session, app, org, token)
         if link.opened_at is None:
             raise Conflict("this link has not been opened yet; open it to get the QR code first")
-        # the link is used up first, then the secret activated, in one transaction: a wrong
-        # code rolls both back, and a link that is no longer usable activates nothing
+        # the secret is activated, then the link used up, in one transaction: a link that is no
+        # longer usable rolls the activation back; a wrong code is committed as a counted
+        # failure with the link still unused
+        try:
+            confirm_enrollment(uow.session, app, organization, user, code)
+        except WrongCode:
+            uow.commit()
+            raise
         now = app.now()
         used = uow.session.execute(
             update(ActionToken)
@@ -251,7 +257,6 @@ def confirm_link(app: App, org: str, token: str, code: str) -> ConfirmedLink:
         )
         if used.rowcount != 1:  # type: ignore[attr-defined]
             raise Gone(USED)
-        confirm_enrollment(uow.session, app, organization, user, code)
         _audit(uow.session, app, "link.confirm", link, organization, user)
         uow.commit()
         return ConfirmedLink(organization.slug, user.handle, link.purpose)

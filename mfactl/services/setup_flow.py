@@ -23,7 +23,7 @@ from mfactl import totp
 from mfactl.app import App
 from mfactl.db.models import ActionToken, MfaSecret, Organization, User
 from mfactl.errors import Conflict, Gone, NotFound
-from mfactl.services import audit, links, lookup, verification
+from mfactl.services import audit, links, lookup, throttle
 from mfactl.services.enrollment import activate_pending, begin_enrollment, secret_params
 
 HOLD = timedelta(minutes=15)
@@ -338,10 +338,12 @@ def _check_code(
     """The login's order for a pending secret: lock, shape, throttle, compare, count."""
     if pending.locked:
         return CodeOutcome("locked")
-    if not verification.looks_like_a_code(code, pending.digits):
+    if not totp.looks_like_a_code(code, pending.digits):
         return CodeOutcome("malformed")
-    throttle = app.settings.user_login.mfa.throttle
-    wait = verification.retry_after(throttle, pending.failed_attempts, pending.last_failed_at, now)
+    today = session.scalar(select(throttle.failures_today(user.id, now))) or 0
+    failures = throttle.Failures(pending.failed_attempts, pending.last_failed_at, today)
+    settings = app.settings.user_login.mfa.throttle
+    wait = throttle.wait_seconds(session, settings, user.id, failures, now)
     if wait:
         return CodeOutcome("throttled", retry_after_seconds=wait)
     who = lookup.who(org, user)
@@ -349,13 +351,12 @@ def _check_code(
     window = app.settings.user_login.mfa.valid_window
     found = totp.match(secret, code, now, secret_params(pending), window, look_for_drift=True)
     if found.step is None:
-        target = verification.Target(user.id, user.uid, org.slug, user.handle)
-        counted = verification.count_failure(
-            session, app, target, found.drift_steps, pending.period, now, state="pending"
-        )
-        session.refresh(pending)
-        if pending.locked:
+        # the same count as a wrong code at login: back-off, lock, the day's budget
+        counted = throttle.count_failure(session, app, user.id, org.slug, user.handle, "pending")
+        if counted is None:  # only without the user's lock, which this holds
+            raise Conflict("the pending enrollment changed meanwhile; start again from the link")
+        if counted.locked:
             return CodeOutcome("locked")
-        return CodeOutcome("wrong", counted.retry_after_seconds, counted.drift_steps)
+        return CodeOutcome("wrong", counted.retry_after_seconds or None, found.drift_steps)
     activate_pending(session, who, pending, found.step, now)
     return CodeOutcome("ok")

@@ -6,25 +6,24 @@ as do resets and enrollments, so each reads what the previous one committed. Acc
 conditional UPDATE (``… WHERE last_used_step < :step``), so two concurrent uses of one code give
 exactly one success even without it; the ciphertext is not part of the condition, because an
 online ``keys migrate`` re-encrypts the same secret meanwhile; failures are counted in SQL
-(``failed_attempts = failed_attempts + 1``), never read-modify-written in Python.
+(``failed_attempts = failed_attempts + 1``), never read-modify-written in Python. The bounds on
+wrong codes (back-off, lock, the day's budget) are ``throttle``'s, shared with enrollment.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from mfactl import totp
 from mfactl.app import App
-from mfactl.config import Throttle
 from mfactl.db.models import MfaSecret, Organization, User
 from mfactl.errors import Conflict
-from mfactl.services import audit, lookup
+from mfactl.services import audit, lookup, throttle
 
 RESULTS = ("ok", "wrong", "replayed", "throttled", "locked", "not_enrolled", "malformed")
 
@@ -55,24 +54,6 @@ class VerifyResult:
         }
 
 
-def backoff_seconds(throttle: Throttle, failures: int) -> int:
-    """base·2^(n-1), capped at maxDelaySeconds; 0 with no failures or a zero base."""
-    if failures <= 0 or throttle.base_delay_seconds <= 0:
-        return 0
-    exponent = min(failures - 1, 40)  # 2^40 s is past any cap; keeps the number small
-    return int(min(throttle.base_delay_seconds * 2**exponent, throttle.max_delay_seconds))
-
-
-def retry_after(
-    throttle: Throttle, failures: int, last_failed_at: datetime | None, now: datetime
-) -> int:
-    delay = backoff_seconds(throttle, failures)
-    if not delay or last_failed_at is None:
-        return 0
-    remaining = (last_failed_at + timedelta(seconds=delay) - now).total_seconds()
-    return max(0, math.ceil(remaining))
-
-
 _SECRET_COLUMNS = (
     MfaSecret.state,
     MfaSecret.ciphertext,
@@ -96,13 +77,16 @@ class Target:
     handle: str
 
 
-def _locked_secret(session: Session, user_id: int) -> Any:
-    """The user's secret row, read under the user's lock: attempts on one user take turns, so
-    each sees what the previous one wrote (its failures, its accepted step) and none compares a
-    code against a secret that a reset or re-enrollment has replaced meanwhile."""
+def _locked_secret(session: Session, user_id: int, now: datetime) -> Any:
+    """The user's secret row and failures of the day, read under the user's lock: attempts on
+    one user take turns, so each sees what the previous one wrote (its failures, its accepted
+    step) and none compares a code against a secret that a reset or re-enrollment has replaced
+    meanwhile."""
     lookup.lock_users(session, [user_id])
     return session.execute(
-        select(*_SECRET_COLUMNS).where(MfaSecret.user_id == user_id)
+        select(*_SECRET_COLUMNS, throttle.failures_today(user_id, now)).where(
+            MfaSecret.user_id == user_id
+        )
     ).one_or_none()
 
 
@@ -114,13 +98,14 @@ def _check(
         return VerifyResult("not_enrolled")
     if row.locked:
         return VerifyResult("locked")
-    if not looks_like_a_code(code, row.digits):
-        # a slip of the keyboard (letters, empty, too short or long) can never match: it is
-        # neither compared nor counted, so it cannot start a back-off or lock anybody out
+    if not totp.looks_like_a_code(code, row.digits):
+        # it can never match: neither compared nor counted, so it cannot start a back-off, use
+        # up the day's budget or lock anybody out
         return VerifyResult("malformed")
     now = app.now()
-    throttle = app.settings.user_login.mfa.throttle
-    wait = retry_after(throttle, row.failed_attempts, row.last_failed_at, now)
+    failures = throttle.Failures(row.failed_attempts, row.last_failed_at, row.failures_today)
+    settings = app.settings.user_login.mfa.throttle
+    wait = throttle.wait_seconds(session, settings, target.user_id, failures, now)
     if wait:
         return VerifyResult("throttled", retry_after_seconds=wait)
     who = f"{target.org}/{target.handle}"
@@ -135,7 +120,7 @@ def _check(
         look_for_drift=explain,
     )
     if found.step is None:
-        return count_failure(session, app, target, found.drift_steps, row.period, now)
+        return _count_failure(session, app, target, found.drift_steps, row.period)
     if found.step <= row.last_used_step:
         return VerifyResult("replayed")
     # the user's lock already orders attempts; the condition keeps the rule in the statement
@@ -155,66 +140,18 @@ def _check(
     return VerifyResult("replayed")  # a concurrent use of this code (or a later one) won
 
 
-def looks_like_a_code(code: str, digits: int) -> bool:
-    code = code.strip().replace(" ", "")  # as totp.match reads it
-    return len(code) == digits and code.isascii() and code.isdigit()
-
-
-def count_failure(
-    session: Session,
-    app: App,
-    target: Target,
-    drift: int | None,
-    period: int,
-    now: datetime,
-    state: str = "active",
+def _count_failure(
+    session: Session, app: App, target: Target, drift: int | None, period: int
 ) -> VerifyResult:
-    """Count a wrong code against the user's secret (in ``state``), locking it at the limit.
-
-    The setup page counts wrong codes for a pending secret too: one throttle per user.
-    """
-    throttle = app.settings.user_login.mfa.throttle
-    lock_after = throttle.lock_after_failures
-    locks = (
-        case((MfaSecret.failed_attempts + 1 >= lock_after, True), else_=MfaSecret.locked)
-        if lock_after > 0
-        else MfaSecret.locked
+    counted = throttle.count_failure(
+        session, app, target.user_id, target.org, target.handle, "active"
     )
-    # MariaDB evaluates SET left to right with the new values: set `locked` first so every
-    # engine sees the old failed_attempts in both expressions.
-    session.execute(
-        update(MfaSecret)
-        .where(MfaSecret.user_id == target.user_id, MfaSecret.state == state)
-        .ordered_values(
-            (MfaSecret.locked, locks),
-            (MfaSecret.failed_attempts, MfaSecret.failed_attempts + 1),
-            (MfaSecret.last_failed_at, now),
-        )
-        .execution_options(synchronize_session=False)
-    )
-    counted = session.execute(
-        select(MfaSecret.failed_attempts, MfaSecret.locked).where(
-            MfaSecret.user_id == target.user_id
-        )
-    ).one_or_none()
-    if counted is None:  # reset meanwhile (only possible without the user's lock)
+    if counted is None:
         return VerifyResult("not_enrolled")
-    failures, locked = counted
-    if locked and lock_after > 0 and failures == lock_after:
-        audit.record(
-            session,
-            app,
-            "mfa.lock",
-            org=target.org,
-            user=target.handle,
-            outcome="locked",
-            details={"failed_attempts": failures},
-        )
-    retry = backoff_seconds(throttle, failures)
     return VerifyResult(
         "wrong",
         drift_steps=drift,
-        retry_after_seconds=retry or None,
+        retry_after_seconds=counted.retry_after_seconds or None,
         period=period if drift else None,
     )
 
@@ -240,7 +177,7 @@ def verify(
             lookup.get_org_user(uow.session, org, user_ref)  # raises the right NotFound
             raise AssertionError("unreachable")
         target = Target(row.id, row.uid, row.slug, row.handle)
-        secret = _locked_secret(uow.session, target.user_id)
+        secret = _locked_secret(uow.session, target.user_id, app.now())
         result = _check(uow.session, app, target, secret, code, explain)
         if audited:
             audit.record(
@@ -265,7 +202,10 @@ class Unlocked:
 
 
 def unlock(app: App, org: str, user_ref: str) -> Unlocked:
-    """Clear the failure count and the lock, with an audit event."""
+    """Clear the failure count, the lock and the day's budget, with an audit event.
+
+    The budget too: an administrator who unlocks a user means "let them in now", and a user who
+    locked themselves out would otherwise stay throttled for up to a day."""
     with app.uow() as uow:
         organization, user = lookup.get_org_user(uow.session, org, user_ref)
         lookup.lock_users(uow.session, [user.id])
@@ -278,13 +218,18 @@ def unlock(app: App, org: str, user_ref: str) -> Unlocked:
         secret.locked = False
         secret.failed_attempts = 0
         secret.last_failed_at = None
+        today = throttle.clear_budget(uow.session, [user.id])
         audit.record(
             uow.session,
             app,
             "mfa.unlock",
             org=organization.slug,
             user=user.handle,
-            details={"was_locked": before.was_locked, "failed_attempts": before.failed_attempts},
+            details={
+                "was_locked": before.was_locked,
+                "failed_attempts": before.failed_attempts,
+                "failures_today": today,
+            },
         )
         uow.commit()
         return before

@@ -145,3 +145,34 @@ def test_config_check_refuses_a_values_file_others_can_write(
         f"error: values file {values_file} can be written by users other than its owner; "
         f"run: chmod go-w {values_file}\n"
     )
+
+
+def test_config_check_warns_on_settings_that_weaken_the_guessing_bound(
+    tmp_path: Path, sqlite_url: str, active_key: str
+) -> None:
+    throttle = "{baseDelaySeconds: 0, maxFailuresPerDay: 100}"
+    values = write_values(
+        tmp_path / "v.yaml",
+        sqlite_url,
+        active_key,
+        f"userLogin:\n  mfa:\n    validWindow: 3\n    throttle: {throttle}\n",
+    )
+    result = Mfactl(values)("config", "check")
+    assert [line for line in result.stdout.splitlines() if line.startswith("warning: ")] == [
+        "warning: userLogin.mfa.throttle.baseDelaySeconds: 0 lets wrong codes come as fast as "
+        "they are sent, with no back-off between them; 1 or more slows a guessing script down",
+        "warning: userLogin.mfa.throttle.maxFailuresPerDay: 100 gives someone who has a user's "
+        "password 100 guesses a day, about 22.5% a year of finding a code (10: about 2.5%)",
+        "warning: userLogin.mfa.validWindow: 3 accepts 7 codes for every guess; 1 (3 codes, 30 s "
+        "of clock drift either way) is usually enough",
+    ]
+    # at the edge of the bound, and at the defaults, nothing to say
+    bounded = "userLogin:\n  mfa:\n    validWindow: 2\n    throttle: {maxFailuresPerDay: 10}\n"
+    values = write_values(tmp_path / "v.yaml", sqlite_url, active_key, bounded)
+    assert "warning:" not in Mfactl(values)("config", "check").stdout
+
+
+def test_the_defaults_give_about_one_percent_a_year() -> None:
+    from mfactl.services.config_check import guessing_odds_per_year
+
+    assert round(guessing_odds_per_year(10, 1, 6), 4) == 0.0109  # the README's 1.1%

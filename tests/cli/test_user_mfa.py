@@ -98,6 +98,7 @@ def test_enable_png_qr_then_confirm(acme: Mfactl, clock: FrozenClock, tmp_path: 
         phone_code(started["otpauth_uri"], clock.now),
     )
     assert wrong.exit_code == 4 and wrong.stderr == "error: the code is wrong for acme/alice\n"
+    clock.advance(1)  # the wrong code's back-off
     ok = acme(
         "user", "confirm", "--org", "acme", "--user", "alice", "--code", phone_code(uri, clock.now)
     )
@@ -105,8 +106,8 @@ def test_enable_png_qr_then_confirm(acme: Mfactl, clock: FrozenClock, tmp_path: 
     status = acme.json("user", "status", "--org", "acme", "--user", "alice")
     assert status["mfa"] == "active" and status["mfa_key_active"] is True
     assert (
-        status["enrolled_at"] == "2026-11-01T09:00:00Z"
-        and status["last_used_at"] == "2026-11-01T09:00:00Z"
+        status["enrolled_at"] == "2026-11-01T09:00:01Z"
+        and status["last_used_at"] == "2026-11-01T09:00:01Z"
     )
 
 

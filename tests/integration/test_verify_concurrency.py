@@ -8,11 +8,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from mfactl.app import App
 from mfactl.config import Throttle
-from mfactl.db.models import MfaSecret, User
+from mfactl.db.models import MfaFailure, MfaSecret, User
 from mfactl.services import verification
 from tests.conftest import FrozenClock, make_app
 from tests.unit.helpers import people, phone_code
@@ -25,7 +25,8 @@ WRONG = 50
 def _app(url: str, clock: FrozenClock, key: str) -> App:
     application = make_app(url, clock, key)
     login = application.settings.user_login
-    throttle = Throttle(base_delay_seconds=0, max_delay_seconds=0, lock_after_failures=0)
+    # no back-off, and a budget and a lock the WRONG codes all fit in: every one is compared
+    throttle = Throttle(base_delay_seconds=0, max_delay_seconds=0, max_failures_per_day=WRONG)
     application.settings = replace(
         application.settings,
         user_login=replace(login, mfa=replace(login.mfa, throttle=throttle)),
@@ -98,7 +99,7 @@ def test_during_a_back_off_racing_attempts_are_compared_one_at_a_time(
 ) -> None:
     busy_app, uri = busy
     login = busy_app.settings.user_login
-    throttle = Throttle(base_delay_seconds=1, max_delay_seconds=60, lock_after_failures=0)
+    throttle = Throttle(base_delay_seconds=1, max_delay_seconds=60)
     busy_app.settings = replace(
         busy_app.settings, user_login=replace(login, mfa=replace(login.mfa, throttle=throttle))
     )
@@ -113,3 +114,22 @@ def test_during_a_back_off_racing_attempts_are_compared_one_at_a_time(
     assert outcomes == Counter({"wrong": 1, "throttled": THREADS - 1})
     with busy_app.uow() as uow:
         assert uow.session.scalar(select(MfaSecret.failed_attempts)) == 2
+
+
+def test_concurrent_wrong_codes_never_exceed_the_days_budget(busy: tuple[App, str]) -> None:
+    busy_app, uri = busy
+    login = busy_app.settings.user_login
+    # no back-off to order them: the budget alone stands between WRONG racing codes
+    throttle = Throttle(base_delay_seconds=0, max_delay_seconds=0, max_failures_per_day=10)
+    busy_app.settings = replace(
+        busy_app.settings, user_login=replace(login, mfa=replace(login.mfa, throttle=throttle))
+    )
+    right = phone_code(uri, busy_app.now())
+    wrong = "000000" if right != "000000" else "111111"
+    outcomes = _all_at_once(
+        WRONG, lambda: verification.verify(busy_app, "acme", "alice", wrong).result
+    )
+    assert outcomes == Counter({"wrong": 10, "throttled": WRONG - 10})
+    with busy_app.uow() as uow:
+        assert uow.session.scalar(select(func.count()).select_from(MfaFailure)) == 10
+        assert uow.session.scalar(select(MfaSecret.failed_attempts)) == 10

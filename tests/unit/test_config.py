@@ -452,7 +452,8 @@ userLogin:
     digits: 6
     period: 30
     validWindow: 1
-    throttle: {baseDelaySeconds: 1, maxDelaySeconds: 900, lockAfterFailures: 0}
+    throttle: {baseDelaySeconds: 1, maxDelaySeconds: 900, lockAfterFailures: 100,
+               maxFailuresPerDay: 10}
   rememberMe: {enabled: true, days: 30, disabledForSysAdmins: false}
 secretStore: {activeKey: "", rollingKey: ""}
 email:
@@ -548,6 +549,27 @@ def test_the_longest_delay_is_not_shorter_than_the_first(
         assert load_settings(tmp_path / "values.yaml", environ={}).user_login.mfa.throttle == (
             Throttle(base_delay_seconds=60, max_delay_seconds=60)
         )
+
+
+@pytest.mark.parametrize(
+    ("throttle", "problem"),
+    [
+        # 0 used to mean "never lock"; NIST SP 800-63B 5.2.2 allows no more than 100
+        ("{lockAfterFailures: 0}", "lockAfterFailures: must be at least 1"),
+        ("{lockAfterFailures: 101}", "lockAfterFailures: must be at most 100"),
+        ("{maxFailuresPerDay: 0}", "maxFailuresPerDay: must be at least 1"),
+        ("{maxFailuresPerDay: 1001}", "maxFailuresPerDay: must be at most 1000"),
+    ],
+)
+def test_the_guessing_bound_cannot_be_switched_off(
+    throttle: str, problem: str, tmp_path: Path
+) -> None:
+    text = f"userLogin: {{mfa: {{throttle: {throttle}}}}}\n"
+    assert problems_of(text, tmp_path) == [f"userLogin.mfa.throttle.{problem}"]
+
+
+def test_the_defaults_bound_guessing() -> None:
+    assert (Throttle().lock_after_failures, Throttle().max_failures_per_day) == (100, 10)
 
 
 SETUP = "https://app.example.com/mfa/setup?org={org}&token={token}"

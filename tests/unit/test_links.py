@@ -43,6 +43,7 @@ def test_link_open_confirm_once_expiry_and_other_org(mail_app: App, clock: Froze
     assert reopened.value.exit_code == 4
     with pytest.raises(Conflict, match="the code is wrong"):
         links.confirm_link(app, "acme", alice, "000000")
+    clock.advance(1)  # the wrong code's back-off
     links.confirm_link(app, "acme", alice, phone_code(opened.otpauth_uri, app.now()))
     with pytest.raises(Conflict, match="already been used"):
         links.confirm_link(app, "acme", alice, phone_code(opened.otpauth_uri, app.now()))

@@ -66,7 +66,7 @@ def test_wrong_code_drift_and_not_enrolled(app: App, clock: FrozenClock) -> None
 def test_backoff_throttles_with_a_frozen_clock(app: App, clock: FrozenClock) -> None:
     people(app, "alice")
     uri = enrolled(app)
-    with_throttle(app, base_delay_seconds=2, max_delay_seconds=5, lock_after_failures=0)
+    with_throttle(app, base_delay_seconds=2, max_delay_seconds=5)
     clock.advance(30)
     good = phone_code(uri, app.now())
     assert verification.verify(app, "acme", "alice", "000000").retry_after_seconds == 2
@@ -107,7 +107,7 @@ def test_a_wrong_code_counts_against_its_own_user_only(app: App, clock: FrozenCl
 def test_the_retry_time_rounds_up(app: App, clock: FrozenClock) -> None:
     people(app, "alice")
     uri = enrolled(app)
-    with_throttle(app, base_delay_seconds=2, lock_after_failures=0)
+    with_throttle(app, base_delay_seconds=2)
     clock.advance(30)
     assert verification.verify(app, "acme", "alice", "000000").retry_after_seconds == 2
     clock.advance(0.5)
