@@ -12,10 +12,7 @@ of Settings are all derived from those fields.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import difflib
-import hashlib
 import os
 import re
 from collections.abc import Mapping
@@ -49,6 +46,7 @@ from mfactl.file_modes import (
     template_refusals,
     writable_refusal,
 )
+from mfactl.keyids import key_id, key_problem  # config.key_id: where callers find it
 
 SEARCH_PATHS = (Path("values.yaml"), Path("/etc/mfactl/values.yaml"))
 ENV_PREFIX = "MFACTL_"
@@ -190,26 +188,6 @@ _SECTIONS = frozenset(p for p, s in declarations(Settings) if isinstance(s, Sect
 def env_name(path: str) -> str:
     """userLogin.mfa.digits -> MFACTL_USERLOGIN_MFA_DIGITS."""
     return ENV_PREFIX + path.replace(".", "_").upper()
-
-
-# --- Fernet keys, checked without importing cryptography ---------------------------------------
-
-
-def key_problem(key: str) -> str | None:
-    """Why ``key`` is not a Fernet key, or None when it is one."""
-    try:
-        raw = base64.urlsafe_b64decode(key.strip().encode("ascii"))
-    except (binascii.Error, ValueError, UnicodeEncodeError):
-        return "is not a valid Fernet key (expected 32 url-safe base64-encoded bytes)"
-    if len(raw) != 32:
-        return "is not a valid Fernet key (expected 32 url-safe base64-encoded bytes)"
-    return None
-
-
-def key_id(key: str) -> str:
-    """A short, stable fingerprint of a Fernet key: stored beside each ciphertext."""
-    raw = base64.urlsafe_b64decode(key.strip().encode("ascii"))
-    return hashlib.sha256(b"mfactl-key-id:" + raw).hexdigest()[:12]
 
 
 # --- loading -------------------------------------------------------------------------------------

@@ -1,0 +1,95 @@
+"""The house reads one way: `cli | web | api -> services -> (db, crypto, totp, mail, config)`,
+with `app.py` and `errors.py` at the bottom. Read from the imports (lazy ones included), so a
+shortcut through the layers fails here instead of being found by a reader later."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "mfactl"
+EDGES = ("mfactl.bootstrap", "mfactl.cli", "mfactl.api", "mfactl.web")
+BELOW_THE_SERVICES = ("mfactl.db", "mfactl.crypto", "mfactl.mail", "mfactl.totp")
+LEAVES = (
+    "crypto",
+    "totp",
+    "config",
+    "config_types",
+    "errors",
+    "app",
+    "keyids",
+    "file_modes",
+    "templating",
+)
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if "migrations" in path.parts:
+            continue
+        dotted = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        found[dotted.removesuffix(".__init__")] = path
+    return found
+
+
+def imports(path: Path) -> set[str]:
+    """Every module the file imports, at its top or inside a function."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def reaches(names: set[str], targets: tuple[str, ...]) -> list[str]:
+    return sorted(n for n in names if any(n == t or n.startswith(t + ".") for t in targets))
+
+
+def below_the_edges() -> list[str]:
+    return [
+        name
+        for name in modules()
+        if name.startswith(("mfactl.services", "mfactl.mail", "mfactl.db"))
+        or name in {f"mfactl.{leaf}" for leaf in LEAVES}
+    ]
+
+
+@pytest.mark.parametrize("name", below_the_edges())
+def test_nothing_below_the_edges_imports_the_bootstrap_the_cli_the_api_or_the_web(
+    name: str,
+) -> None:
+    assert reaches(imports(modules()[name]), EDGES) == []
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in modules() if n.startswith(("mfactl.cli", "mfactl.web"))]
+)
+def test_commands_and_pages_reach_the_database_crypto_mail_and_totp_only_through_services(
+    name: str,
+) -> None:
+    names = imports(modules()[name])
+    assert reaches(names, BELOW_THE_SERVICES) == []
+    assert reaches(names, ("sqlalchemy", "pyotp", "cryptography")) == []
+
+
+def test_the_bootstrap_is_used_only_by_the_edges() -> None:
+    users = [n for n, path in modules().items() if "mfactl.bootstrap" in imports(path)]
+    assert all(n.startswith(EDGES) for n in users), users
+
+
+def test_the_app_imports_nothing_of_mfactl_when_it_is_imported() -> None:
+    """Its resources are built on first use: at import time it needs the standard library only."""
+    tree = ast.parse((PACKAGE / "app.py").read_text(encoding="utf-8"))
+    top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    assert [ast.unparse(n) for n in top if "mfactl" in ast.unparse(n)] == []
+
+
+def test_no_module_is_over_500_lines() -> None:
+    long = {n: len(p.read_text().splitlines()) for n, p in modules().items()}
+    assert {n: count for n, count in long.items() if count > 500} == {}
