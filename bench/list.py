@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -38,7 +39,7 @@ EXPIRES = "2099-01-01 00:00:00.000000"  # live remember-me tokens
 # The raw limit: the same query and the same JSON objects, with nothing in between.
 RAW_LOOP = r"""
 import json, sqlite3, sys
-db, active, now, out_path = sys.argv[1:5]
+db, active, now, oldest, out_path = sys.argv[1:6]
 conn = sqlite3.connect(db)
 encode = json.JSONEncoder(ensure_ascii=False).encode
 def iso(v):
@@ -47,10 +48,10 @@ cur = conn.execute(
     "SELECT o.slug, u.handle, u.email, u.display_name, u.is_admin, s.state, s.key_id,"
     " s.confirmed_at, s.last_used_at, s.locked,"
     " (SELECT count(*) FROM remember_tokens r WHERE r.user_id = u.id"
-    "  AND r.revoked_at IS NULL AND r.expires_at > ?)"
+    "  AND r.revoked_at IS NULL AND r.expires_at > ? AND r.created_at > ?)"
     " FROM users u JOIN organizations o ON o.id = u.organization_id"
     " LEFT OUTER JOIN mfa_secrets s ON s.user_id = u.id ORDER BY o.slug, u.handle",
-    (now,),
+    (now, oldest),
 )
 with open(out_path, "w", encoding="utf-8") as out:
     for org, handle, email, name, admin, state, key, enrolled, used, locked, remember in cur:
@@ -180,7 +181,11 @@ def run(argv: list[str], stdout: str) -> tuple[float, float, float]:
 def commands(values: Path, active: str, out: str) -> tuple[list[str], list[str]]:
     db = values.parent / "mfactl.db"
     mfactl = [sys.executable, "-m", "mfactl", "--values", str(values), "users", "list", "--jsonl"]
-    raw = [sys.executable, "-c", RAW_LOOP, str(db), active, "2026-11-22 00:00:00.000000", out]
+    # a live token: not revoked, before its stored expiry, and made within rememberMe.days (30)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    oldest = now - timedelta(days=30)
+    stamps = [t.strftime("%Y-%m-%d %H:%M:%S.%f") for t in (now, oldest)]
+    raw = [sys.executable, "-c", RAW_LOOP, str(db), active, *stamps, out]
     return mfactl, raw
 
 

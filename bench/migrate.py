@@ -11,7 +11,7 @@ For each size, in the same run:
     python bench/migrate.py --secrets 100000,1000000
     python bench/migrate.py --secrets 100000 --postgres postgresql+psycopg://postgres@127.0.0.1/postgres
 
-Targets (issue 6): 1 worker <= 1.3x raw; 2 workers >= 1.6x faster than 1; peak RSS < 200 MB and
+Targets: 1 worker <= 1.3x raw; 2 workers >= 1.6x faster than 1; peak RSS < 200 MB and
 flat from 100k to 1M secrets.
 """
 
@@ -316,7 +316,7 @@ def report(label: str, size: int, r: Results, workers: list[int]) -> None:
 
 
 def targets(by_size: dict[int, Results]) -> None:
-    """The targets of issue 6, on the largest SQLite size."""
+    """The targets of online key rotation, on the largest SQLite size."""
     largest = by_size[max(by_size)]
     raw = largest["raw"].seconds
     if "w1" in largest:
