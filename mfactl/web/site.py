@@ -70,14 +70,12 @@ class Site:
         html = self.pages.render(name, request.state.csp_nonce, **context)
         return HTMLResponse(html, status)
 
-    def problem(
-        self, request: Request, status: int, message: str, who: Who | None = None
-    ) -> Response:
+    def problem(self, request: Request, status: int, message: str, org_name: str = "") -> Response:
         text = message[:1].upper() + message[1:]
         advice = "" if "ask your administrator" in message.lower() else ASK
         if status >= 500:
             advice = "Try again in a few minutes; if it keeps happening, tell your administrator."
-        context = {"org_name": who.org_name if who else "", "advice": advice}
+        context = {"org_name": org_name, "advice": advice}
         return self.page(
             request,
             "error.html",
@@ -87,11 +85,12 @@ class Site:
             **context,
         )
 
-    def failed(self, request: Request, exc: MfactlError) -> Response:
+    def failed(self, request: Request, exc: MfactlError, org_name: str = "") -> Response:
         if exc.http_status >= 500:  # the reason is for the log, not for the user
             ERRORS.error("%s: %s", type(exc).__name__, exc.message)
-            return self.problem(request, exc.http_status, "the server cannot do this right now")
-        return self.problem(request, exc.http_status, exc.message)
+            message = "the server cannot do this right now"
+            return self.problem(request, exc.http_status, message, org_name)
+        return self.problem(request, exc.http_status, exc.message, org_name)
 
     def shown_path(self, path: str) -> str:
         for link in self.links:
@@ -100,17 +99,33 @@ class Site:
         return path
 
 
-async def _call(site: Site, request: Request, function: Callable[..., Any], *args: Any) -> Any:
-    """Run a service in the thread pool; its MfactlError (or a database one) is the page."""
+async def _call(
+    site: Site, request: Request, function: Callable[..., Any], *args: Any, org: str = ""
+) -> Any:
+    """Run a service in the thread pool; its MfactlError (or a database one) is the page, which
+    names ``org`` (the slug the link carries) like every other page."""
     try:
         return await run_in_threadpool(function, site.app, *args)
     except MfactlError as exc:
-        return site.failed(request, exc)
+        return site.failed(request, exc, await _org_name(site, org))
     except Exception as exc:
         mapped = from_database(exc)
         if mapped is None:
             raise
-        return site.failed(request, mapped)
+        return site.failed(request, mapped, await _org_name(site, org))
+
+
+async def _org_name(site: Site, org: str) -> str:
+    """The organization's name for a slug from a link; the slug itself when the database does
+    not answer (the page saying so must not fail too)."""
+    if not org:
+        return ""
+    try:
+        return str(await run_in_threadpool(setup_flow.org_label, site.app, org))
+    except Exception as exc:
+        if from_database(exc) is None:
+            raise
+        return org
 
 
 def _client(request: Request) -> str:
@@ -125,12 +140,13 @@ async def _form(request: Request) -> dict[str, str] | None:
     return {key: value for key, value in form.items() if isinstance(value, str)}
 
 
-def _refused(site: Site, request: Request) -> Response:
+def _refused(site: Site, request: Request, org_name: str = "") -> Response:
     return site.problem(
         request,
         403,
         "this form was not sent from this page in this browser, so nothing was changed; "
         "go back, reload the page and try again",
+        org_name,
     )
 
 
@@ -155,7 +171,7 @@ async def link_page(request: Request) -> Response:
     session = cookie(request, SESSION_COOKIE)
     if request.method == "POST":
         return await _open(site, request, org, token, session)
-    view = await _call(site, request, setup_flow.look_at_link, org, token, session)
+    view = await _call(site, request, setup_flow.look_at_link, org, token, session, org=org)
     if isinstance(view, Response):
         return view
     if view.held_here:  # opened in this browser already: its step
@@ -174,16 +190,17 @@ async def _open(
 ) -> Response:
     form = await _form(request)
     if form is None:
-        return site.problem(request, 413, "the form sent is too large or has no length")
+        too_large = "the form sent is too large or has no length"
+        return site.problem(request, 413, too_large, await _org_name(site, org))
     bindings = [c for c in (session, cookie(request, FORM_COOKIE)) if c]
     sent = form.get("csrf", "")
     if not same_origin(request, site.origins) or not any(
         setup_flow.csrf_ok(site.app, binding, sent) for binding in bindings
     ):
-        return _refused(site, request)
+        return _refused(site, request, await _org_name(site, org))
     secret = session or setup_flow.new_browser_secret()
     opened = await _call(
-        site, request, setup_flow.open_for_browser, org, token, secret, _client(request)
+        site, request, setup_flow.open_for_browser, org, token, secret, _client(request), org=org
     )
     if isinstance(opened, Response):
         return opened

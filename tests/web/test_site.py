@@ -404,3 +404,44 @@ def test_pages_escape_what_they_show(sqlite_app: App) -> None:
         page = client.get(path_of(new_link(app)))
     assert "<script>alert" not in page.text and html.escape("<script>") in page.text
     assert "<b>Bob</b>" not in page.text
+
+
+def test_every_page_of_a_link_names_its_organization(web_app: App, client: TestClient) -> None:
+    """The error pages of a link name its organization as the link page does; a slug that is
+    no organization is shown as the link gave it (escaped), and nothing tells whether a token
+    exists: a real token under another slug gets the very page a made-up one gets."""
+    from markupsafe import escape
+
+    def named(page: Any) -> str:
+        found = re.search(r"<header><p>(.*?)</p></header>", page.text, re.S)
+        assert found, page.text
+        return found[1]
+
+    issuer = str(escape(web_app.settings.user_login.mfa.issuer))
+    made_up = "x" * 43
+    unknown = client.get(f"/mfa/setup?org=acme&token={made_up}")
+    assert unknown.status_code == 404 and named(unknown) == f"{issuer} · Acme"
+    odd = client.get(f"/mfa/setup?org=%3Cb%3EBeta&token={made_up}")
+    assert odd.status_code == 404 and named(odd) == f"{issuer} · &lt;b&gt;Beta"
+    assert "<b>" not in odd.text
+
+    url = new_link(web_app)
+    token = url.rsplit("token=", 1)[1]
+
+    def without_nonce(page: Any) -> str:
+        return re.sub(r'nonce="[^"]*"', "", page.text)
+
+    real = client.get(f"/mfa/setup?org=beta&token={token}")
+    fake = client.get(f"/mfa/setup?org=beta&token={made_up}")
+    assert real.status_code == fake.status_code == 404
+    assert without_nonce(real) == without_nonce(fake) and named(real) == f"{issuer} · beta"
+
+    forged = client.post(path_of(url), data={}, headers={"origin": ORIGIN})
+    assert forged.status_code == 403 and named(forged) == f"{issuer} · Acme"
+    press(client, url)
+    with browser(web_app) as other:
+        elsewhere = other.get(path_of(url))
+        assert elsewhere.status_code == 409 and named(elsewhere) == f"{issuer} · Acme"
+    new_link(web_app)  # replaces the first link
+    replaced = client.get(path_of(url))
+    assert replaced.status_code == 410 and named(replaced) == f"{issuer} · Acme"
