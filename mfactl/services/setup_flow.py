@@ -155,9 +155,7 @@ def org_label(app: App, org: str) -> str:
     """How a page about a link to ``org`` names it: the organization's name when the slug is
     one, else the slug as the link gave it. Reads only, and says nothing of users or tokens."""
     with app.uow() as uow:
-        name = uow.session.scalars(
-            select(Organization.name).where(lookup.matches_org(org))
-        ).first()
+        name = uow.session.scalars(select(Organization.name).where(lookup.matches_org(org))).first()
     return name if name is not None else org
 
 
