@@ -35,11 +35,11 @@ class KeyStatus:
         }
 
 
-class RollingKeyUse(NamedTuple):
-    """What the rolling key still seals: removing it now would lose these."""
+class KeyHoldings(NamedTuple):
+    """Secrets and outbox bodies by the key their row names."""
 
-    secrets: int
-    outbox: int
+    secrets: KeyCounts
+    outbox: KeyCounts
 
 
 @dataclass(frozen=True)
