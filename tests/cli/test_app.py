@@ -233,3 +233,12 @@ def test_values_and_actor_are_taken_anywhere_on_the_line(
     assert [e["actor"] for e in json.loads(events.stdout)] == ["ops"]
     # after `--` an option is a value like any other
     assert hoist_global_options(["a", "--", "--values", "F"]) == ["a", "--", "--values", "F"]
+
+
+def test_help_names_the_import_columns_and_verify_writes_nothing(mfactl: Mfactl) -> None:
+    imports = " ".join(mfactl("user", "import", "--help").stdout.split())
+    for column in ("totp_secret", "algorithm", "digits", "period"):
+        assert column in imports, column
+    verify = mfactl("keys", "verify", "--help").stdout
+    assert "commit" not in verify and "encryption" not in verify
+    assert "nothing is written" in " ".join(verify.split())
