@@ -49,7 +49,8 @@ class Failure:
     org: str | None  # None: an outbox message of no user
     user: str | None
     reason: str
-    outbox: bool = False  # an outbox body rather than an MFA secret (not part of the JSON)
+    # an outbox body rather than an MFA secret (for the hint; not part of the JSON)
+    outbox: bool = field(default=False, compare=False)
 
     def to_json(self) -> dict[str, str | None]:
         return {"org": self.org, "user": self.user, "reason": self.reason}
