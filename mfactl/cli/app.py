@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
 
 from mfactl import __version__
-from mfactl.cli import audit, config, demo, init, keys, mail, org, policy, serve, user, users
+from mfactl.cli import (
+    audit,
+    completion,
+    config,
+    demo,
+    init,
+    keys,
+    mail,
+    org,
+    policy,
+    serve,
+    user,
+    users,
+)
 from mfactl.cli.common import Globals, MfactlGroup
 
 app = typer.Typer(
@@ -57,6 +71,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(policy.app, name="policy")
 app.add_typer(mail.app, name="mail")
 app.command("serve")(serve.serve)
+app.command("completion")(completion.completion)
 
 # The five flat names of the original brief, as aliases of the grouped commands (DESIGN.md).
 ALIASES = "Aliases"
@@ -83,4 +98,8 @@ def main() -> None:
                 as_json="--json" in sys.argv or "--jsonl" in sys.argv,
             )
             sys.exit(2)
+    if os.environ.get(completion.COMPLETE_VAR):  # a shell asking for completions
+        from typer._completion_classes import completion_init
+
+        completion_init()  # typer registers its shells only when it adds its own options
     app(prog_name="mfactl")

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import typer
 
 from mfactl.cli.common import JSON_OPTION, Globals, print_json
+
+if TYPE_CHECKING:
+    from mfactl.services import config_check
 
 app = typer.Typer(help="Check the configuration.", no_args_is_help=True)
 
@@ -18,7 +22,7 @@ def check(ctx: typer.Context, json_: bool = JSON_OPTION) -> None:
 
     globals_: Globals = ctx.find_root().obj or Globals()
     report = config_check.check(globals_.values)
-    db, smtp = report.database, report.smtp
+    db, smtp, keys = report.database, report.smtp, report.keys
     if json_:
         print_json(
             {
@@ -39,6 +43,14 @@ def check(ctx: typer.Context, json_: bool = JSON_OPTION) -> None:
                 if smtp is None
                 else {"server": smtp.server, "reachable": smtp.reachable, "error": smtp.error},
                 "mail_folder": report.mail_folder,
+                "keys": None
+                if keys is None
+                else {
+                    "active_key_id": keys.active_key_id,
+                    "rolling_key_id": keys.rolling_key_id,
+                    "secrets": keys.secrets.to_json() if keys.secrets else None,
+                    "outbox": keys.outbox.to_json() if keys.outbox else None,
+                },
             }
         )
     else:
@@ -58,6 +70,8 @@ def check(ctx: typer.Context, json_: bool = JSON_OPTION) -> None:
                     "newer": " (made by a newer mfactl: upgrade mfactl)",
                 }
                 out.write(f"schema: {db.schema}{hint.get(db.schema, '')}\n")
+        if keys is not None and keys.unopenable:
+            out.write(f"keys: {_unopenable(keys)}\n")
         if smtp is not None:
             state = "answers" if smtp.reachable else f"does not answer ({smtp.error})"
             out.write(f"smtp: {smtp.server} {state}\n")
@@ -65,3 +79,14 @@ def check(ctx: typer.Context, json_: bool = JSON_OPTION) -> None:
             out.write(f"mail: written as .eml files to {report.mail_folder}\n")
         out.write("ok\n" if report.exit_code == 0 else "")
     raise typer.Exit(report.exit_code)
+
+
+def _unopenable(keys: config_check.KeysCheck) -> str:
+    secrets = keys.secrets.unknown if keys.secrets else 0
+    outbox = keys.outbox.unknown if keys.outbox else 0
+    return (
+        f"{secrets} MFA secret{'s' if secrets != 1 else ''} and {outbox} outbox "
+        f"bod{'ies' if outbox != 1 else 'y'} are sealed with a key that is neither "
+        "secretStore.activeKey nor rollingKey, so no configured key opens them; set "
+        "secretStore.rollingKey to the key that sealed them (`mfactl keys status` counts them)"
+    )

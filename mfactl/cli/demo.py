@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from mfactl.cli.common import err_console
+from mfactl.cli.common import console
 
 
 def demo(
@@ -23,32 +23,34 @@ def demo(
 
     values_file = prepare_folder(directory)
     app = bootstrap(values_file, actor="demo")
-    console = err_console()
+    me = _how_to_run_me()
+    # headings and details both on stdout, so a pipe keeps them in order
+    out = console()
     setup_link = None
     try:
-        for number, step in enumerate(run_demo(app, directory, values_file), start=1):
+        for number, step in enumerate(run_demo(app, directory, values_file, me), start=1):
             setup_link = step.setup_link or setup_link
-            console.print(f"\n[{number}] {step.title}", style="bold")
+            out.print(f"\n[{number}] {step.title}", style="bold")
             for line in step.lines:
                 sys.stdout.write(f"    {line}\n")
             sys.stdout.flush()
     finally:
         app.close()
     values = shlex.quote(str((directory / "values.yaml").resolve()))
-    console.print("\nThe demo is ready. Try it yourself:", style="bold")
-    me = _how_to_run_me()
+    out.print("\nThe demo is ready. Try it yourself:", style="bold")
     sys.stdout.write(
         f"    export MFACTL_VALUES={values}\n"
         f"    {me} user status --org acme --user alice\n"
         f"    {me} audit list\n"
     )
     if setup_link:
-        console.print(
+        out.print(
             "\nFinish bob's reset as he would: serve the setup page, open his link in a "
             "browser and scan the QR code with an authenticator app:",
             style="bold",
         )
         sys.stdout.write(f"    {me} --values {values} serve\n    {setup_link}\n")
+    sys.stdout.flush()
 
 
 def _how_to_run_me() -> str:

@@ -32,6 +32,13 @@ BATCH_OPTION = typer.Option(
 WORKERS_OPTION = typer.Option(
     1, "--workers", metavar="N", help="Processes doing the decryption and encryption."
 )
+# verify writes nothing: its batches are only read, and its workers only decrypt
+VERIFY_BATCH_OPTION = typer.Option(
+    1000, "--batch-size", metavar="N", help="Rows read (and checked) per batch; nothing is written."
+)
+VERIFY_WORKERS_OPTION = typer.Option(
+    1, "--workers", metavar="N", help="Processes doing the decryption."
+)
 
 
 def _raise_failures(failed: list[Failure], what: tuple[str, str], tail: str) -> None:
@@ -44,9 +51,25 @@ def _raise_failures(failed: list[Failure], what: tuple[str, str], tail: str) -> 
         raise SecretStoreError(
             f"{count} sealed value{'s' if count != 1 else ''} {predicate}; {tail}",
             problems=[f"{f.org or '-'}/{f.user or '-'}: {f.reason}" for f in failed],
-            hint="set secretStore.rollingKey to the key that sealed them, "
-            "or reset the MFA of these users",
+            hint=_failures_hint(failed),
         )
+
+
+def _failures_hint(failed: list[Failure]) -> str:
+    """What fixes them: the old key back, or a reset, which makes a new secret and cancels the
+    user's queued emails (their bodies carry the old links)."""
+    secrets = any(not f.outbox for f in failed)
+    bodies = any(f.outbox for f in failed)
+    if secrets and not bodies:
+        fix = "reset the MFA of these users"
+    elif bodies and not secrets:
+        fix = "reset these users (a reset cancels their queued emails and mails a new link)"
+    else:
+        fix = (
+            "reset these users (a reset gives a new MFA secret, cancels their queued emails "
+            "and mails a new link)"
+        )
+    return f"set secretStore.rollingKey to the key that sealed them, or {fix}"
 
 
 @app.command("generate")
@@ -82,11 +105,14 @@ def status(ctx: typer.Context, json_: bool = JSON_OPTION) -> None:
 @app.command("verify")
 def verify(
     ctx: typer.Context,
-    batch_size: int = BATCH_OPTION,
-    workers: int = WORKERS_OPTION,
+    batch_size: int = VERIFY_BATCH_OPTION,
+    workers: int = VERIFY_WORKERS_OPTION,
     json_: bool = JSON_OPTION,
 ) -> None:
-    """Decrypt every secret and outbox body and check who it is bound to (exit 6 on a failure)."""
+    """Decrypt every secret and outbox body and check who it is bound to (exit 6 on a failure).
+
+    It only reads: nothing is re-encrypted or written.
+    """
     from mfactl.services import keys
 
     with ProgressBar("verifying") as bar:

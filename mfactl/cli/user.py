@@ -63,7 +63,12 @@ def add(
 @app.command("import")
 def import_(
     ctx: typer.Context,
-    file: Path = typer.Argument(..., help="CSV with a header row: handle,email[,name,admin]."),
+    file: Path = typer.Argument(
+        ...,
+        help="CSV with a header row: handle,email and optionally name, admin, and totp_secret "
+        "(base32), algorithm (SHA1, SHA256, SHA512), digits (6 or 8), period (10 to 120 "
+        "seconds) for users who arrive enrolled.",
+    ),
     org: str = ORG_OPTION,
     json_: bool = JSON_OPTION,
 ) -> None:
@@ -259,7 +264,7 @@ VERIFY_MEANINGS = {
     "throttled": "throttled: too many wrong codes",
     "locked": "locked: too many wrong codes; clear it with `mfactl user unlock`",
     "not_enrolled": "not_enrolled: the user has no active MFA",
-    "malformed": "malformed: not a code of the user's app (digits only, 6 or 8); not counted",
+    "malformed": "malformed: not a code of the user's app ({digits} digits); not counted",
 }
 
 
@@ -282,7 +287,7 @@ def verify(
     if json_:
         print_json(result)
     else:
-        line = VERIFY_MEANINGS[result.result] + result.drift_hint
+        line = VERIFY_MEANINGS[result.result].format(digits=result.digits) + result.drift_hint
         if result.retry_after_seconds:
             line += f"; retry after {result.retry_after_seconds} s"
         sys.stdout.write(line + "\n")

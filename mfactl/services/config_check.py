@@ -6,6 +6,12 @@ from dataclasses import dataclass, field
 
 from mfactl.config import Settings, find_values_file, load_settings
 from mfactl.errors import ConfigError, DatabaseMissing, MfactlError
+from mfactl.services.keys.reports import KeyCounts
+
+NO_ACTIVE_KEY = (
+    "secretStore.activeKey: is not set, so secrets cannot be sealed or opened; generate one with "
+    "`mfactl keys generate` and put it in values.yaml"
+)
 
 
 @dataclass
@@ -28,6 +34,22 @@ class SmtpCheck:
 
 
 @dataclass
+class KeysCheck:
+    """What the database holds under each key, counted from the stored key ids (no decryption)."""
+
+    active_key_id: str | None
+    rolling_key_id: str | None
+    secrets: KeyCounts | None = None  # None: the database could not be counted
+    outbox: KeyCounts | None = None
+    error: str | None = None
+
+    @property
+    def unopenable(self) -> bool:
+        """Sealed values under a key id that neither configured key has."""
+        return any(counts.unknown for counts in (self.secrets, self.outbox) if counts)
+
+
+@dataclass
 class ConfigReport:
     values_file: str | None
     problems: list[str] = field(default_factory=list)
@@ -35,6 +57,7 @@ class ConfigReport:
     database: DatabaseCheck | None = None
     smtp: SmtpCheck | None = None  # None with email.transport file
     mail_folder: str | None = None  # email.fileDir, with email.transport file
+    keys: KeysCheck | None = None  # None: no database with a current schema to count in
 
     @property
     def exit_code(self) -> int:
@@ -46,6 +69,8 @@ class ConfigReport:
             return 7
         if self.database is not None and self.database.schema != "current":
             return 5
+        if self.keys is not None and self.keys.unopenable:
+            return 6
         return 0
 
 
@@ -62,9 +87,13 @@ def check(values: str | None) -> ConfigReport:
         return report
     report.warnings = list(settings.warnings) + weak_throttle_warnings(settings)
     report.problems = _template_problems(settings)
+    if not settings.secret_store.active_key:  # loading allows it: `keys generate` needs no key
+        report.problems.append(NO_ACTIVE_KEY)
     report.database = _check_database(settings)
-    if report.database.schema == "current" and settings.secret_store.rolling_key:
-        report.warnings += _rolling_key_warnings(settings)
+    if report.database.schema == "current":
+        report.keys = _check_keys(settings)
+        report.warnings += [report.keys.error] if report.keys.error else []
+        report.warnings += _rolling_key_warnings(report.keys)
     if settings.email.transport == "file":  # nothing to reach; the folder is made on delivery
         report.mail_folder = settings.email.file_dir
     else:
@@ -138,19 +167,29 @@ def check_smtp(settings: Settings) -> SmtpCheck:
     return result
 
 
-def _rolling_key_warnings(settings: Settings) -> list[str]:
-    """Secrets still under the rolling key: removing that key now would lock their users out."""
-    from mfactl.config import key_id
+def _check_keys(settings: Settings) -> KeysCheck:
     from mfactl.db.engine import make_engine
-    from mfactl.services.keys import rolling_key_in_use
+    from mfactl.services.keys import held_by_key
 
+    store = settings.secret_store
+    result = KeysCheck(store.active_key_id, store.rolling_key_id)
     engine = make_engine(settings.database.url, create_file=False)
     try:
-        secrets, outbox = rolling_key_in_use(engine, key_id(settings.secret_store.rolling_key))
+        result.secrets, result.outbox = held_by_key(
+            engine, result.active_key_id, result.rolling_key_id
+        )
     except Exception as exc:  # the database answered a moment ago; say so rather than fail
-        return [f"could not count the secrets under secretStore.rollingKey: {type(exc).__name__}"]
+        result.error = f"could not count the sealed values by key: {type(exc).__name__}"
     finally:
         engine.dispose()
+    return result
+
+
+def _rolling_key_warnings(keys: KeysCheck) -> list[str]:
+    """Secrets still under the rolling key: removing that key now would lock their users out."""
+    if keys.rolling_key_id is None or keys.secrets is None or keys.outbox is None:
+        return []
+    secrets, outbox = keys.secrets.rolling, keys.outbox.rolling
     if not secrets and not outbox:
         return []
     return [

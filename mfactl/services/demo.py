@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,7 +32,13 @@ class DemoContext:
     folder: Path
     values_file: Path
     app: App
+    command: str = "mfactl"  # how the person watching runs this mfactl, for hints to follow
     alice_uri: str = ""  # alice's otpauth URI: what her phone knows
+
+    def hint(self, args: str) -> str:
+        """A command to copy: it names the demo's values file, so it runs from anywhere, before
+        or after the `export MFACTL_VALUES` line."""
+        return f"{self.command} --values {shlex.quote(str(self.values_file.resolve()))} {args}"
 
 
 VALUES_TEMPLATE = """\
@@ -96,7 +103,7 @@ def _people(ctx: DemoContext) -> Step:
         users.add_user(ctx.app, org.slug, handle, email, name=name, admin=admin)
         step.lines.append(
             f"user add --org {org.slug} --user {handle} --email {email}"
-            + (" --admin" if admin else "")
+            f" --name {shlex.quote(name)}" + (" --admin" if admin else "")
         )
     return step
 
@@ -109,23 +116,28 @@ def _phone(uri: str, moment: datetime, steps_later: int = 0) -> str:
 
 
 def _enroll(ctx: DemoContext) -> Step:
+    step = Step("Enroll alice (sysadmins must have MFA here) and bob in MFA")
+    ctx.alice_uri = _enroll_one(ctx, "alice", step.lines)
+    _enroll_one(ctx, "bob", step.lines)
+    return step
+
+
+def _enroll_one(ctx: DemoContext, handle: str, lines: list[str]) -> str:
+    """Enroll one user, confirming with the code the demo's phone shows; the otpauth URI."""
     from mfactl.services import enrollment
 
-    started = enrollment.enable_user(ctx.app, DEMO_ORG, "alice")
+    started = enrollment.enable_user(ctx.app, DEMO_ORG, handle)
     assert started.otpauth_uri is not None
-    ctx.alice_uri = started.otpauth_uri
     code = _phone(started.otpauth_uri, ctx.app.now())
-    enrollment.confirm_user(ctx.app, DEMO_ORG, "alice", code)
-    return Step(
-        "Enroll alice in MFA (sysadmins must have it here)",
-        [
-            f"user enable --org {DEMO_ORG} --user alice --no-confirm",
-            f"  otpauth URI: {started.otpauth_uri}",
-            "  (`user enable` draws it as a QR code; the secret is shown only at enrollment)",
-            f"[the demo plays alice's phone: her authenticator app now shows {code}]",
-            f"user confirm --org {DEMO_ORG} --user alice --code {code}  -> MFA active",
-        ],
-    )
+    enrollment.confirm_user(ctx.app, DEMO_ORG, handle, code)
+    lines += [
+        f"user enable --org {DEMO_ORG} --user {handle} --no-confirm",
+        f"  otpauth URI: {started.otpauth_uri}",
+        "  (`user enable` draws it as a QR code; the secret is shown only at enrollment)",
+        f"[the demo plays {handle}'s phone: the authenticator app now shows {code}]",
+        f"user confirm --org {DEMO_ORG} --user {handle} --code {code}  -> MFA active",
+    ]
+    return started.otpauth_uri
 
 
 def _verify(ctx: DemoContext) -> Step:
@@ -139,7 +151,7 @@ def _verify(ctx: DemoContext) -> Step:
     step = Step("Verify alice's codes, as a login server would")
     for label, code in (
         ("the code used to confirm", used),
-        ("the phone's next code (within the window)", following),
+        ("the phone's next code, within the window", following),
         ("the same code again", following),
         ("a wrong code", wrong),
     ):
@@ -148,11 +160,17 @@ def _verify(ctx: DemoContext) -> Step:
             f"user verify --org {DEMO_ORG} --user alice --code {code}  -> {result.result}"
             f"   ({label})"
         )
+    # the wrong code counts as a failure; clear it, so alice is left as a real user would be
+    done = verification.unlock(ctx.app, DEMO_ORG, "alice")
+    step.lines.append(
+        f"user unlock --org {DEMO_ORG} --user alice  -> {done.failed_attempts} failed attempt"
+        f"{'s' if done.failed_attempts != 1 else ''} cleared"
+    )
     return step
 
 
 def _reset(ctx: DemoContext) -> Step:
-    """Bob lost his phone: reset his MFA; the email "arrives" as a file."""
+    """Bob lost his phone: reset his MFA (active until now); the email "arrives" as a file."""
     from mfactl.services import reset
 
     result = reset.reset_user(ctx.app, DEMO_ORG, "bob", "lost phone")
@@ -160,6 +178,7 @@ def _reset(ctx: DemoContext) -> Step:
         "Reset a lost phone; the setup link is emailed (written as a file here)",
         [
             f'user reset --org {DEMO_ORG} --user bob --reason "lost phone" --yes',
+            f"  -> bob's MFA was {result.had_mfa}; he sets it up again from the emailed link",
             f"email: {result.email.status}"
             + (f" ({result.email.error})" if result.email.error else ""),
         ],
@@ -169,7 +188,7 @@ def _reset(ctx: DemoContext) -> Step:
     if written:
         step.lines.append(f"the email is in {written[-1]}")
         step.setup_link = link_in_email(written[-1])
-    step.lines.append("the queue without bodies: mfactl mail list")
+    step.lines.append(f"the queue without bodies: {ctx.hint('mail list')}")
     return step
 
 
@@ -205,8 +224,11 @@ def prepare_folder(folder: Path) -> Path:
     return write_values(folder)
 
 
-def run_demo(app: App, folder: Path, values_file: Path) -> Iterator[Step]:
-    """Run the tour step by step on the App built from the folder's values file."""
-    ctx = DemoContext(folder=folder, values_file=values_file, app=app)
+def run_demo(
+    app: App, folder: Path, values_file: Path, command: str = "mfactl"
+) -> Iterator[Step]:
+    """Run the tour step by step on the App built from the folder's values file; ``command`` is
+    how the hints it prints run mfactl."""
+    ctx = DemoContext(folder=folder, values_file=values_file, app=app, command=command)
     for step in STEPS:
         yield step(ctx)

@@ -35,6 +35,8 @@ class VerifyResult:
     retry_after_seconds: int | None = None  # throttled (or wrong): when the next try counts
     # the secret's own period, which turns drift steps into seconds (not part of the JSON)
     period: int | None = field(default=None, compare=False)
+    # the user's code length, which a malformed code missed (not part of the JSON either)
+    digits: int | None = field(default=None, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -101,7 +103,7 @@ def _check(
     if not totp.looks_like_a_code(code, row.digits):
         # it can never match: neither compared nor counted, so it cannot start a back-off, use
         # up the day's budget or lock anybody out
-        return VerifyResult("malformed")
+        return VerifyResult("malformed", digits=row.digits)
     now = app.now()
     failures = throttle.Failures(row.failed_attempts, row.last_failed_at, row.failures_today)
     settings = app.settings.user_login.mfa.throttle

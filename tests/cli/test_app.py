@@ -25,7 +25,7 @@ def test_help_does_not_import_heavy_modules() -> None:
         "from mfactl.cli.app import main\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "heavy = [m for m in ('sqlalchemy', 'cryptography', 'jinja2', 'alembic', 'yaml', 'pyotp',"
-        " 'pydantic') if m in sys.modules]\n"
+        " 'pydantic', 'starlette') if m in sys.modules]\n"
         "print('HEAVY', heavy, file=sys.stderr)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -233,3 +233,31 @@ def test_values_and_actor_are_taken_anywhere_on_the_line(
     assert [e["actor"] for e in json.loads(events.stdout)] == ["ops"]
     # after `--` an option is a value like any other
     assert hoist_global_options(["a", "--", "--values", "F"]) == ["a", "--", "--values", "F"]
+
+
+def test_help_names_the_import_columns_and_verify_writes_nothing(mfactl: Mfactl) -> None:
+    imports = " ".join(mfactl("user", "import", "--help").stdout.split())
+    for column in ("totp_secret", "algorithm", "digits", "period"):
+        assert column in imports, column
+    verify = mfactl("keys", "verify", "--help").stdout
+    assert "commit" not in verify and "encryption" not in verify
+    assert "nothing is written" in " ".join(verify.split())
+
+
+def test_completion_scripts_and_the_answers_they_ask_for(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+
+    for shell in ("bash", "zsh", "fish"):
+        result = CliRunner().invoke(cli_app, ["completion", shell])
+        assert result.exit_code == 0, result.output
+        assert "_MFACTL_COMPLETE=complete_" + shell in result.stdout, shell
+    # what the bash script asks mfactl, answered by the installed script
+    script = Path(sys.executable).parent / "mfactl"
+    env = {**os.environ, "_MFACTL_COMPLETE": "complete_bash"}
+    env.update(COMP_WORDS="mfactl user st", COMP_CWORD="2")
+    done = subprocess.run([str(script)], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert done.stdout.split() == ["status"], done.stderr

@@ -3,7 +3,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mfactl.config import key_id
 from tests.cli.conftest import Mfactl, write_values
+from tests.cli.test_keys import rotated_values
 from tests.integration.smtp_server import SmtpServer, free_port
 
 
@@ -176,3 +178,63 @@ def test_the_defaults_give_about_one_percent_a_year() -> None:
     from mfactl.services.config_check import guessing_odds_per_year
 
     assert round(guessing_odds_per_year(10, 1, 6), 4) == 0.0109  # the README's 1.1%
+
+
+def test_config_check_counts_what_no_configured_key_opens(
+    tmp_path: Path, sqlite_url: str, active_key: str
+) -> None:
+    from mfactl.crypto import generate_key
+
+    port = free_port()
+    dead = {"host": "127.0.0.1", "port": port, "security": "none", "timeout_seconds": 2}
+    old = Mfactl(smtp_values(tmp_path, sqlite_url, active_key, dead))
+    steps = [
+        (0, "org", "add", "acme"),
+        (0, "user", "add", "--org", "acme", "--user", "alice", "--email", "alice@acme.example"),
+        (0, "user", "add", "--org", "acme", "--user", "bob", "--email", "bob@acme.example"),
+        (0, "user", "enable", "--org", "acme", "--user", "alice", "--no-confirm", "--qr", "none"),
+        (9, "user", "enable", "--org", "acme", "--user", "bob", "--send-email"),  # stays queued
+    ]
+    for code, *args in steps:
+        assert old(*args).exit_code == code
+    new_key = generate_key()
+    # the old key as rollingKey: everything opens
+    rotated = rotated_values(tmp_path / "rotated.yaml", sqlite_url, new_key, active_key)
+    result = Mfactl(rotated)("config", "check", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["keys"]["secrets"] == {"active": 0, "rolling": 1, "unknown": 0}
+    # the rolling key removed too soon
+    values = write_values(tmp_path / "new.yaml", sqlite_url, new_key)
+    result = Mfactl(values)("config", "check", "--json")
+    assert result.exit_code == 6
+    report = json.loads(result.stdout)
+    assert report["ok"] is False and report["problems"] == []
+    assert report["keys"] == {
+        "active_key_id": key_id(new_key),
+        "rolling_key_id": None,
+        "secrets": {"active": 0, "rolling": 0, "unknown": 1},
+        "outbox": {"active": 0, "rolling": 0, "unknown": 1},
+    }
+    text = Mfactl(values)("config", "check")
+    assert text.exit_code == 6
+    assert (
+        "keys: 1 MFA secret and 1 outbox body are sealed with a key that is neither "
+        "secretStore.activeKey nor rollingKey, so no configured key opens them; set "
+        "secretStore.rollingKey to the key that sealed them (`mfactl keys status` counts them)\n"
+    ) in text.stdout
+    assert "ok\n" not in text.stdout
+
+
+def test_config_check_without_an_active_key_exits_5(tmp_path: Path, sqlite_url: str) -> None:
+    values = write_values(tmp_path / "v.yaml", sqlite_url, "")
+    cli = Mfactl(values)
+    assert cli("init").exit_code == 0
+    result = cli("config", "check")
+    assert result.exit_code == 5
+    assert (
+        "problem: secretStore.activeKey: is not set, so secrets cannot be sealed or opened; "
+        "generate one with `mfactl keys generate` and put it in values.yaml\n"
+    ) in result.stdout
+    assert "ok\n" not in result.stdout
+    report = json.loads(cli("config", "check", "--json").stdout)
+    assert report["ok"] is False and report["keys"]["active_key_id"] is None

@@ -50,3 +50,42 @@ def test_the_try_it_lines_run_as_printed(tmp_path: Path) -> None:
 
     assert f"    {script} audit list\n" in demo("d1", "/usr/bin:/bin")
     assert "    mfactl audit list\n" in demo("d2", f"{script.parent}:/usr/bin:/bin")
+
+
+def test_the_demo_tells_a_true_story(tmp_path: Path) -> None:
+    import json
+    import shlex
+
+    runner = CliRunner()
+    folder = tmp_path / "demo"
+    result = runner.invoke(cli_app, ["demo", "--dir", str(folder)], env={"NO_COLOR": "1"})
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    # headings and details on one stream, in order: a pipe reads the story as it was told
+    assert result.stderr == ""
+    assert out.index("[4] Verify") < out.index("user verify") < out.index("[5] Reset")
+    # the email greets bob by the name the command shown gave him
+    assert "user add --org acme --user bob --email bob@example.com --name 'Bob Builder'\n" in out
+    assert "((" not in out and "))" not in out
+    values = ["--values", str(folder / "values.yaml")]
+
+    def run(*args: str) -> dict[str, object]:
+        done = runner.invoke(cli_app, [*values, *args, "--json"])
+        assert done.exit_code == 0, done.output
+        return dict(json.loads(done.stdout))
+
+    # the wrong code's failure was cleared, and the demo shows how
+    assert "user unlock --org acme --user alice  -> 1 failed attempt cleared\n" in out
+    assert run("user", "status", "--org", "acme", "--user", "alice")["failed_attempts"] == 0
+    # the lost phone was a real one: bob had MFA when he was reset
+    assert "  -> bob's MFA was active; he sets it up again from the emailed link\n" in out
+    resets = runner.invoke(cli_app, [*values, "audit", "list", "--action", "user.reset", "--json"])
+    (event,) = json.loads(resets.stdout)
+    assert event["user"] == "bob" and event["details"]["had_mfa"] == "active"
+    # the mail hint runs as printed, from another folder, before any `export`
+    (hint,) = [line for line in out.splitlines() if "the queue without bodies: " in line]
+    command = shlex.split(hint.split("the queue without bodies: ", 1)[1])
+    env = {k: v for k, v in os.environ.items() if k != "MFACTL_VALUES"}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "acme/bob  bob@example.com  sent" in done.stdout

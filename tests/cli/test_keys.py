@@ -233,3 +233,29 @@ def test_migrate_counts_in_words(
     assert (
         rotated("keys", "verify").stderr.splitlines()[0] == "checked 2 secrets and 0 outbox bodies"
     )
+
+
+def test_verify_hint_for_an_outbox_body_is_a_reset_not_a_new_secret(
+    tmp_path: Path, sqlite_url: str, active_key: str
+) -> None:
+    from tests.cli.test_config import smtp_values
+    from tests.integration.smtp_server import free_port
+
+    dead = {"host": "127.0.0.1", "port": free_port(), "security": "none", "timeout_seconds": 2}
+    old = Mfactl(smtp_values(tmp_path, sqlite_url, active_key, dead))
+    assert old("org", "add", "acme").exit_code == 0
+    assert old("user", "add", "--org", "acme", "--user", "bob", "--email", "b@x.org").exit_code == 0
+    assert old("user", "enable", "--org", "acme", "--user", "bob", "--send-email").exit_code == 9
+    cli = Mfactl(write_values(tmp_path / "new.yaml", sqlite_url, generate_key()))
+    result = cli("keys", "verify")
+    assert result.exit_code == 6
+    assert result.stderr.splitlines()[-1] == (
+        "hint: set secretStore.rollingKey to the key that sealed them, or reset these users "
+        "(a reset cancels their queued emails and mails a new link)"
+    )
+    # the hint, followed, works
+    assert (
+        cli("user", "reset", "--org", "acme", "--user", "bob", "--reason", "r", "--yes").exit_code
+        == 0
+    )
+    assert cli("keys", "verify").exit_code == 0

@@ -42,7 +42,7 @@ def test_demo_then_the_readme_api_example(tmp_path: Path, monkeypatch: pytest.Mo
             "--json",
         ],
     )
-    assert '"mfa": "active"' in status.stdout and '"failed_attempts": 1' in status.stdout
+    assert '"mfa": "active"' in status.stdout and '"failed_attempts": 0' in status.stdout
 
     text = README.read_text(encoding="utf-8")
     example = text.split("<!-- api-example -->\n```python\n", 1)[1].split("```", 1)[0]

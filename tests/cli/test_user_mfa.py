@@ -282,6 +282,29 @@ def test_verify_words_drift_in_the_secrets_own_period(
     )
 
 
+def test_malformed_says_the_users_own_digits(mfactl: Mfactl, tmp_path: Path) -> None:
+    import pyotp
+
+    people = tmp_path / "people.csv"
+    people.write_text(
+        f"handle,email,totp_secret,digits\neight,eight@example.com,{pyotp.random_base32(32)},8\n",
+        encoding="utf-8",
+    )
+    assert mfactl("org", "add", "acme").exit_code == 0
+    assert mfactl("user", "import", "--org", "acme", str(people)).exit_code == 0
+    slip = verify(mfactl, "eight", "123456")
+    assert (slip.exit_code, slip.stdout) == (
+        4,
+        "malformed: not a code of the user's app (8 digits); not counted\n",
+    )
+    as_json = verify(mfactl, "eight", "12ab", "--json")
+    assert json.loads(as_json.stdout) == {
+        "result": "malformed",
+        "drift_steps": None,
+        "retry_after_seconds": None,
+    }
+
+
 def test_verify_explains(acme: Mfactl, clock: FrozenClock, values_file: Path) -> None:
     uri = enroll(acme, clock)
     clock.advance(30)

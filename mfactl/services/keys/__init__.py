@@ -2,7 +2,7 @@
 online, resumable key migration.
 
 - here: ``new_key`` (`keys generate`);
-- ``inventory``: ``status`` (`keys status`) and ``rolling_key_in_use`` (`config check`);
+- ``inventory``: ``status`` (`keys status`) and ``held_by_key`` (`config check`);
 - ``verification``: ``verify`` (`keys verify`);
 - ``migration``: ``migrate`` (`keys migrate`);
 - ``reports``: what they return, each with its ``to_json``;
@@ -22,14 +22,14 @@ from mfactl.crypto import generate_key
 
 if TYPE_CHECKING:
     from mfactl.services.keys._reencrypt import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE
-    from mfactl.services.keys.inventory import rolling_key_in_use, status
+    from mfactl.services.keys.inventory import held_by_key, status
     from mfactl.services.keys.migration import migrate
     from mfactl.services.keys.reports import (
         Failure,
         KeyCounts,
+        KeyHoldings,
         KeyStatus,
         MigrateReport,
-        RollingKeyUse,
         VerifyReport,
     )
     from mfactl.services.keys.verification import verify
@@ -39,13 +39,13 @@ __all__ = [
     "MAX_BATCH_SIZE",
     "Failure",
     "KeyCounts",
+    "KeyHoldings",
     "KeyStatus",
     "MigrateReport",
-    "RollingKeyUse",
     "VerifyReport",
+    "held_by_key",
     "migrate",
     "new_key",
-    "rolling_key_in_use",
     "status",
     "verify",
 ]
@@ -54,14 +54,14 @@ _HOMES = {
     "DEFAULT_BATCH_SIZE": "_reencrypt",
     "MAX_BATCH_SIZE": "_reencrypt",
     "status": "inventory",
-    "rolling_key_in_use": "inventory",
+    "held_by_key": "inventory",
     "migrate": "migration",
     "verify": "verification",
     "Failure": "reports",
     "KeyCounts": "reports",
+    "KeyHoldings": "reports",
     "KeyStatus": "reports",
     "MigrateReport": "reports",
-    "RollingKeyUse": "reports",
     "VerifyReport": "reports",
 }
 

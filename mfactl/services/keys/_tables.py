@@ -255,8 +255,8 @@ class _OutboxTable(SealedTable):
         try:
             store.open_blob(row.binding, row.ciphertext, what, key_id=row.key_id)
         except SecretStoreError as exc:
-            return Failure(org, user or recipient, exc.message)
-        return Failure(org, user or recipient, f"{what} changed while it was read")
+            return Failure(org, user or recipient, exc.message, outbox=True)
+        return Failure(org, user or recipient, f"{what} changed while it was read", outbox=True)
 
 
 _SECRET_USERS = _SECRETS.join(_USERS, _USERS.c.id == _SECRETS.c.user_id)

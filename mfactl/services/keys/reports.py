@@ -35,11 +35,11 @@ class KeyStatus:
         }
 
 
-class RollingKeyUse(NamedTuple):
-    """What the rolling key still seals: removing it now would lose these."""
+class KeyHoldings(NamedTuple):
+    """Secrets and outbox bodies by the key their row names."""
 
-    secrets: int
-    outbox: int
+    secrets: KeyCounts
+    outbox: KeyCounts
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,8 @@ class Failure:
     org: str | None  # None: an outbox message of no user
     user: str | None
     reason: str
+    # an outbox body rather than an MFA secret (for the hint; not part of the JSON)
+    outbox: bool = field(default=False, compare=False)
 
     def to_json(self) -> dict[str, str | None]:
         return {"org": self.org, "user": self.user, "reason": self.reason}
