@@ -75,13 +75,31 @@ app.command("completion")(completion.completion)
 
 # The five flat names of the original brief, as aliases of the grouped commands (DESIGN.md).
 ALIASES = "Aliases"
-app.command("list-status", rich_help_panel=ALIASES, help="Alias of `users list`.")(users.list_)
-app.command("enable", rich_help_panel=ALIASES, help="Alias of `user enable`.")(user.enable)
-app.command("reset", rich_help_panel=ALIASES, help="Alias of `user reset`.")(user.reset)
-app.command("send-reset-email", rich_help_panel=ALIASES, help="Alias of `user send-reset-email`.")(
-    user.send_reset_email
-)
-app.command("migrate-keys", rich_help_panel=ALIASES, help="Alias of `keys migrate`.")(keys.migrate)
+app.command(
+    "list-status",
+    rich_help_panel=ALIASES,
+    help="Alias of `users list`.\n\n$ mfactl list-status --json",
+)(users.list_)
+app.command(
+    "enable",
+    rich_help_panel=ALIASES,
+    help="Alias of `user enable`.\n\n$ mfactl enable --org acme --user alice",
+)(user.enable)
+app.command(
+    "reset",
+    rich_help_panel=ALIASES,
+    help='Alias of `user reset`.\n\n$ mfactl reset --org acme --user alice --reason "lost phone"',
+)(user.reset)
+app.command(
+    "send-reset-email",
+    rich_help_panel=ALIASES,
+    help="Alias of `user send-reset-email`.\n\n$ mfactl send-reset-email --org acme --user alice",
+)(user.send_reset_email)
+app.command(
+    "migrate-keys",
+    rich_help_panel=ALIASES,
+    help="Alias of `keys migrate`.\n\n$ mfactl migrate-keys --dry-run",
+)(keys.migrate)
 
 
 def main() -> None:

@@ -64,7 +64,12 @@ def list_(
     ),
     json_: bool = JSON_OPTION,
 ) -> None:
-    """List audit events, oldest first."""
+    """List audit events, oldest first.
+
+    $ mfactl audit list --org acme --since 24h
+
+    $ mfactl audit list --action 'user.*' --json
+    """
     from mfactl.services import audit
 
     app_ = get_app(ctx)

@@ -17,7 +17,12 @@ app = typer.Typer(help="Check the configuration.", no_args_is_help=True)
 
 @app.command("check")
 def check(ctx: typer.Context, json_: bool = JSON_OPTION) -> None:
-    """Validate values.yaml and the keys; check that the database and the SMTP server answer."""
+    """Validate values.yaml and the keys; check that the database and the SMTP server answer.
+
+    $ mfactl config check
+
+    $ mfactl --values /etc/mfactl/values.yaml config check --json
+    """
     from mfactl.services import config_check
 
     globals_: Globals = ctx.find_root().obj or Globals()

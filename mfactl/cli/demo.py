@@ -17,7 +17,12 @@ def demo(
         Path("mfactl-demo"), "--dir", help="Folder to create for the demo (must not exist)."
     ),
 ) -> None:
-    """Create a demo folder (values file, SQLite database, users) and walk through mfactl."""
+    """Create a demo folder (values file, SQLite database, users) and walk through mfactl.
+
+    $ mfactl demo
+
+    $ mfactl demo --dir /tmp/try-mfactl
+    """
     from mfactl.bootstrap import bootstrap
     from mfactl.services.demo import prepare_folder, run_demo
 

@@ -8,7 +8,12 @@ from mfactl.cli.common import JSON_OPTION, get_app, info, print_json
 
 
 def init(ctx: typer.Context, json_: bool = JSON_OPTION) -> None:
-    """Create the database schema, or upgrade it to this version of mfactl."""
+    """Create the database schema, or upgrade it to this version of mfactl.
+
+    $ mfactl init
+
+    $ mfactl --values /etc/mfactl/values.yaml init --json
+    """
     from mfactl.services import schema
 
     result = schema.init_schema(get_app(ctx, creates_database=True))

@@ -74,7 +74,10 @@ def _failures_hint(failed: list[Failure]) -> str:
 
 @app.command("generate")
 def generate() -> None:
-    """Print a new Fernet key (only the key, for $(…))."""
+    """Print a new Fernet key (only the key, for $(…)).
+
+    $ mfactl keys generate > /etc/mfactl/active.key
+    """
     from mfactl.services import keys
 
     sys.stdout.write(keys.new_key() + "\n")
@@ -82,7 +85,12 @@ def generate() -> None:
 
 @app.command("status")
 def status(ctx: typer.Context, json_: bool = JSON_OPTION) -> None:
-    """Show the key ids and how many secrets and outbox bodies each key holds."""
+    """Show the key ids and how many secrets and outbox bodies each key holds.
+
+    $ mfactl keys status
+
+    $ mfactl keys status --json
+    """
     from mfactl.services import keys
 
     result = keys.status(get_app(ctx))
@@ -112,6 +120,10 @@ def verify(
     """Decrypt every secret and outbox body and check who it is bound to (exit 6 on a failure).
 
     It only reads: nothing is re-encrypted or written.
+
+    $ mfactl keys verify
+
+    $ mfactl keys verify --workers 2 --json
     """
     from mfactl.services import keys
 
@@ -149,7 +161,12 @@ def migrate(
     ),
     json_: bool = JSON_OPTION,
 ) -> None:
-    """Re-encrypt every secret and outbox body under the active key, online and resumable."""
+    """Re-encrypt every secret and outbox body under the active key, online and resumable.
+
+    $ mfactl keys migrate --dry-run
+
+    $ mfactl keys migrate --workers 2 --json
+    """
     from mfactl.services import keys
 
     with ProgressBar("checking" if dry_run else "migrating") as bar:

@@ -36,7 +36,10 @@ def list_(
     ),
     json_: bool = JSON_OPTION,
 ) -> None:
-    """Show the outbox, oldest first, without the bodies (they hold live links)."""
+    """Show the outbox, oldest first, without the bodies (they hold live links).
+
+    $ mfactl mail list --status queued
+    """
     from mfactl.errors import InvalidInput
     from mfactl.services import outbox
 

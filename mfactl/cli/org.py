@@ -16,7 +16,10 @@ def add(
     name: str | None = typer.Option(None, "--name", help="Display name (default: the slug)."),
     json_: bool = JSON_OPTION,
 ) -> None:
-    """Add an organization."""
+    """Add an organization.
+
+    $ mfactl org add acme --name "Acme Corporation"
+    """
     from mfactl.services import orgs
 
     org = orgs.add_org(get_app(ctx), slug, name)
@@ -30,7 +33,12 @@ def add(
 
 @app.command("list")
 def list_(ctx: typer.Context, json_: bool = JSON_OPTION) -> None:
-    """List organizations with their user counts."""
+    """List organizations with their user counts.
+
+    $ mfactl org list
+
+    $ mfactl org list --json
+    """
     from mfactl.services import orgs
 
     rows = orgs.list_orgs(get_app(ctx))

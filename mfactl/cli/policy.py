@@ -17,7 +17,12 @@ def check(
     ),
     json_: bool = JSON_OPTION,
 ) -> None:
-    """List the users the policy requires MFA from who have not activated it (exit 8 if any)."""
+    """List the users the policy requires MFA from who have not activated it (exit 8 if any).
+
+    $ mfactl policy check
+
+    $ mfactl policy check --org acme --json
+    """
     from mfactl.services import policy
 
     violations = policy.check_policy(get_app(ctx), org)

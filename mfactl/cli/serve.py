@@ -28,7 +28,12 @@ def serve(
         "(default: server.trustedProxies, none).",
     ),
 ) -> None:
-    """Serve the setup page at the paths of email.links.resetUrl and enrollUrl."""
+    """Serve the setup page at the paths of email.links.resetUrl and enrollUrl.
+
+    $ mfactl serve
+
+    $ mfactl serve --host 0.0.0.0 --port 8080 --send-mail
+    """
     from mfactl.config_types import Invalid, addresses
     from mfactl.errors import InvalidInput
     from mfactl.services import schema

@@ -44,7 +44,10 @@ def add(
     admin: bool = typer.Option(False, "--admin", help="The user is a sysadmin."),
     json_: bool = JSON_OPTION,
 ) -> None:
-    """Add a user to an organization."""
+    """Add a user to an organization.
+
+    $ mfactl user add --org acme --user alice --email alice@example.com --name "Alice Admin" --admin
+    """
     from mfactl.services import users
 
     added = users.add_user(get_app(ctx), org, user, email, name=name, admin=admin)
@@ -72,7 +75,10 @@ def import_(
     org: str = ORG_OPTION,
     json_: bool = JSON_OPTION,
 ) -> None:
-    """Add many users from a CSV file: all of them, or none when any row is bad."""
+    """Add many users from a CSV file: all of them, or none when any row is bad.
+
+    $ mfactl user import --org acme people.csv
+    """
     from mfactl.services import user_import
 
     result = user_import.import_users(get_app(ctx), org, file)
@@ -86,7 +92,12 @@ def import_(
 def status(
     ctx: typer.Context, org: str = ORG_OPTION, user: str = USER_OPTION, json_: bool = JSON_OPTION
 ) -> None:
-    """Show what is known of a user: MFA state, key freshness, last use, failures, lock."""
+    """Show what is known of a user: MFA state, key freshness, last use, failures, lock.
+
+    $ mfactl user status --org acme --user alice
+
+    $ mfactl user status --org acme --user alice@example.com --json
+    """
     from mfactl.services import users
 
     st = users.user_status(get_app(ctx), org, user)
@@ -158,6 +169,10 @@ def enable(
 
     Without --code or --no-confirm, asks for the code at a terminal; when stdin is not a
     terminal, the secret is left pending and the command says how to confirm it.
+
+    $ mfactl user enable --org acme --user alice
+
+    $ mfactl user enable --org acme --user alice --send-email
     """
     from mfactl.cli import qrcode
     from mfactl.services import enrollment
@@ -247,7 +262,10 @@ def confirm(
     code: str = typer.Option(..., "--code", help="The code the authenticator app shows now."),
     json_: bool = JSON_OPTION,
 ) -> None:
-    """Activate a pending MFA enrollment with a code from the user's authenticator app."""
+    """Activate a pending MFA enrollment with a code from the user's authenticator app.
+
+    $ mfactl user confirm --org acme --user alice --code 492039
+    """
     from mfactl.services import enrollment
 
     done = enrollment.confirm_user(get_app(ctx), org, user, code)
@@ -279,6 +297,8 @@ def verify(
     """Check a user's code as a login would, and explain the result (exit 4 unless ok).
 
     A right code is used up, a wrong one counts as a failure, like a real login.
+
+    $ mfactl user verify --org acme --user alice --code 492039
     """
     from mfactl.services import verification
 
@@ -299,7 +319,10 @@ def verify(
 def unlock(
     ctx: typer.Context, org: str = ORG_OPTION, user: str = USER_OPTION, json_: bool = JSON_OPTION
 ) -> None:
-    """Clear a user's failure count, back-off and lock."""
+    """Clear a user's failure count, back-off and lock.
+
+    $ mfactl user unlock --org acme --user alice
+    """
     from mfactl.services import verification
 
     done = verification.unlock(get_app(ctx), org, user)
@@ -321,7 +344,10 @@ app.add_typer(remember_app, name="remember")
 def remember_list(
     ctx: typer.Context, org: str = ORG_OPTION, user: str = USER_OPTION, json_: bool = JSON_OPTION
 ) -> None:
-    """List a user's remember-me tokens (ids and dates, never the tokens)."""
+    """List a user's remember-me tokens (ids and dates, never the tokens).
+
+    $ mfactl user remember list --org acme --user alice
+    """
     from mfactl.services import remember
 
     tokens = remember.list_tokens(get_app(ctx), org, user)
@@ -345,7 +371,12 @@ def remember_revoke(
     ),
     json_: bool = JSON_OPTION,
 ) -> None:
-    """Revoke a user's remember-me tokens: all, or one by id."""
+    """Revoke a user's remember-me tokens: all, or one by id.
+
+    $ mfactl user remember revoke --org acme --user alice
+
+    $ mfactl user remember revoke --org acme --user alice --id 3
+    """
     from mfactl.services import remember
 
     mfa_app = get_app(ctx)
@@ -396,7 +427,12 @@ def reset(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     json_: bool = JSON_OPTION,
 ) -> None:
-    """Remove a user's MFA setup and mail them a link to set it up again (the user stays)."""
+    """Remove a user's MFA setup and mail them a link to set it up again (the user stays).
+
+    $ mfactl user reset --org acme --user alice --reason "lost phone"
+
+    $ mfactl user reset --org acme --user alice --reason "lost phone" --yes --json
+    """
     from mfactl.cli.interact import confirm
     from mfactl.services import reset as reset_service
 
@@ -422,6 +458,8 @@ def send_reset_email(
     """Mail a fresh MFA setup link after a reset; the previous link stops working.
 
     Refused (exit 4) for a user who was never reset: `user enable --send-email` invites one.
+
+    $ mfactl user send-reset-email --org acme --user alice
     """
     from mfactl.services import reset as reset_service
 

@@ -110,7 +110,12 @@ def list_(
     jsonl: bool = typer.Option(False, "--jsonl", help="One JSON object a line on stdout."),
     csv_: bool = typer.Option(False, "--csv", help="CSV (RFC 4180) with a header row."),
 ) -> None:
-    """List users' MFA status: state, key freshness, last use, lock, policy compliance."""
+    """List users' MFA status: state, key freshness, last use, lock, policy compliance.
+
+    $ mfactl users list --org acme --mfa none
+
+    $ mfactl users list --noncompliant --json | jq -r '.[].email'
+    """
     if json_ + jsonl + csv_ > 1:
         raise UsageError("choose one of --json, --jsonl and --csv")
     from mfactl.services.listing import list_users
@@ -328,7 +333,10 @@ def reset(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     json_: bool = JSON_OPTION,
 ) -> None:
-    """Reset the MFA of every user the filters select, and mail each a setup link."""
+    """Reset the MFA of every user the filters select, and mail each a setup link.
+
+    $ mfactl users reset --org acme --mfa active --reason "breach" --yes
+    """
     from mfactl.cli.interact import ProgressBar, confirm
     from mfactl.services import reset as reset_service
 
@@ -375,7 +383,10 @@ def enable(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     json_: bool = JSON_OPTION,
 ) -> None:
-    """Invite every selected user without active MFA to set it up (mails enrollment links)."""
+    """Invite every selected user without active MFA to set it up (mails enrollment links).
+
+    $ mfactl users enable --org acme --mfa none --send-email --yes
+    """
     from mfactl.cli.interact import ProgressBar, confirm
     from mfactl.errors import UsageError
     from mfactl.services import reset as reset_service

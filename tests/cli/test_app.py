@@ -56,6 +56,29 @@ def test_every_command_has_help_text() -> None:
         assert getattr(command, "help", None) or getattr(command, "short_help", None), path
 
 
+def test_every_command_help_ends_with_real_examples() -> None:
+    """Each `--help` shows how it is used (`$ mfactl …`), and each example is one mfactl takes:
+    its options exist (the example, asked for its help, parses)."""
+    import shlex
+
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    for path, command in _commands(get_command(cli_app)):
+        if hasattr(command, "commands"):  # a group: its commands show theirs
+            continue
+        examples = [
+            line.strip()[2:]
+            for line in (command.help or "").splitlines()
+            if line.strip().startswith("$ mfactl")
+        ]
+        assert examples, f"mfactl {' '.join(path)} --help shows no example"
+        for example in examples:
+            words = shlex.split(example.split(" | ")[0].split(" > ")[0])[1:]
+            parsed = runner.invoke(cli_app, [*words, "--help"])
+            assert parsed.exit_code == 0, (example, parsed.output)
+
+
 def test_flags_do_not_look_like_they_take_a_value(mfactl: Mfactl) -> None:
     result = mfactl("user", "enable", "--help")
     assert result.exit_code == 0
