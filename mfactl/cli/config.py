@@ -7,12 +7,17 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from mfactl.cli.common import JSON_OPTION, Globals, print_json
+from mfactl.cli.common import JSON_OPTION, Globals, print_json, shown
 
 if TYPE_CHECKING:
     from mfactl.services import config_check
 
 app = typer.Typer(help="Check the configuration.", no_args_is_help=True)
+
+
+def _line(text: str) -> None:
+    # an SMTP server's reply and the database's error are foreign text: shown safely
+    sys.stdout.write(shown(text) + "\n")
 
 
 @app.command("check")
@@ -59,30 +64,30 @@ def check(ctx: typer.Context, json_: bool = JSON_OPTION) -> None:
             }
         )
     else:
-        out = sys.stdout
-        out.write(f"values file: {report.values_file or '(none found: defaults)'}\n")
+        _line(f"values file: {report.values_file or '(none found: defaults)'}")
         for problem in report.problems:
-            out.write(f"problem: {problem}\n")
+            _line(f"problem: {problem}")
         for warning in report.warnings:
-            out.write(f"warning: {warning}\n")
+            _line(f"warning: {warning}")
         if db is not None:
             state = "answers" if db.reachable else f"does not answer ({db.error})"
-            out.write(f"database: {db.url} {state if db.exists else 'does not exist yet'}\n")
+            _line(f"database: {db.url} {state if db.exists else 'does not exist yet'}")
             if db.reachable:
                 hint = {
                     "missing": " (run `mfactl init`)",
                     "behind": " (run `mfactl init`)",
                     "newer": " (made by a newer mfactl: upgrade mfactl)",
                 }
-                out.write(f"schema: {db.schema}{hint.get(db.schema, '')}\n")
+                _line(f"schema: {db.schema}{hint.get(db.schema, '')}")
         if keys is not None and keys.unopenable:
-            out.write(f"keys: {_unopenable(keys)}\n")
+            _line(f"keys: {_unopenable(keys)}")
         if smtp is not None:
             state = "answers" if smtp.reachable else f"does not answer ({smtp.error})"
-            out.write(f"smtp: {smtp.server} {state}\n")
+            _line(f"smtp: {smtp.server} {state}")
         elif report.mail_folder is not None:
-            out.write(f"mail: written as .eml files to {report.mail_folder}\n")
-        out.write("ok\n" if report.exit_code == 0 else "")
+            _line(f"mail: written as .eml files to {report.mail_folder}")
+        if report.exit_code == 0:
+            _line("ok")
     raise typer.Exit(report.exit_code)
 
 

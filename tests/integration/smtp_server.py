@@ -8,11 +8,12 @@ import ipaddress
 import re
 import socket
 import ssl
+import threading
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
@@ -168,3 +169,87 @@ class SmtpServer:
             values.update(username=login, password=password)
         values.update(overrides)
         return values
+
+
+class HostileSmtpServer:
+    """A raw SMTP server on a free loopback port that answers as a broken or hostile one would.
+
+    ``replies`` maps a verb (``CONNECT`` for the greeting, ``END`` for the end of the message
+    data) to the line it answers: a reply overrides the polite default, ``None`` hangs up, and
+    ``""`` never answers at all (the client must time out).
+    """
+
+    _POLITE: ClassVar[dict[str, str]] = {
+        "CONNECT": "220 hostile ESMTP",
+        "EHLO": "250 hostile",
+        "HELO": "250 hostile",
+        "MAIL": "250 ok",
+        "RCPT": "250 ok",
+        "DATA": "354 go on",
+        "END": "250 queued",
+        "RSET": "250 ok",
+        "NOOP": "250 ok",
+        "QUIT": "221 bye",
+    }
+
+    def __init__(self, replies: dict[str, str | None]) -> None:
+        self.replies = {**self._POLITE, **replies}
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.listener.settimeout(0.05)  # closing a socket does not wake a thread in accept()
+        self.port = int(self.listener.getsockname()[1])
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+
+    def start(self) -> HostileSmtpServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join(5)
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                connection, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:  # closed by stop()
+                return
+            connection.settimeout(None)
+            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _answer(self, connection: socket.socket, verb: str) -> bool:
+        """Send the reply to ``verb``; False once the conversation is over."""
+        reply = self.replies.get(verb, "502 command not implemented")
+        if reply is None:
+            connection.close()
+            return False
+        if reply == "":
+            self.stopped.wait(30)  # hold the line, silent, until the test ends
+            connection.close()
+            return False
+        connection.sendall(reply.encode("utf-8", "surrogateescape") + b"\r\n")
+        return verb != "QUIT"
+
+    def _serve(self, connection: socket.socket) -> None:
+        with connection:
+            if not self._answer(connection, "CONNECT"):
+                return
+            lines = connection.makefile("rb")
+            in_data = False
+            for raw in lines:
+                line = raw.rstrip(b"\r\n")
+                if in_data:
+                    if line == b".":
+                        in_data = False
+                        if not self._answer(connection, "END"):
+                            return
+                    continue
+                verb = line.split(b" ", 1)[0].decode("ascii", "replace").upper()
+                if not self._answer(connection, verb):
+                    return
+                in_data = verb == "DATA" and (self.replies["DATA"] or "").startswith("354")
