@@ -7,11 +7,15 @@ import base64
 import binascii
 import hashlib
 
+_URL_SAFE = str.maketrans("-_", "+/")
+
 
 def key_problem(key: str) -> str | None:
     """Why ``key`` is not a Fernet key, or None when it is one."""
     try:
-        raw = base64.urlsafe_b64decode(key.strip().encode("ascii"))
+        # validated strictly: the lenient decoder drops what is not base64, so "KEY1 KEY2" (two
+        # keys pasted into one setting) would pass as KEY1
+        raw = base64.b64decode(key.strip().translate(_URL_SAFE).encode("ascii"), validate=True)
     except (binascii.Error, ValueError, UnicodeEncodeError):
         return "is not a valid Fernet key (expected 32 url-safe base64-encoded bytes)"
     if len(raw) != 32:

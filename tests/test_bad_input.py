@@ -349,6 +349,8 @@ def _values_cases() -> Iterator[Case]:
         "word": "not-a-key",
         "short": "AAAA",
         "16-bytes": "AAAAAAAAAAAAAAAAAAAAAA==",
+        "two-keys": "{key} {key}",
+        "trailing-junk": "{key}!",
         "escape": "\\e[2J",
     }.items():
         yield Case(
