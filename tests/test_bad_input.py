@@ -363,8 +363,12 @@ def _values_cases() -> Iterator[Case]:
         "values-key-as-mapping-key",
         ("org", "list"),
         5,
-        values=BASE + "secretStore2:\n  {key}: 1\n",
-        says="",
+        values=(
+            'database: {url: "{db}"}\n'
+            'secretStore:\n  activeKey: "{key}"\n  "{key}": 1\n'
+            'email: {transport: file, fileDir: "{tmp}/mail"}\n'
+        ),
+        says="1 problem with the settings",
     )
     for name, url in {
         "empty": "",
@@ -471,6 +475,69 @@ def _row_cases() -> Iterator[Case]:
             status=("checked 1 secret and 1 outbox body",),
             says="cannot be opened",
         )
+    unknown_key = "key_id = '000000000000'"  # a key no setting names
+    for name, statement in {
+        "garbage": f"UPDATE mfa_secrets SET ciphertext = 'garbage', {unknown_key}",
+        "other-key": f"UPDATE mfa_secrets SET ciphertext = '{FOREIGN}', {unknown_key}",
+    }.items():
+        for json_ in ((), ("--json",)):
+            yield Case(
+                f"row-{name}-unknown-key-id-migrate{''.join(json_)}",
+                ("keys", "migrate", *json_),
+                6,
+                sql=(statement,),
+                says="not configured",
+            )
+    yield Case(
+        "row-ciphertext-garbage-verify--json",
+        (*verify_alice, "--json"),
+        6,
+        sql=(f"UPDATE mfa_secrets SET ciphertext = 'garbage' WHERE user_id = {ALICE}",),
+    )
+    yield Case(
+        "row-ciphertext-truncated-verify",
+        verify_alice,
+        6,
+        sql=(
+            "UPDATE mfa_secrets SET ciphertext = substr(ciphertext, 1, 30) "
+            f"WHERE user_id = {ALICE}",
+        ),
+    )
+    new_uid = "UPDATE users SET uid = '00000000-0000-0000-0000-000000000000' WHERE handle = 'alice'"
+    yield Case("row-uid-changed-verify", verify_alice, 6, sql=(new_uid,), says="bound to another")
+    yield Case(
+        "row-uid-changed-keys-verify",
+        ("keys", "verify"),
+        6,
+        sql=(new_uid,),
+        status=("checked 1 secret and 1 outbox body",),
+    )
+    yield Case(
+        "row-secret-moved-to-another-user",
+        ("user", "verify", "--org", "acme", "--user", "bob", "--code", "123456"),
+        6,
+        sql=(f"UPDATE mfa_secrets SET user_id = {BOB}",),
+        says="bound to another",
+    )
+    yield Case(
+        "row-outbox-body-garbage-keys-verify",
+        ("keys", "verify"),
+        6,
+        sql=("UPDATE outbox SET body_ciphertext = 'garbage'",),
+        status=("checked 1 secret and 1 outbox body",),
+        says="cannot be opened",
+    )
+    yield Case(
+        "row-pending-ciphertext-of-another-user",
+        ("user", "confirm", "--org", "acme", "--user", "bob", "--code", "123456"),
+        6,
+        sql=(
+            "INSERT INTO mfa_secrets (user_id, state, ciphertext, key_id, algorithm, digits, "
+            "period, created_at, last_used_step, failed_attempts, locked) "
+            f"SELECT {BOB}, 'pending', ciphertext, key_id, algorithm, digits, period, created_at, "
+            f"last_used_step, 0, 0 FROM mfa_secrets WHERE user_id = {ALICE}",
+        ),
+    )
     yield Case(
         "row-ciphertext-of-another-user",
         ("user", "verify", "--org", "acme", "--user", "bob", "--code", "123456"),
@@ -609,6 +676,7 @@ def test_bad_input(
     sentence = one_sentence(ran.stderr, status=case.status)
     assert ran.exit_code == case.code, ran.stderr
     assert case.says in sentence
+    assert KEY not in ran.stderr and KEY not in ran.stdout  # a key is never repeated
     assert ran.after == ran.before
 
 
