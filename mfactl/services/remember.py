@@ -173,7 +173,8 @@ def revoke(app: App, org: str, user_ref: str, token_id: int | None = None) -> in
             RememberToken.user_id == user.id, RememberToken.revoked_at.is_(None)
         )
         if token_id is not None:
-            exists = uow.session.scalar(
+            # an id past a 64-bit integer cannot be stored, so no token has it
+            exists = None if not 0 < token_id < 2**63 else uow.session.scalar(
                 select(RememberToken.id).where(
                     RememberToken.id == token_id, RememberToken.user_id == user.id
                 )
