@@ -8,9 +8,12 @@ from sqlalchemy import Select, and_, func, or_
 
 from mfactl.config import Settings
 from mfactl.db.models import MfaSecret, Organization, User
+from mfactl.errors import InvalidInput
 from mfactl.services import policy
 
 MFA_STATES = ("active", "pending", "none")
+# longer than any handle, email or name can be; a pattern much longer makes SQLite refuse it
+SEARCH_MAX_CHARS = 320
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,13 @@ class UserFilter:
     noncompliant: bool = False  # the policy requires MFA and it is not active
     locked: bool = False
     search: str | None = None  # handle, email or name contains
+
+    def __post_init__(self) -> None:
+        if self.search is not None and len(self.search) > SEARCH_MAX_CHARS:
+            raise InvalidInput(
+                f"the search text is {len(self.search)} characters long; "
+                f"at most {SEARCH_MAX_CHARS} are accepted"
+            )
 
 
 def apply_filter(query: Select, settings: Settings, flt: UserFilter) -> Select:

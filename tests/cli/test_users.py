@@ -132,6 +132,15 @@ def test_non_ascii_is_written_as_utf8(mfactl: Mfactl, seeded: App) -> None:
     assert row.index("zoe@") + 2 == header.index("EMAIL")
 
 
+def test_a_search_longer_than_any_value_is_a_usage_error(mfactl: Mfactl, seeded: App) -> None:
+    result = mfactl("users", "list", "--search", "a" * 50_001)
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: the search text is 50001 characters long; at most 320 are accepted\n"
+    )
+    assert mfactl("users", "list", "--search", "a" * 320).exit_code == 0
+
+
 def test_an_empty_result_is_still_a_document(mfactl: Mfactl) -> None:
     empty = mfactl("users", "list", "--json")
     assert (empty.exit_code, empty.stdout) == (0, "[]\n")
