@@ -19,6 +19,7 @@ from mfactl import totp
 from mfactl.app import App
 from mfactl.db.models import MfaSecret, User
 from mfactl.errors import Conflict, InvalidInput
+from mfactl.input_files import CSV_MAX_BYTES, read_capped
 from mfactl.services import audit, lookup, validation
 from mfactl.totp import TotpParams
 
@@ -90,7 +91,7 @@ class _Person:
 
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8-sig")
+        return read_capped(path, CSV_MAX_BYTES).decode("utf-8-sig")
     except FileNotFoundError:
         raise InvalidInput(f"file {path} does not exist") from None
     except UnicodeDecodeError:

@@ -112,3 +112,13 @@ def test_capitals_are_lowercased_and_the_output_says_so(mfactl: Mfactl) -> None:
     )
     plain = mfactl("user", "add", "--org", "acme", "--user", "ivy", "--email", "ivy@example.com")
     assert plain.stderr == "added user ivy <ivy@example.com> to acme\n"
+
+
+def test_an_endless_csv_is_refused_at_the_size_cap(mfactl: Mfactl) -> None:
+    mfactl("org", "add", "acme")
+    result = mfactl("user", "import", "/dev/zero", "--org", "acme")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: cannot read /dev/zero: it is larger than 64 MiB, the most mfactl reads\n"
+    )
+    assert mfactl.json("org", "list")[0]["users"] == 0
