@@ -46,7 +46,9 @@ from mfactl.file_modes import (
     template_refusals,
     writable_refusal,
 )
+from mfactl.input_files import KEY_FILE_MAX_BYTES, read_capped
 from mfactl.keyids import key_id, key_problem  # config.key_id: where callers find it
+from mfactl.values_file import HIDDEN, read_yaml
 
 SEARCH_PATHS = (Path("values.yaml"), Path("/etc/mfactl/values.yaml"))
 ENV_PREFIX = "MFACTL_"
@@ -227,35 +229,10 @@ def find_values_file(
     return None
 
 
-def _read_yaml(path: Path) -> object:
-    import yaml
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read values file {path}: {exc}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = _masked(getattr(exc, "problem", None) or "not valid YAML")
-        raise ConfigError(f"values file {path} is not valid YAML{where}: {problem}") from None
-
-
-# A run this long of the url-safe base64 alphabet is (most of) a Fernet key, "=" or not.
-_FERNET_SHAPED = re.compile(r"[A-Za-z0-9_-]{32,}=*")
 _KEY_ALPHABET = re.compile(r"[A-Za-z0-9_=.-]+")
 # camelCase, snake_case or dotted words, maybe a digit at the end: what a typo looks like
 _NAME_SHAPED = re.compile(r"[a-z]+(?:[A-Z]?[a-z]+|[_.-][a-z]+)*[0-9]?")
 _LONGEST_NAME = 32  # the longest setting name is 21 characters: a longer unknown one is no typo
-HIDDEN = "[key removed]"
-
-
-def _masked(text: str) -> str:
-    """Messages quote what they found; a key that landed in a YAML tag (a slip of the editor)
-    must not be printed with them."""
-    return _FERNET_SHAPED.sub(HIDDEN, text)
 
 
 def _quotable(name: str) -> bool:
@@ -344,7 +321,7 @@ def load_settings(
     if path is not None:
         if others_can_write(path):
             raise ConfigError(f"values file {writable_refusal(path)}")
-        data = _read_yaml(path)
+        data = read_yaml(path)
         if data is None:
             data = {}
         if not isinstance(data, Mapping):
@@ -460,9 +437,10 @@ def _read_key(
             problems.add(f"secretStore.{name}File", writable_refusal(key_file))
             return "", None
         try:
-            inline = key_file.read_text(encoding="ascii").strip()
+            inline = read_capped(key_file, KEY_FILE_MAX_BYTES).decode("ascii").strip()
         except (OSError, UnicodeDecodeError) as exc:
-            problems.add(f"secretStore.{name}File", f"cannot read {file_ref}: {exc}")
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            problems.add(f"secretStore.{name}File", f"cannot read {file_ref}: {reason}")
             return "", None
         if not inline:
             problems.add(f"secretStore.{name}File", f"{file_ref} is empty")

@@ -238,3 +238,42 @@ def test_config_check_without_an_active_key_exits_5(tmp_path: Path, sqlite_url: 
     assert "ok\n" not in result.stdout
     report = json.loads(cli("config", "check", "--json").stdout)
     assert report["ok"] is False and report["keys"]["active_key_id"] is None
+
+
+def test_a_key_file_past_4_kib_is_refused_unread(tmp_path: Path, sqlite_url: str) -> None:
+    key_file = tmp_path / "active.key"
+    key_file.write_text("A" * 4097)
+    key_file.chmod(0o600)
+    values = write_values(tmp_path / "values.yaml", sqlite_url, "")
+    values.write_text(
+        values.read_text().replace('activeKey: ""', f'activeKeyFile: "{key_file}"')
+    )
+    result = Mfactl(values)("org", "list")
+    assert result.exit_code == 5
+    assert result.stderr.splitlines()[1] == (
+        f"  - secretStore.activeKeyFile: cannot read {key_file}: "
+        "it is larger than 4 KiB, the most mfactl reads"
+    )
+    zero = values.read_text().replace(str(key_file), "/dev/zero")
+    values.write_text(zero)
+    assert Mfactl(values)("org", "list").exit_code == 5
+
+
+def test_a_values_file_past_1_mib_is_refused_unread(tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text("# padding\n" * 110_000)
+    values.chmod(0o600)
+    result = Mfactl(values)("org", "list")
+    assert result.exit_code == 5
+    assert result.stderr == (
+        f"error: cannot read values file {values}: it is larger than 1 MiB, the most mfactl reads\n"
+    )
+
+
+def test_a_values_file_nested_5000_deep_is_a_configuration_error(tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text("database: " + "[" * 5000 + "]" * 5000 + "\n")
+    values.chmod(0o600)
+    result = Mfactl(values)("org", "list")
+    assert result.exit_code == 5
+    assert result.stderr == f"error: values file {values} nests its settings too deeply\n"
