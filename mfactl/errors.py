@@ -134,6 +134,8 @@ def from_database(exc: BaseException) -> MfactlError | None:
     """
     if "sqlalchemy.exc" not in sys.modules:
         return None
+    import sqlite3
+
     from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
     from sqlalchemy.exc import TimeoutError as PoolTimeout
     from sqlalchemy.orm.exc import StaleDataError
@@ -148,6 +150,13 @@ def from_database(exc: BaseException) -> MfactlError | None:
     again = "its transaction was rolled back; check with `mfactl audit list`, then run it again"
     if isinstance(exc, (IntegrityError, StaleDataError)):
         return Conflict(f"a concurrent change to the same data got in first; {again}")
+    if isinstance(exc, DBAPIError) and type(exc.orig) is sqlite3.DatabaseError:
+        # SQLite's own base class, raised for a file it cannot make sense of: a truncated copy,
+        # a file of something else; its subclasses are the locks, constraints and the like
+        return ConfigError(
+            f"the database is not an mfactl database or is damaged ({reason}): restore it "
+            "from a backup, or point database.url at the right file"
+        )
     lowered = reason.lower()
     stopped = ("deadlock", "lock wait timeout", "lock timeout", "could not serialize")
     if any(s in lowered for s in stopped):

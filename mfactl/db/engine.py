@@ -172,9 +172,21 @@ def upgrade_schema(engine: Engine) -> tuple[str | None, str]:
         raise _newer_schema(before)  # Alembic would fail with "Can't locate revision"
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise
+        # the database answered but refused a migration step: its tables are not what their
+        # recorded revision says (changed by hand, or an earlier upgrade stopped half-way)
+        reason = str(exc.orig or exc).strip().splitlines()[0][:300]
+        raise ConfigError(
+            f"the schema of {redact(engine.url.render_as_string(False))} does not match its "
+            f"recorded revision {before or '(none)'} and cannot be upgraded ({reason}): restore "
+            "it from a backup, or correct the revision recorded in its alembic_version table"
+        ) from None
     after = current_revision(engine)
     assert after is not None
     return before, after

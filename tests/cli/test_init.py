@@ -217,3 +217,38 @@ def test_init_refuses_a_dangling_symlink_at_the_sqlite_path(
     assert not target.exists()
     target.touch(mode=0o600)  # a link to a database that is there is fine
     assert cli("init").exit_code == 0 and target.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_schema_that_already_has_a_later_column_is_a_configuration_error(
+    tmp_path: Path, active_key: str
+) -> None:
+    db = old_database(tmp_path / "old.db")
+    with sqlite3.connect(db) as conn:  # 0002's column, added by hand; the stamp still 0001
+        conn.execute("ALTER TABLE action_tokens ADD COLUMN opened_at DATETIME")
+    cli = Mfactl(write_values(tmp_path / "v.yaml", f"sqlite:///{db}", active_key))
+    result = cli("init")
+    assert result.exit_code == 5
+    assert result.stderr == (
+        f"error: the schema of sqlite:///{db} does not match its recorded revision 0001 and "
+        "cannot be upgraded (duplicate column name: opened_at): restore it from a backup, or "
+        "correct the revision recorded in its alembic_version table\n"
+    )
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+
+
+def test_a_truncated_sqlite_file_is_a_configuration_error(tmp_path: Path, active_key: str) -> None:
+    db = tmp_path / "whole.db"
+    cli = Mfactl(write_values(tmp_path / "v.yaml", f"sqlite:///{db}", active_key))
+    cli.json("init")
+    cli("org", "add", "acme")
+    truncated = tmp_path / "cut.db"
+    truncated.write_bytes(db.read_bytes()[:5000])
+    cut = Mfactl(write_values(tmp_path / "cut.yaml", f"sqlite:///{truncated}", active_key))
+    for command in (("org", "list"), ("init",)):
+        result = cut(*command)
+        assert result.exit_code == 5, result.output
+        assert result.stderr == (
+            "error: the database is not an mfactl database or is damaged (database disk image "
+            "is malformed): restore it from a backup, or point database.url at the right file\n"
+        )
