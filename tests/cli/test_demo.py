@@ -36,6 +36,20 @@ def test_demo_builds_a_working_folder(tmp_path: Path) -> None:
     assert again.exit_code == 4 and "already exists" in again.stderr
 
 
+def test_a_folder_named_with_quotes_and_backslashes_gets_a_values_file_it_reads(
+    tmp_path: Path,
+) -> None:
+    runner = CliRunner()
+    folder = tmp_path / 'say "hi" \\ there'
+    result = runner.invoke(cli_app, ["demo", "--dir", str(folder)], env={"NO_COLOR": "1"})
+    assert result.exit_code == 0, result.output
+    values = str(folder / "values.yaml")
+    listed = runner.invoke(cli_app, ["--values", values, "org", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert '"org": "acme"' in listed.stdout
+    assert (folder / "mfactl.db").is_file() and (folder / "mail").is_dir()
+
+
 def test_the_try_it_lines_run_as_printed(tmp_path: Path) -> None:
     """Right after the Quick start the venv is not activated: `mfactl` alone would not run."""
     script = Path(sys.executable).parent / "mfactl"
