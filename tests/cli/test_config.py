@@ -245,9 +245,7 @@ def test_a_key_file_past_4_kib_is_refused_unread(tmp_path: Path, sqlite_url: str
     key_file.write_text("A" * 4097)
     key_file.chmod(0o600)
     values = write_values(tmp_path / "values.yaml", sqlite_url, "")
-    values.write_text(
-        values.read_text().replace('activeKey: ""', f'activeKeyFile: "{key_file}"')
-    )
+    values.write_text(values.read_text().replace('activeKey: ""', f'activeKeyFile: "{key_file}"'))
     result = Mfactl(values)("org", "list")
     assert result.exit_code == 5
     assert result.stderr.splitlines()[1] == (

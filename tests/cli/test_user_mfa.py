@@ -402,9 +402,7 @@ def test_revoking_an_id_past_64_bits_is_not_found(acme: Mfactl) -> None:
     huge = "99999999999999999999999"
     result = acme("user", "remember", "revoke", "--org", "acme", "--user", "alice", "--id", huge)
     assert result.exit_code == 3
-    assert result.stderr == (
-        f"error: remember-me token {huge} does not exist for acme/alice\n"
-    )
+    assert result.stderr == f"error: remember-me token {huge} does not exist for acme/alice\n"
 
 
 def test_swapped_ciphertext_is_exit_6_naming_the_user(
