@@ -10,6 +10,7 @@ Every template is rendered in the sandbox (``mfactl.templating``): a template ca
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from email.charset import QP, Charset
@@ -125,6 +126,22 @@ def check_header(what: str, value: str) -> str:
     return value
 
 
+# The email package folds headers with str.splitlines(), which also breaks lines at VT, FF,
+# U+001C..U+001E, NEL and U+2028/U+2029: a header holding one comes out split or not at all
+_HEADER_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _sendable(what: str, value: str) -> str:
+    """A header value the message can carry; one with a control character (written into the
+    database past mfactl's checks) fails this message, with the reason."""
+    check_header(what, value)
+    if _HEADER_CONTROL.search(value):
+        raise InvalidInput(
+            f"the email {what} {value[:60]!r} cannot be sent: it holds a control character"
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class Envelope:
     """What the outbox seals: everything needed to build the same message on every attempt."""
@@ -191,10 +208,10 @@ def build_message(envelope: Envelope, recipient: str, subject: str) -> Message:
     when a bulk reset sends ten thousand messages.
     """
     message = MIMEMultipart("alternative")
-    name, address = parseaddr(check_header("sender", envelope.sender))
+    name, address = parseaddr(_sendable("sender", envelope.sender))
     message["From"] = formataddr((name, address), charset="utf-8") if name else address
-    message["To"] = check_header("recipient", recipient)
-    message["Subject"] = _header(check_header("subject", subject))
+    message["To"] = _sendable("recipient", recipient)
+    message["Subject"] = _header(_sendable("subject", subject))
     message["Date"] = envelope.date
     message["Message-ID"] = envelope.message_id
     message["Auto-Submitted"] = "auto-generated"

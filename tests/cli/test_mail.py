@@ -355,3 +355,37 @@ def test_a_queued_email_is_listed_then_retried_once_the_server_answers(
     )
     [sent] = acme.json("mail", "list", "--status", "sent")
     assert sent["attempts"] == 2 and sent["last_error"] is None
+
+
+def test_a_recipient_smtp_cannot_carry_fails_that_message_alone(
+    acme: Mfactl, tmp_path: Path, sqlite_url: str
+) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(sqlite_url)
+    with engine.begin() as conn:  # written past mfactl's checks, as a careless import might
+        conn.execute(text("UPDATE users SET email = 'bob\x0b@example.com' WHERE handle = 'bob'"))
+    engine.dispose()
+    server = SmtpServer(tmp_path)
+    env = {
+        "MFACTL_EMAIL_TRANSPORT": "smtp",
+        "MFACTL_EMAIL_SMTP_HOST": "127.0.0.1",
+        "MFACTL_EMAIL_SMTP_PORT": str(server.port),
+        "MFACTL_EMAIL_SMTP_SECURITY": "none",
+    }
+    server.start()
+    try:
+        result = acme("user", "enable", "--org", "acme", "--user", "bob", "--send-email", env=env)
+        carol = acme("user", "enable", "--org", "acme", "--user", "carol", "--send-email", env=env)
+    finally:
+        server.stop()
+    assert result.exit_code == 9, result.output
+    assert (
+        "the email recipient 'bob\\x0b@example.com' cannot be sent: it holds a control character"
+        in result.stderr
+    )
+    bob, carol_mail = acme.json("mail", "list")
+    assert (bob["user"], bob["status"], bob["attempts"]) == ("bob", "queued", 1)
+    assert "control character" in bob["last_error"]
+    assert carol.exit_code == 0 and carol_mail["status"] == "sent"
+    assert [r.rcpt_tos for r in server.received] == [["carol@example.com"]]

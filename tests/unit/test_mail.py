@@ -76,6 +76,16 @@ def test_a_line_break_in_a_recipient_or_subject_is_refused(recipient: str, subje
         build_message(envelope, recipient, subject)
 
 
+
+@pytest.mark.parametrize(
+    "recipient",
+    ["bob\x0b@example.com", "bob@example.com\x0bBcc: all@example.com", "bob\u2028@example.com"],
+)
+def test_a_recipient_the_email_package_would_split_is_refused(recipient: str) -> None:
+    envelope = new_envelope("a@example.com", render("reset", context()), NOW, "x")
+    with pytest.raises(InvalidInput, match="cannot be sent: it holds a control character"):
+        build_message(envelope, recipient, "Hi")
+
 def test_templates_dir_overrides_some_templates(tmp_path: Path) -> None:
     (tmp_path / "reset.subject.txt").write_text("Reset for {{ org }}, {{ name }}\n")
     rendered = render("reset", context(), str(tmp_path))
