@@ -91,11 +91,17 @@ class SecretStore:
 
         ``key_id`` (the row's stored key id) is only a hint: that key is tried first.
         """
+        uid_bytes = _stored_ascii(uid)
+        if uid_bytes is None:
+            raise SecretStoreError(
+                f"the uid stored for {who} is damaged (not ASCII text), so its MFA secret "
+                "cannot be checked"
+            )
         raw, kid = self._decrypt(ciphertext, f"the MFA secret of {who}", key_id)
         if not raw.startswith(_SECRET_PREFIX):
             raise SecretStoreError(f"the MFA secret stored for {who} is not an mfactl secret")
         bound_uid, _, secret = raw[len(_SECRET_PREFIX) :].partition(b":")
-        if not hmac.compare_digest(bound_uid, uid.encode("ascii")):
+        if not hmac.compare_digest(bound_uid, uid_bytes):
             raise SecretStoreError(
                 f"the MFA secret stored for {who} is bound to another user; it was refused"
             )
@@ -183,11 +189,11 @@ class SecretStore:
     ) -> Iterator[bytes | None]:
         """Each row's sealed plaintext (prefix and binding included), or None."""
         for binding, ciphertext, hint in rows:
-            prefix = (
-                _BLOB_PREFIX + _b64(binding) + b":"
-                if blobs
-                else _SECRET_PREFIX + binding.encode("ascii") + b":"
-            )
+            uid = b"" if blobs else _stored_ascii(binding)
+            if uid is None or not isinstance(ciphertext, str):
+                yield None  # damaged in the database: open_secret/open_blob say how
+                continue
+            prefix = _BLOB_PREFIX + _b64(binding) + b":" if blobs else _SECRET_PREFIX + uid + b":"
             raw = None
             token = ciphertext.encode("ascii", "replace")
             for _, fernet in self._try_order(hint):
@@ -199,6 +205,8 @@ class SecretStore:
             yield raw if raw is not None and raw.startswith(prefix) else None
 
     def _decrypt(self, ciphertext: str, what: str, first: str | None = None) -> tuple[bytes, str]:
+        if not isinstance(ciphertext, str):  # a BLOB written into the row past mfactl
+            raise SecretStoreError(f"{what} is damaged: the database holds no text for it")
         token = ciphertext.encode("ascii", "replace")
         for kid, fernet in self._try_order(first):
             try:
@@ -206,6 +214,12 @@ class SecretStore:
             except InvalidToken:
                 continue
         raise SecretStoreError(f"{what} cannot be decrypted with any configured key")
+
+
+def _stored_ascii(value: object) -> bytes | None:
+    """A stored uid as bytes; None for one damaged in the database (a BLOB, non-ASCII text),
+    which no sealed secret can be bound to."""
+    return value.encode("ascii") if isinstance(value, str) and value.isascii() else None
 
 
 def outbox_label(message_id: int) -> str:

@@ -9,7 +9,10 @@ from mfactl.config import key_id
 from mfactl.crypto import SecretStore, generate_key
 from mfactl.db.engine import make_engine
 from tests.cli.conftest import Mfactl, write_values
+from tests.cli.test_user_mfa import enroll
+from tests.conftest import FrozenClock
 from tests.keyseed import Seeded, assert_all_open, seed_secrets
+from tests.unit.helpers import phone_code
 
 
 def rotated_values(path: Path, url: str, active: str, rolling: str) -> Path:
@@ -259,3 +262,53 @@ def test_verify_hint_for_an_outbox_body_is_a_reset_not_a_new_secret(
         == 0
     )
     assert cli("keys", "verify").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (
+            "UPDATE mfa_secrets SET ciphertext = X'0102' WHERE user_id = 1",
+            "the MFA secret of acme/alice is damaged: the database holds no text for it",
+        ),
+        (
+            "UPDATE users SET uid = X'0102' WHERE handle = 'alice'",
+            "the uid stored for acme/alice is damaged (not ASCII text), so its MFA secret "
+            "cannot be checked",
+        ),
+        (
+            "UPDATE users SET uid = 'ünïcode-uid' WHERE handle = 'alice'",
+            "the uid stored for acme/alice is damaged (not ASCII text), so its MFA secret "
+            "cannot be checked",
+        ),
+    ],
+)
+def test_verify_names_a_damaged_secret_row_and_checks_the_rest(
+    mfactl: Mfactl, clock: FrozenClock, sqlite_url: str, damage: str, reason: str
+) -> None:
+    from sqlalchemy import text
+
+    mfactl("org", "add", "acme")
+    uris = {}
+    for handle in ("alice", "bob"):
+        mfactl("user", "add", "--org", "acme", "--user", handle, "--email", f"{handle}@ex.com")
+        uris[handle] = enroll(mfactl, clock, handle)
+    engine = make_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.execute(text(damage))
+    engine.dispose()
+    result = mfactl("keys", "verify")
+    assert result.exit_code == 6, result.output
+    assert result.stderr.splitlines() == [
+        "checked 2 secrets and 0 outbox bodies",
+        "error: 1 sealed value cannot be opened or is bound to someone else; "
+        "every other one is fine",
+        f"  - acme/alice: {reason}",
+        "hint: set secretStore.rollingKey to the key that sealed them, or reset the MFA of "
+        "these users",
+    ]
+    clock.advance(30)
+    for handle, expected in (("alice", f"error: {reason}\n"), ("bob", "")):
+        code = phone_code(uris[handle], clock.now)
+        verify = mfactl("user", "verify", "--org", "acme", "--user", handle, "--code", code)
+        assert (verify.exit_code, verify.stderr) == (6 if expected else 0, expected)
