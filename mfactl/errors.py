@@ -10,6 +10,9 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
+DAMAGED_HINT = "correct the row from a backup"
+
+
 class MfactlError(Exception):
     """An error the CLI turns into one sentence and an exit code."""
 
@@ -86,12 +89,31 @@ class DatabaseMissing(ConfigError):
     """A SQLite database file that is not there (yet): `mfactl init` makes it."""
 
 
+class DamagedRow(ConfigError):
+    """A value written into the database past mfactl's checks, that it cannot read."""
+
+    code = "damaged_row"
+
+    def __init__(self, message: str, *, named: bool = False) -> None:
+        super().__init__(message, hint=DAMAGED_HINT if named else None)
+        self.named = named  # whose row it is is said in the message
+
+
 class SecretStoreError(MfactlError):
     """A secret no configured key opens, or one bound to another user."""
 
     exit_code = 6
     code = "secret_store"
     http_status = 500
+
+
+class DamagedSecret(SecretStoreError):
+    """An MFA secret row holding a value mfactl cannot use (written past its checks)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(
+            message, hint=f"{DAMAGED_HINT}, or reset the user's MFA (`mfactl user reset`)"
+        )
 
 
 class Unavailable(MfactlError):

@@ -28,6 +28,19 @@ class TotpParams:
     period: int = 30
 
 
+def stored_params(algorithm: object, digits: object, period: object) -> TotpParams:
+    """The parameters stored with a secret, checked: a row written past mfactl's checks may
+    hold a period of 0 (the step maths divides by it) or an algorithm pyotp does not have.
+    ValueError says which is wrong."""
+    if algorithm not in DIGESTS:
+        raise ValueError(f"algorithm {str(algorithm)[:20]!r} is not SHA1, SHA256 or SHA512")
+    if digits not in (6, 8) or isinstance(digits, bool):
+        raise ValueError(f"digits {str(digits)[:20]!r} is not 6 or 8")
+    if not isinstance(period, int) or isinstance(period, bool) or period < 1:
+        raise ValueError(f"period {str(period)[:20]!r} is not a positive number of seconds")
+    return TotpParams(str(algorithm), int(digits), period)
+
+
 def new_secret() -> str:
     """160 random bits in base32, as RFC 4226 recommends."""
     return pyotp.random_base32(32)

@@ -27,6 +27,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from mfactl.errors import DamagedRow
+
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -57,11 +59,27 @@ class UtcDateTime(TypeDecorator[datetime]):
             raise ValueError("naive datetime given to a UtcDateTime column")
         return value.astimezone(UTC).replace(tzinfo=None)
 
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        # SQLite keeps any text in any column, and the dialect's own parser meets it first
+        parse = super().result_processor(dialect, coltype)
+        if parse is None:
+            return None
+
+        def process(value: Any) -> datetime | None:
+            try:
+                return parse(value)
+            except ValueError:
+                raise DamagedRow(f"{str(value)[:40]!r} is not a time") from None
+
+        return process
+
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         if isinstance(value, str):  # SQLite raw text, e.g. from a textual query
             value = datetime.fromisoformat(value)
+        if not isinstance(value, datetime):
+            raise DamagedRow(f"a {type(value).__name__} value is not a time")
         return value.replace(tzinfo=UTC)
 
 

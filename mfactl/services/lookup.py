@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from mfactl.db.models import Organization, User
-from mfactl.errors import NotFound
+from mfactl.errors import DamagedRow, DamagedSecret, NotFound
 from mfactl.services import validation
 
 
@@ -33,7 +34,8 @@ def matches_org(slug: str) -> ColumnElement[bool]:
 def get_user(session: Session, org: Organization, user_ref: str) -> User:
     """A user of ``org`` by handle, or by email when the reference contains '@'."""
     query = select(User).where(User.organization_id == org.id, matches_user(user_ref))
-    user = session.scalars(query).first()
+    with reading(f"the user {org.slug}/{user_ref.strip().lower()[:64]}"):
+        user = session.scalars(query).first()
     if user is None:
         raise NotFound(
             f"user {validation.shown(user_ref)} does not exist in organization {org.slug}"
@@ -84,3 +86,17 @@ def lock_users(session: Session, user_ids: Iterable[int]) -> None:
 def who(org: Organization, user: User) -> str:
     """How errors and audit name a user: org/handle."""
     return f"{org.slug}/{user.handle}"
+
+
+@contextmanager
+def reading(whose: str, *, secret: bool = False) -> Iterator[None]:
+    """Rows read inside belong to ``whose`` (``the user acme/alice``): a damaged value in them
+    is reported naming it, as a secret store error (6) for an MFA secret row, else as a
+    configuration error (5)."""
+    try:
+        yield
+    except DamagedRow as exc:
+        if exc.named:
+            raise
+        message = f"the {'MFA secret' if secret else 'row'} of {whose} is damaged: {exc.message}"
+        raise (DamagedSecret(message) if secret else DamagedRow(message, named=True)) from None

@@ -130,7 +130,8 @@ def user_status(app: App, org: str, user_ref: str) -> UserStatus:
     with app.uow() as uow:
         organization, user = lookup.get_org_user(uow.session, org, user_ref)
         now = app.now()
-        secret = uow.session.get(MfaSecret, user.id)
+        with lookup.reading(f"the user {lookup.who(organization, user)}", secret=True):
+            secret = uow.session.get(MfaSecret, user.id)
         remember = (
             uow.session.scalar(
                 select(func.count())

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from mfactl import totp
 from mfactl.app import App
 from mfactl.db.models import MfaSecret, Organization, User
-from mfactl.errors import Conflict
+from mfactl.errors import Conflict, DamagedSecret
 from mfactl.services import audit, lookup, throttle
 
 RESULTS = ("ok", "wrong", "replayed", "throttled", "locked", "not_enrolled", "malformed")
@@ -100,7 +100,12 @@ def _check(
         return VerifyResult("not_enrolled")
     if row.locked:
         return VerifyResult("locked")
-    if not totp.looks_like_a_code(code, row.digits):
+    who = f"{target.org}/{target.handle}"
+    try:
+        params = totp.stored_params(row.algorithm, row.digits, row.period)
+    except ValueError as exc:
+        raise DamagedSecret(f"the MFA secret of the user {who} is damaged: {exc}") from None
+    if not totp.looks_like_a_code(code, params.digits):
         # it can never match: neither compared nor counted, so it cannot start a back-off, use
         # up the day's budget or lock anybody out
         return VerifyResult("malformed", digits=row.digits)
@@ -110,9 +115,7 @@ def _check(
     wait = throttle.wait_seconds(session, settings, target.user_id, failures, now)
     if wait:
         return VerifyResult("throttled", retry_after_seconds=wait)
-    who = f"{target.org}/{target.handle}"
     secret = app.secrets.open_secret(target.uid, row.ciphertext, who).plaintext
-    params = totp.TotpParams(row.algorithm, row.digits, row.period)
     found = totp.match(
         secret,
         code,
@@ -122,7 +125,7 @@ def _check(
         look_for_drift=explain,
     )
     if found.step is None:
-        return _count_failure(session, app, target, found.drift_steps, row.period)
+        return _count_failure(session, app, target, found.drift_steps, params.period)
     if found.step <= row.last_used_step:
         return VerifyResult("replayed")
     # the user's lock already orders attempts; the condition keeps the rule in the statement
@@ -179,7 +182,8 @@ def verify(
             lookup.get_org_user(uow.session, org, user_ref)  # raises the right NotFound
             raise AssertionError("unreachable")
         target = Target(row.id, row.uid, row.slug, row.handle)
-        secret = _locked_secret(uow.session, target.user_id, app.now())
+        with lookup.reading(f"the user {target.org}/{target.handle}", secret=True):
+            secret = _locked_secret(uow.session, target.user_id, app.now())
         result = _check(uow.session, app, target, secret, code, explain)
         if audited:
             audit.record(

@@ -3,6 +3,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.cli.conftest import Mfactl
 
 
@@ -122,3 +124,40 @@ def test_an_endless_csv_is_refused_at_the_size_cap(mfactl: Mfactl) -> None:
         "error: cannot read /dev/zero: it is larger than 64 MiB, the most mfactl reads\n"
     )
     assert mfactl.json("org", "list")[0]["users"] == 0
+
+
+@pytest.mark.parametrize(
+    ("statement", "expected"),
+    [
+        (
+            "UPDATE users SET created_at = 'last week' WHERE handle = 'alice'",
+            (
+                5,
+                "error: the row of the user acme/alice is damaged: 'last week' is not a time\n"
+                "hint: correct the row from a backup\n",
+            ),
+        ),
+        (
+            "UPDATE mfa_secrets SET last_failed_at = 'noon', failed_attempts = 1",
+            (
+                6,
+                "error: the MFA secret of the user acme/alice is damaged: 'noon' is not a time\n"
+                "hint: correct the row from a backup, or reset the user's MFA "
+                "(`mfactl user reset`)\n",
+            ),
+        ),
+    ],
+)
+def test_status_names_a_damaged_row(
+    mfactl: Mfactl, sqlite_url: str, statement: str, expected: tuple[int, str]
+) -> None:
+    from tests.cli.test_user_mfa import damage
+
+    mfactl("org", "add", "acme")
+    for handle in ("alice", "bob"):
+        mfactl("user", "add", "--org", "acme", "--user", handle, "--email", f"{handle}@ex.com")
+    mfactl("user", "enable", "--org", "acme", "--user", "alice", "--no-confirm", "--qr", "none")
+    damage(sqlite_url, statement)
+    result = mfactl("user", "status", "--org", "acme", "--user", "alice")
+    assert (result.exit_code, result.stderr) == expected
+    assert mfactl("user", "status", "--org", "acme", "--user", "bob").exit_code == 0

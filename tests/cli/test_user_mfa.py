@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -497,3 +498,54 @@ def test_rolling_key_still_opens_and_an_unknown_key_is_exit_6(
     assert refused.stderr == (
         "error: the MFA secret of acme/alice cannot be decrypted with any configured key\n"
     )
+
+
+def damage(url: str, statement: str) -> None:
+    """Write a row past mfactl's checks, as a hand edit or a broken import would."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(statement))
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "reason"),
+    [
+        ("period", "0", "period '0' is not a positive number of seconds"),
+        ("period", "-30", "period '-30' is not a positive number of seconds"),
+        ("algorithm", "'MD5'", "algorithm 'MD5' is not SHA1, SHA256 or SHA512"),
+        ("last_failed_at", "'yesterday'", "'yesterday' is not a time"),
+    ],
+)
+def test_a_damaged_secret_row_is_exit_6_naming_the_user(
+    acme: Mfactl, clock: FrozenClock, sqlite_url: str, column: str, value: str, reason: str
+) -> None:
+    uris = {handle: enroll(acme, clock, handle) for handle in ("alice", "bob")}
+    damage(sqlite_url, f"UPDATE mfa_secrets SET {column} = {value} WHERE user_id = 1")
+    clock.advance(30)
+    alice = ("--org", "acme", "--user", "alice")
+    result = acme("user", "verify", *alice, "--code", phone_code(uris["alice"], clock.now))
+    assert (result.exit_code, result.stderr) == (
+        6,
+        f"error: the MFA secret of the user acme/alice is damaged: {reason}\n"
+        "hint: correct the row from a backup, or reset the user's MFA (`mfactl user reset`)\n",
+    )
+    bob = ("--org", "acme", "--user", "bob", "--code", phone_code(uris["bob"], clock.now))
+    assert acme.json("user", "verify", *bob)["result"] == "ok"
+    assert acme("user", "reset", *alice, "--reason", "damaged", "--yes").exit_code == 0
+    assert acme.json("user", "status", *alice)["mfa"] == "none"
+
+
+def test_the_api_raises_the_documented_error_for_a_damaged_secret(
+    acme: Mfactl, clock: FrozenClock, sqlite_url: str, values_file: Path
+) -> None:
+    from mfactl import api
+    from mfactl.errors import SecretStoreError
+
+    uri = enroll(acme, clock, "alice")
+    damage(sqlite_url, "UPDATE mfa_secrets SET period = 0 WHERE user_id = 1")
+    with (
+        api.connect(values_file, clock=clock) as mfa,
+        pytest.raises(SecretStoreError, match="period '0'"),
+    ):
+        mfa.verify("acme", "alice", phone_code(uri, clock.now + timedelta(seconds=30)))
