@@ -141,6 +141,22 @@ def test_a_search_longer_than_any_value_is_a_usage_error(mfactl: Mfactl, seeded:
     assert mfactl("users", "list", "--search", "a" * 320).exit_code == 0
 
 
+def test_a_blob_display_name_is_named_by_its_user(mfactl: Mfactl, sqlite_url: str) -> None:
+    from tests.cli.test_user_mfa import damage
+
+    mfactl("org", "add", "acme")
+    for handle in ("alice", "bob"):
+        mfactl("user", "add", "--org", "acme", "--user", handle, "--email", f"{handle}@ex.com")
+    damage(sqlite_url, "UPDATE users SET display_name = X'01ff' WHERE handle = 'bob'")
+    for output in ((), ("--json",), ("--csv",)):
+        result = mfactl("users", "list", *output)
+        assert result.exit_code == 5, result.output
+        assert "the row of the user acme/bob is damaged: its name is bytes, not text" in (
+            result.stderr
+        )
+    assert mfactl("users", "list", "--search", "alice").exit_code == 0
+
+
 def test_an_empty_result_is_still_a_document(mfactl: Mfactl) -> None:
     empty = mfactl("users", "list", "--json")
     assert (empty.exit_code, empty.stdout) == (0, "[]\n")
