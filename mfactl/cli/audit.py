@@ -11,6 +11,7 @@ import typer
 from mfactl.cli.common import (
     JSON_OPTION,
     console,
+    counted,
     get_app,
     info,
     iso,
@@ -19,7 +20,7 @@ from mfactl.cli.common import (
     print_table,
     shown,
 )
-from mfactl.errors import InvalidInput
+from mfactl.errors import DamagedRow, InvalidInput
 
 app = typer.Typer(help="The audit log of every change.", no_args_is_help=True)
 
@@ -82,24 +83,35 @@ def list_(
         since=since_at,
         limit=limit,
     )
+    listed = list(events)
     if json_:
-        print_json(list(events))
-        return
-    filtered = any(f is not None for f in (org, user, action, since))
-    print_events(
-        [
-            (
-                iso(e.at) or "-",
-                shown(e.actor),
-                shown(e.action),
-                shown("/".join(part for part in (e.org, e.user) if part) or "-"),
-                shown(e.outcome),
-                shown(" ".join(f"{k}={v}" for k, v in e.details.items())),
-            )
-            for e in events
-        ],
-        empty="no audit events match these filters" if filtered else "no audit events yet",
-    )
+        print_json(listed)
+    else:
+        filtered = any(f is not None for f in (org, user, action, since))
+        print_events(
+            [
+                (
+                    iso(e.at) or "-",
+                    shown(e.actor),
+                    shown(e.action),
+                    shown("/".join(part for part in (e.org, e.user) if part) or "-"),
+                    shown(e.outcome),
+                    f"[damaged: {e.damaged}]"
+                    if e.damaged
+                    else shown(" ".join(f"{k}={v}" for k, v in e.details.items())),
+                )
+                for e in listed
+            ],
+            empty="no audit events match these filters" if filtered else "no audit events yet",
+        )
+    damaged = [e for e in listed if e.damaged]
+    if damaged:  # listed with the rest, and still an error for whoever checks the exit code
+        ids = ", ".join(str(e.id) for e in damaged)
+        raise DamagedRow(
+            f"{counted(len(damaged), 'audit event')} could not be read whole (id {ids}): "
+            f"{damaged[0].damaged}",
+            named=True,
+        )
 
 
 def print_events(events: list[tuple[str, str, str, str, str, str]], *, empty: str) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Text, and_, cast, or_, select
+from sqlalchemy.orm import Session, defer
 from sqlalchemy.sql.elements import ColumnElement
 
 from mfactl.app import App
@@ -54,6 +55,7 @@ class AuditRow:
     user: str | None
     outcome: str
     details: dict[str, Any]
+    damaged: str | None = None  # why the stored details could not be read (they are left out)
 
     def to_json(self) -> dict[str, object]:
         """An event of `audit list --json`."""
@@ -66,10 +68,20 @@ class AuditRow:
             "user": self.user,
             "outcome": self.outcome,
             "details": self.details,
+            **({"damaged": self.damaged} if self.damaged else {}),
         }
 
 
-def _row(event: AuditEvent) -> AuditRow:
+def _row(event: AuditEvent, stored_details: str | None) -> AuditRow:
+    """One event; details that are not a JSON object (written past mfactl) mark only it."""
+    details: Any = {}
+    damaged = None
+    try:
+        details = json.loads(stored_details) if stored_details else {}
+    except (TypeError, ValueError):
+        damaged = "its details are not valid JSON"
+    if not isinstance(details, dict):
+        details, damaged = {}, damaged or "its details are not a JSON object"
     return AuditRow(
         event.id,
         event.at,
@@ -78,7 +90,8 @@ def _row(event: AuditEvent) -> AuditRow:
         event.organization,
         event.user_handle,
         event.outcome,
-        event.details or {},
+        details,
+        damaged,
     )
 
 
@@ -97,7 +110,8 @@ def list_events(
     it is given); an organization and a handle are matched as the other commands take them,
     whatever their case or surrounding spaces.
     """
-    query = select(AuditEvent)
+    # the details as stored text, decoded row by row: one damaged event must not hide the rest
+    query = select(AuditEvent, cast(AuditEvent.details, Text)).options(defer(AuditEvent.details))
     org = org.strip().lower() if org else None
     if org:
         query = query.where(AuditEvent.organization == org)
@@ -115,13 +129,13 @@ def list_events(
         if user and "@" in user:
             query = query.where(_by_email(uow.session, user, org))
         if limit:
-            newest = uow.session.scalars(query.order_by(AuditEvent.id.desc()).limit(limit))
-            yield from reversed([_row(e) for e in newest])
+            newest = uow.session.execute(query.order_by(AuditEvent.id.desc()).limit(limit))
+            yield from reversed([_row(e, details) for e, details in newest])
             return
-        for event in uow.session.scalars(
+        for event, details in uow.session.execute(
             query.order_by(AuditEvent.id).execution_options(yield_per=1000)
         ):
-            yield _row(event)
+            yield _row(event, details)
 
 
 def _by_email(session: Session, email: str, org: str | None) -> ColumnElement[bool]:

@@ -229,3 +229,26 @@ def test_org_is_matched_whatever_its_case_or_spaces(history: Mfactl) -> None:
     assert history.json("audit", "list", "--org", " ACME ") == history.json(
         "audit", "list", "--org", "acme"
     )
+
+
+def test_an_event_with_damaged_details_is_marked_and_the_rest_listed(
+    mfactl: Mfactl, sqlite_url: str
+) -> None:
+    from tests.cli.test_user_mfa import damage
+
+    mfactl("org", "add", "acme")
+    mfactl("org", "add", "beta")
+    damage(sqlite_url, "UPDATE audit_events SET details = '{not json' WHERE id = 1")
+    error = (
+        "error: 1 audit event could not be read whole (id 1): its details are not valid JSON\n"
+        "hint: correct the row from a backup\n"
+    )
+    table = mfactl("audit", "list")
+    assert (table.exit_code, table.stderr) == (5, error)
+    assert "[damaged: its details are not valid JSON]" in table.stdout
+    assert "name=beta" in table.stdout
+    listed = mfactl("audit", "list", "--json")
+    assert listed.exit_code == 5
+    first, second = json.loads(listed.stdout)
+    assert (first["details"], first["damaged"]) == ({}, "its details are not valid JSON")
+    assert second["details"] == {"name": "beta"} and "damaged" not in second
