@@ -76,7 +76,6 @@ def test_a_line_break_in_a_recipient_or_subject_is_refused(recipient: str, subje
         build_message(envelope, recipient, subject)
 
 
-
 @pytest.mark.parametrize(
     "recipient",
     ["bob\x0b@example.com", "bob@example.com\x0bBcc: all@example.com", "bob\u2028@example.com"],
@@ -85,6 +84,7 @@ def test_a_recipient_the_email_package_would_split_is_refused(recipient: str) ->
     envelope = new_envelope("a@example.com", render("reset", context()), NOW, "x")
     with pytest.raises(InvalidInput, match="cannot be sent: it holds a control character"):
         build_message(envelope, recipient, "Hi")
+
 
 def test_templates_dir_overrides_some_templates(tmp_path: Path) -> None:
     (tmp_path / "reset.subject.txt").write_text("Reset for {{ org }}, {{ name }}\n")
@@ -170,6 +170,16 @@ def test_a_template_that_does_not_render_names_its_file(
         render("reset", context(), str(tmp_path))
     assert failed.value.message.startswith(f"email template {tmp_path / 'reset.subject.txt'}")
     assert reason in failed.value.message
+
+
+def test_a_latin_1_template_is_a_configuration_error_naming_its_file(tmp_path: Path) -> None:
+    (tmp_path / "reset.txt").write_bytes("Caf\u00e9 {{ org }}".encode("latin-1"))
+    with pytest.raises(ConfigError) as failed:
+        render("reset", context(), str(tmp_path))
+    assert failed.value.message.startswith(
+        f"email template {tmp_path / 'reset.txt'} cannot be read"
+    )
+    assert "'utf-8' codec can't decode byte 0xe9" in failed.value.message
 
 
 def test_check_templates_renders_every_template_with_sample_values(tmp_path: Path) -> None:
