@@ -22,6 +22,8 @@ LEAVES = (
     "keyids",
     "file_modes",
     "templating",
+    "input_files",
+    "values_file",
 )
 
 
@@ -88,6 +90,12 @@ def test_the_app_imports_nothing_of_mfactl_when_it_is_imported() -> None:
     tree = ast.parse((PACKAGE / "app.py").read_text(encoding="utf-8"))
     top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
     assert [ast.unparse(n) for n in top if "mfactl" in ast.unparse(n)] == []
+
+
+def test_every_top_level_module_has_its_place() -> None:
+    """A new module at the top is an edge or a leaf, and the tests above hold it to that."""
+    top = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__", "__main__"}
+    assert top - set(LEAVES) == {"api", "bootstrap"}
 
 
 def test_no_module_is_over_500_lines() -> None:
