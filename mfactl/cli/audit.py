@@ -74,6 +74,8 @@ def list_(
     from mfactl.services import audit
 
     app_ = get_app(ctx)
+    if since is not None and not since.strip():  # an unset $SINCE in a script is no "ever"
+        raise InvalidInput("--since is empty: give a time or a span like 24h")
     since_at = parse_since(since, app_.now()) if since else None
     events = audit.list_events(
         app_,

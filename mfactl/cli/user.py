@@ -184,6 +184,8 @@ def enable(
             raise UsageError("--send-email cannot be used with --qr: the emailed link shows it")
         _enable_by_email(ctx, org, user, code is not None or no_confirm, json_)
         return
+    if qr is not None and not qr.strip():
+        raise UsageError("--qr is empty: terminal, none, or a file PATH.png / PATH.svg")
     target = qrcode.parse_target(qr or "terminal")
     mfa_app = get_app(ctx)
     started = enrollment.enable_user(mfa_app, org, user, keep_pending=code is not None)

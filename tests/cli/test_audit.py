@@ -252,3 +252,12 @@ def test_an_event_with_damaged_details_is_marked_and_the_rest_listed(
     first, second = json.loads(listed.stdout)
     assert (first["details"], first["damaged"]) == ({}, "its details are not valid JSON")
     assert second["details"] == {"name": "beta"} and "damaged" not in second
+
+
+def test_an_empty_since_is_refused_not_read_as_ever(history: Mfactl) -> None:
+    result = history("audit", "list", "--since", " ")
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        2,
+        "",
+        "error: --since is empty: give a time or a span like 24h\n",
+    )

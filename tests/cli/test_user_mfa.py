@@ -549,3 +549,12 @@ def test_the_api_raises_the_documented_error_for_a_damaged_secret(
         pytest.raises(SecretStoreError, match="period '0'"),
     ):
         mfa.verify("acme", "alice", phone_code(uri, clock.now + timedelta(seconds=30)))
+
+
+def test_an_empty_qr_target_is_refused_before_a_secret_is_made(acme: Mfactl) -> None:
+    result = acme("user", "enable", "--org", "acme", "--user", "alice", "--qr", "")
+    assert (result.exit_code, result.stderr) == (
+        2,
+        "error: --qr is empty: terminal, none, or a file PATH.png / PATH.svg\n",
+    )
+    assert acme.json("user", "status", "--org", "acme", "--user", "alice")["mfa"] == "none"
