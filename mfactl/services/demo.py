@@ -13,6 +13,7 @@ from mfactl.app import App
 from mfactl.errors import Conflict, InvalidInput
 
 DEMO_ORG = "acme"
+DEMO_ORG_NAME = "Acme Corporation"
 DEMO_USERS = (
     ("alice", "alice@example.com", "Alice Admin", True),
     ("bob", "bob@example.com", "Bob Builder", False),
@@ -107,8 +108,11 @@ def _setup(ctx: DemoContext) -> Step:
 def _people(ctx: DemoContext) -> Step:
     from mfactl.services import orgs, users
 
-    org = orgs.add_org(ctx.app, DEMO_ORG, "Acme Corporation")
-    step = Step("Add an organization and its users", [f"org add {org.slug}"])
+    org = orgs.add_org(ctx.app, DEMO_ORG, DEMO_ORG_NAME)
+    # the command as it ran, name included: pasted again, it makes the same organization
+    step = Step(
+        "Add an organization and its users", [f"org add {org.slug} --name {shlex.quote(org.name)}"]
+    )
     for handle, email, name, admin in DEMO_USERS:
         users.add_user(ctx.app, org.slug, handle, email, name=name, admin=admin)
         step.lines.append(

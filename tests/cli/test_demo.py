@@ -80,6 +80,7 @@ def test_the_demo_tells_a_true_story(tmp_path: Path) -> None:
     assert out.index("[4] Verify") < out.index("user verify") < out.index("[5] Reset")
     # the email greets bob by the name the command shown gave him
     assert "user add --org acme --user bob --email bob@example.com --name 'Bob Builder'\n" in out
+    assert "    org add acme --name 'Acme Corporation'\n" in out  # the name it was given
     assert "((" not in out and "))" not in out
     values = ["--values", str(folder / "values.yaml")]
 
