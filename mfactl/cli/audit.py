@@ -12,13 +12,13 @@ from mfactl.cli.common import (
     JSON_OPTION,
     console,
     counted,
+    for_terminal,
     get_app,
     info,
     iso,
     org_value,
     print_json,
     print_table,
-    shown,
 )
 from mfactl.errors import DamagedRow, InvalidInput
 
@@ -94,13 +94,13 @@ def list_(
             [
                 (
                     iso(e.at) or "-",
-                    shown(e.actor),
-                    shown(e.action),
-                    shown("/".join(part for part in (e.org, e.user) if part) or "-"),
-                    shown(e.outcome),
+                    for_terminal(e.actor),
+                    for_terminal(e.action),
+                    for_terminal("/".join(part for part in (e.org, e.user) if part) or "-"),
+                    for_terminal(e.outcome),
                     f"[damaged: {e.damaged}]"
                     if e.damaged
-                    else shown(" ".join(f"{k}={v}" for k, v in e.details.items())),
+                    else for_terminal(" ".join(f"{k}={v}" for k, v in e.details.items())),
                 )
                 for e in listed
             ],

@@ -84,7 +84,7 @@ def _escape(match: re.Match[str]) -> str:
     return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
 
 
-def shown(text: str) -> str:
+def for_terminal(text: str) -> str:
     """Text from the database, an SMTP server or a user, made safe for a terminal: every
     control or format character written as its escape (``\\x1b``), the rest as it is.
     JSON output keeps values exact; only what people read goes through this."""
@@ -145,7 +145,7 @@ def err_console() -> Console:
 
 def info(message: str) -> None:
     """A status line for people, on stderr."""
-    sys.stderr.write(shown(message) + "\n")
+    sys.stderr.write(for_terminal(message) + "\n")
 
 
 def counted(count: int, singular: str, plural: str | None = None) -> str:
@@ -154,7 +154,7 @@ def counted(count: int, singular: str, plural: str | None = None) -> str:
 
 
 def warn(message: str) -> None:
-    sys.stderr.write(f"warning: {shown(message)}\n")
+    sys.stderr.write(f"warning: {for_terminal(message)}\n")
 
 
 def print_fields(fields: Iterable[tuple[str, Any]]) -> None:
@@ -168,7 +168,7 @@ def print_fields(fields: Iterable[tuple[str, Any]]) -> None:
             value = "yes" if value else "no"
         elif value is None:
             value = "-"
-        sys.stdout.write(f"{label + ':':<{width + 1}} {shown(str(value))}\n")
+        sys.stdout.write(f"{label + ':':<{width + 1}} {for_terminal(str(value))}\n")
 
 
 def print_table(
@@ -206,7 +206,7 @@ def print_table(
                 if isinstance(v, datetime)
                 else ("yes" if v else "no")
                 if isinstance(v, bool)
-                else shown(str(v))
+                else for_terminal(str(v))
                 for v in row
             )
         )
@@ -228,10 +228,11 @@ def render_error(exc: MfactlError, *, as_json: bool) -> None:
         sys.stderr.write(dumps({"error": payload}) + "\n")
         return
     # a "no" at the prompt is the person's decision, not an error of mfactl's
-    lines = [shown(exc.message) if isinstance(exc, Declined) else f"error: {shown(exc.message)}"]
-    lines += [f"  - {shown(problem)}" for problem in exc.problems]
+    message = for_terminal(exc.message)
+    lines = [message if isinstance(exc, Declined) else f"error: {message}"]
+    lines += [f"  - {for_terminal(problem)}" for problem in exc.problems]
     if exc.hint:
-        lines.append(f"hint: {shown(exc.hint)}")
+        lines.append(f"hint: {for_terminal(exc.hint)}")
     sys.stderr.write("\n".join(lines) + "\n")
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from mfactl.cli.common import JSON_OPTION, Globals, print_json, shown
+from mfactl.cli.common import JSON_OPTION, Globals, for_terminal, print_json
 
 if TYPE_CHECKING:
     from mfactl.services import config_check
@@ -17,7 +17,7 @@ app = typer.Typer(help="Check the configuration.", no_args_is_help=True)
 
 def _line(text: str) -> None:
     # an SMTP server's reply and the database's error are foreign text: shown safely
-    sys.stdout.write(shown(text) + "\n")
+    sys.stdout.write(for_terminal(text) + "\n")
 
 
 @app.command("check")

@@ -8,11 +8,11 @@ from mfactl.cli.common import (
     JSON_OPTION,
     console,
     counted,
+    for_terminal,
     get_app,
     info,
     print_json,
     print_table,
-    shown,
 )
 
 WIDE = 110  # columns from which `mail list` shows the subject too
@@ -76,7 +76,7 @@ def list_(
         out.print()
         out.print("last error, by message id:")
         for message_id, error in errors:
-            out.print(f"  {message_id}: {shown(error)}")
+            out.print(f"  {message_id}: {for_terminal(error)}")
 
 
 @app.command("retry")

@@ -12,11 +12,11 @@ import typer
 from mfactl.cli.common import (
     JSON_OPTION,
     counted,
+    for_terminal,
     get_app,
     info,
     org_value,
     print_json,
-    shown,
 )
 from mfactl.errors import UsageError
 
@@ -236,10 +236,10 @@ def _cells(row: ListedUser) -> dict[str, str]:
     key = row["mfa_key_active"]
     return {
         # as the database holds them, which a write to it could have filled with escapes
-        "ORG": shown(row["org"]),
-        "USER": shown(row["user"]),
-        "NAME": shown(row["name"]) or "-",
-        "EMAIL": shown(row["email"]),
+        "ORG": for_terminal(row["org"]),
+        "USER": for_terminal(row["user"]),
+        "NAME": for_terminal(row["name"]) or "-",
+        "EMAIL": for_terminal(row["email"]),
         "MFA": row["mfa"],
         "KEY": "-" if key is None else "active" if key else "stale",
         "ENROLLED": (row["enrolled_at"] or "-")[:10],
@@ -276,7 +276,7 @@ def write_table(rows: Iterable[ListedUser]) -> None:
     def cells(row: ListedUser) -> list[str]:
         by_column = _cells(row)
         if headers is _NARROW:  # one column for both, to leave room for the email
-            by_column["USER"] = shown(f"{row['org']}/{row['user']}")
+            by_column["USER"] = for_terminal(f"{row['org']}/{row['user']}")
         return [by_column[h] for h in headers]
 
     iterator = iter(rows)

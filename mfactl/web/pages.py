@@ -8,34 +8,15 @@ organization's name where the page knows it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib.resources import files
-from pathlib import Path
 from typing import Any
 
-from jinja2 import (
-    BaseLoader,
-    ChoiceLoader,
-    Environment,
-    FileSystemLoader,
-    StrictUndefined,
-    TemplateNotFound,
-)
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import Environment
 from markupsafe import Markup
 
 from mfactl.errors import ConfigError
+from mfactl.templating import sandboxed_environment
 
 PAGES = ("link.html", "step.html", "done.html", "error.html")
-
-
-class _PackagedLoader(BaseLoader):
-    """The templates shipped in mfactl.templates/web (works from a wheel or a checkout)."""
-
-    def get_source(self, environment: Environment, template: str) -> tuple[str, None, Any]:
-        resource = files("mfactl.templates") / "web" / template
-        if not resource.is_file():
-            raise TemplateNotFound(template)
-        return resource.read_text(encoding="utf-8"), None, lambda: True
 
 
 @dataclass(frozen=True)
@@ -51,13 +32,9 @@ class Renderer:
 def make_renderer(templates_dir: str | None, issuer: str) -> Renderer:
     """The environment for the pages; each page is loaded once now, so a broken override
     stops the server at start, not a user's request."""
-    loaders: list[BaseLoader] = [_PackagedLoader()]
-    if templates_dir:
-        if not Path(templates_dir).is_dir():
-            raise ConfigError(f"server.templatesDir: {templates_dir} is not a folder")
-        loaders.insert(0, FileSystemLoader(templates_dir))
-    environment = ImmutableSandboxedEnvironment(
-        loader=ChoiceLoader(loaders), autoescape=True, undefined=StrictUndefined
+    # the same sandbox as the emails (templating.py): an override folder cannot reach Python
+    environment = sandboxed_environment(
+        "web", templates_dir, "server.templatesDir", autoescape=True
     )
     for page in PAGES:
         try:

@@ -27,8 +27,8 @@ HOSTILE = "550 \x1b]0;owned\x07\x1b[2J\u202egnp.exe\x9b"
 
 
 def test_shown_escapes_what_a_terminal_would_act_on() -> None:
-    assert common.shown(HOSTILE) == "550 \\x1b]0;owned\\x07\\x1b[2J\\u202egnp.exe\\x9b"
-    assert common.shown("Zoë Ünal <zoe@example.com>") == "Zoë Ünal <zoe@example.com>"
+    assert common.for_terminal(HOSTILE) == "550 \\x1b]0;owned\\x07\\x1b[2J\\u202egnp.exe\\x9b"
+    assert common.for_terminal("Zoë Ünal <zoe@example.com>") == "Zoë Ünal <zoe@example.com>"
 
 
 def test_text_from_the_database_reaches_the_terminal_escaped_and_json_exact(
