@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -229,30 +228,42 @@ def find_values_file(
     return None
 
 
-_KEY_ALPHABET = re.compile(r"[A-Za-z0-9_=.-]+")
-# camelCase, snake_case or dotted words, maybe a digit at the end: what a typo looks like
-_NAME_SHAPED = re.compile(r"[a-z]+(?:[A-Z]?[a-z]+|[_.-][a-z]+)*[0-9]?")
-_LONGEST_NAME = 32  # the longest setting name is 21 characters: a longer unknown one is no typo
+_SHORTEST_HIDDEN = 8  # a shorter name holds too little of a key to matter, and is shown
+_LONGEST_NAME = 32  # the longest setting path below a section is 31 characters
 
 
-def _quotable(name: str) -> bool:
-    """Whether an unknown setting name may be repeated in a message: not when it is long or
-    shaped like a key (a key pasted as a mapping key, whole, without its "=", or split at a
-    "." or across nested mappings), as a typo of a camelCase name never is."""
+def _known_below(prefix: str) -> list[str]:
+    """The settings and sections under prefix, as paths relative to it."""
+    start = f"{prefix}." if prefix else ""
+    return sorted(p.removeprefix(start) for p in (*LEAVES, *_SECTIONS) if p.startswith(start))
+
+
+def _quotable(name: str, known: list[str]) -> bool:
+    """Whether an unknown setting name may be repeated in a message: when it is short, or close
+    to a setting that exists there, as a typo is. A key pasted as a mapping key (whole, without
+    its "=", split at a "." or across nested mappings) is long and close to nothing, so it is
+    never repeated, whatever letters it happens to hold."""
+    if len(name) < _SHORTEST_HIDDEN:
+        return True
     if len(name) > _LONGEST_NAME:
         return False
-    if len(name) < 8 or _NAME_SHAPED.fullmatch(name):
-        return True
-    return not (_KEY_ALPHABET.fullmatch(name) and re.search(r"[0-9_=.-]", name))
+    return bool(difflib.get_close_matches(name.lower(), [k.lower() for k in known], n=1))
+
+
+def _hidden_problem(prefix: str, known: list[str]) -> tuple[str, str]:
+    here = ", ".join(k for k in known if "." not in k)
+    message = f"unknown setting (its name may be a key: not shown; known here: {here})"
+    return join(prefix, HIDDEN), message
 
 
 def _flatten(data: Mapping[object, object], prefix: str, problems: _Problems) -> dict[str, object]:
     flat: dict[str, object] = {}
+    known = _known_below(prefix)
     for key, value in data.items():
         name = str(key)
         path = join(prefix, name)
-        if not _quotable(name):
-            problems.add(join(prefix, HIDDEN), "unknown setting (its name may be a key: not shown)")
+        if not _quotable(name, known):
+            problems.add(*_hidden_problem(prefix, known))
         elif path in LEAVES:
             flat[path] = value
         elif path in _SECTIONS:
