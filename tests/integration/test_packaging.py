@@ -29,3 +29,6 @@ def test_wheel_contains_templates_and_migrations(tmp_path: Path) -> None:
     }
     assert on_disk <= templates
     assert any(n.startswith("mfactl-") and n.endswith("entry_points.txt") for n in names)
+    # every module, subpackages included (a package left out of pyproject.toml is not shipped)
+    modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "mfactl").rglob("*.py")}
+    assert modules - names == set()
