@@ -8,6 +8,7 @@ from dataclasses import replace
 from datetime import datetime
 from email import policy
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from sqlalchemy import func, select
@@ -24,6 +25,17 @@ def people(app: App, *handles: str, admin: tuple[str, ...] = ()) -> None:
     orgs.add_org(app, "acme", "Acme")
     for handle in handles:
         users.add_user(app, "acme", handle, f"{handle}@example.com", admin=handle in admin)
+
+
+def set_login(app: App, *, mfa: dict[str, Any] | None = None, **remember_me: Any) -> None:
+    """Change the app's userLogin.mfa and userLogin.rememberMe settings (by their field names)."""
+    login = app.settings.user_login
+    login = replace(
+        login,
+        mfa=replace(login.mfa, **(mfa or {})),
+        remember_me=replace(login.remember_me, **remember_me),
+    )
+    app.settings = replace(app.settings, user_login=login)
 
 
 def count(app: App, model: type) -> int:

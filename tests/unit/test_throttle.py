@@ -58,9 +58,7 @@ def test_the_budget_holds_across_successful_logins(app: App, clock: FrozenClock)
     assert verify(app, phone_code(uri, clock.now)).ok
 
 
-def test_a_slot_frees_24_hours_after_the_failure_that_took_it(
-    app: App, clock: FrozenClock
-) -> None:
+def test_a_slot_frees_24_hours_after_the_failure_that_took_it(app: App, clock: FrozenClock) -> None:
     people(app, "alice")
     uri = enrolled(app)
     with_throttle(app, base_delay_seconds=0, max_failures_per_day=3)

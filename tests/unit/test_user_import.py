@@ -147,9 +147,7 @@ def test_import_never_repeats_a_secret_shifted_into_a_short_column(
     ]
 
 
-def test_a_row_of_the_wrong_width_is_reported_in_its_place(
-    sqlite_app: App, tmp_path: Path
-) -> None:
+def test_a_row_of_the_wrong_width_is_reported_in_its_place(sqlite_app: App, tmp_path: Path) -> None:
     orgs.add_org(sqlite_app, "acme")
     csv_file = tmp_path / "people.csv"
     csv_file.write_text(

@@ -1,12 +1,10 @@
-"""The policy (what a login needs, who breaks it) and remember-me tokens."""
+"""Remember-me tokens: issued, checked, expired, revoked, and what the policy allows."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import replace
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from sqlalchemy import insert, select, update
@@ -17,42 +15,8 @@ from mfactl.db.models import RememberToken, User
 from mfactl.errors import Conflict, NotFound
 from mfactl.services import policy, remember
 from tests.conftest import FrozenClock
-from tests.unit.helpers import people, use_keys
+from tests.unit.helpers import people, set_login, use_keys
 from tests.unit.test_verification import enrolled
-
-
-def set_login(app: App, *, mfa: dict[str, Any] | None = None, **remember_me: Any) -> None:
-    login = app.settings.user_login
-    login = replace(
-        login,
-        mfa=replace(login.mfa, **(mfa or {})),
-        remember_me=replace(login.remember_me, **remember_me),
-    )
-    app.settings = replace(app.settings, user_login=login)
-
-
-def test_login_requirement_and_policy_check(app: App) -> None:
-    people(app, "alice", "bob", "carol", admin=("alice",))
-    enrolled(app, "carol")
-    need = {u: policy.login_requirement(app, "acme", u).decision for u in ("alice", "bob", "carol")}
-    assert need == {"alice": "allow", "bob": "allow", "carol": "code"}
-    assert policy.check_policy(app) == []
-    set_login(app, mfa={"mandatory_for_sysadmins": True})
-    assert policy.login_requirement(app, "acme", "alice") == policy.LoginRequirement(
-        "enroll", "MFA is mandatory for sysadmins and this user has not enrolled"
-    )
-    assert policy.check_policy(app) == [
-        policy.Violation(
-            "acme", "alice", "alice@example.com", True, "none", "MFA is mandatory for sysadmins"
-        )
-    ]
-    set_login(app, mfa={"mandatory": True})
-    assert [v.user for v in policy.check_policy(app)] == ["alice", "bob"]
-    with pytest.raises(NotFound, match=r"^organization 'nope' does not exist$"):
-        policy.check_policy(app, org="nope")
-    set_login(app, mfa={"enabled": False})
-    assert policy.check_policy(app) == []
-    assert policy.login_requirement(app, "acme", "carol").decision == "allow"
 
 
 def test_remember_me_issue_check_expire_revoke(app: App, clock: FrozenClock) -> None:
