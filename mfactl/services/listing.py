@@ -14,6 +14,7 @@ from typing import Any, TypedDict
 from sqlalchemy import Select, String, func, select, type_coerce
 
 from mfactl.app import App
+from mfactl.config import Settings
 from mfactl.db.models import MfaSecret, Organization, RememberToken, User
 from mfactl.errors import DamagedRow
 from mfactl.services import lookup, policy, remember
@@ -85,8 +86,7 @@ def listing_query(app: App, flt: UserFilter, now: datetime) -> Select[Any]:
 def list_users(app: App, flt: UserFilter) -> Iterator[ListedUser]:
     """Yield each selected user's MFA status, as read from the database (constant memory)."""
     settings = app.settings
-    # the policy's rule, asked once per kind of user rather than once per row
-    exempt = {admin: policy.compliant(settings, admin, "none") for admin in (False, True)}
+    compliance = _Compliance(settings)
     kid = settings.secret_store.active_key_id
     with app.uow() as uow:
         if flt.org:
@@ -115,8 +115,21 @@ def list_users(app: App, flt: UserFilter) -> Iterator[ListedUser]:
                         "last_used_at": utc_iso(used),
                         "locked": bool(locked),
                         "remember_tokens": n,
-                        "compliant": state == "active" or exempt[admin],
+                        "compliant": compliance[admin, state],
                     }
+
+
+class _Compliance(dict[tuple[bool, str], bool]):
+    """``policy.compliant`` by (admin, MFA state): asked once per kind of user and state rather
+    than once per row."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self.settings = settings
+
+    def __missing__(self, key: tuple[bool, str]) -> bool:
+        self[key] = answer = policy.compliant(self.settings, *key)
+        return answer
 
 
 def _damaged(org: str, handle: object, email: object, name: object) -> DamagedRow:

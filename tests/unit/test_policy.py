@@ -72,3 +72,14 @@ def test_every_reader_of_the_policy_agrees_on_who_breaks_it(
     assert {v.user for v in policy.check_policy(app)} == expected
     needs = {user: policy.login_requirement(app, "acme", user).decision for user in listed}
     assert {user for user, need in needs.items() if need == "enroll"} == expected
+
+
+def test_the_rule_asked_of_listing_is_the_policys(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """users list takes `compliant` from policy.compliant, not from a copy of its rule."""
+    people(app, "alice", "bob")
+    enrolled(app, "alice")
+    monkeypatch.setattr(policy, "compliant", lambda settings, is_admin, state: state == "none")
+    listed = {row["user"]: row["compliant"] for row in list_users(app, UserFilter())}
+    assert listed == {"alice": False, "bob": True}
