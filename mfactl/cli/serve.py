@@ -34,10 +34,11 @@ def serve(
 
     $ mfactl serve --host 0.0.0.0 --port 8080 --send-mail
     """
+    import dataclasses
+
     from mfactl.config_types import Invalid, addresses
     from mfactl.errors import InvalidInput
     from mfactl.services import schema
-    from mfactl.web.server import ServeOptions
     from mfactl.web.server import serve as run
 
     app = get_app(ctx)
@@ -48,12 +49,13 @@ def serve(
             trusted = addresses(forwarded_allow_ips)
         except Invalid as exc:
             raise InvalidInput(f"--forwarded-allow-ips: {exc}") from None
-    options = ServeOptions(
+    # server.* as loaded, with what the command line gives instead
+    options = dataclasses.replace(
+        server,
         host=host if host is not None else server.host,
         port=port if port is not None else server.port,
         send_mail=send_mail if send_mail is not None else server.send_mail,
         trusted_proxies=trusted,
-        templates_dir=server.templates_dir,
     )
     schema.require_usable(app)
     info(

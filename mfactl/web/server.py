@@ -11,11 +11,10 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mfactl.app import App
+from mfactl.config import Server
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
@@ -23,15 +22,6 @@ if TYPE_CHECKING:
 MAIL_INTERVAL_SECONDS = 30.0
 GRACE_SECONDS = 3
 LOG = logging.getLogger("mfactl.web")
-
-
-@dataclass(frozen=True)
-class ServeOptions:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    send_mail: bool = False
-    trusted_proxies: Sequence[str] = ()  # whose X-Forwarded-For and -Proto count
-    templates_dir: str | None = None
 
 
 class MailSender(threading.Thread):
@@ -79,7 +69,7 @@ def _logging() -> None:
         logger.propagate = False
 
 
-def asgi(app: App, options: ServeOptions) -> ASGIApp:
+def asgi(app: App, options: Server) -> ASGIApp:
     """The application as served: behind trusted proxies, their X-Forwarded-For and -Proto
     give the client's address and scheme (https: Secure cookies); nobody else's count."""
     from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -94,7 +84,7 @@ def asgi(app: App, options: ServeOptions) -> ASGIApp:
     return proxied
 
 
-def serve(app: App, options: ServeOptions) -> None:
+def serve(app: App, options: Server) -> None:
     """Serve until SIGTERM or Ctrl-C; returns when stopped (for an exit status of 0)."""
     import uvicorn
 
@@ -133,7 +123,7 @@ def _stopped(signum: int, frame: object) -> None:
     LOG.info("stopped by signal %d", signum)
 
 
-def _not_started(options: ServeOptions) -> Exception:
+def _not_started(options: Server) -> Exception:
     from mfactl.errors import Unavailable
 
     return Unavailable(

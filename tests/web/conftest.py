@@ -10,9 +10,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from mfactl.app import App
-from mfactl.config import Email, Links, Throttle
+from mfactl.config import Email, Links, Server, Throttle
 from mfactl.services import links, lookup
-from mfactl.web.server import ServeOptions, asgi
+from mfactl.web.server import asgi
 from tests.unit.helpers import people
 
 ORIGIN = "http://testserver"
@@ -47,7 +47,7 @@ def new_link(app: App, handle: str = "bob", purpose: str = "reset") -> str:
 def browser(app: App, **options: Any) -> TestClient:
     """A client with its own cookies: one browser. POSTs carry our Origin unless told."""
     client = TestClient(
-        asgi(app, ServeOptions(**options)),
+        asgi(app, Server(**options)),
         base_url=ORIGIN,
         follow_redirects=False,
         raise_server_exceptions=False,

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from mfactl.bootstrap import bootstrap
 from mfactl.cli.app import app as cli_app
-from mfactl.web.server import ServeOptions, asgi
+from mfactl.config import Server
+from mfactl.web.server import asgi
 
 
 def test_the_demo_prints_a_setup_link_that_mfactl_serve_answers(tmp_path: Path) -> None:
@@ -26,7 +27,7 @@ def test_the_demo_prints_a_setup_link_that_mfactl_serve_answers(tmp_path: Path) 
     assert urlsplit(link[1]).query.split("token=")[1] in eml.read_text()  # the email's link
     app = bootstrap(values, actor="test")
     try:
-        web = asgi(app, ServeOptions())
+        web = asgi(app, Server())
         with TestClient(web, base_url="http://127.0.0.1:8080", follow_redirects=False) as client:
             page = client.get(link[1])
             assert page.status_code == 200 and "Acme Corporation" in page.text

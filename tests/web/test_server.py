@@ -1,9 +1,11 @@
-"""`mfactl serve --send-mail`: the background sender delivers what is due, then stops."""
+"""`mfactl serve`: its settings and options, the templates override, and the background sender."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from mfactl.app import App
 from mfactl.config import Smtp
@@ -78,7 +80,8 @@ def test_server_settings_from_the_values_file_and_the_environment(tmp_path: Path
 def test_templates_dir_overrides_a_page(sqlite_app: App, tmp_path: Path) -> None:
     from starlette.testclient import TestClient
 
-    from mfactl.web.server import ServeOptions, asgi
+    from mfactl.config import Server
+    from mfactl.web.server import asgi
     from tests.web.conftest import new_link, with_links
 
     app = with_links(sqlite_app)
@@ -88,7 +91,7 @@ def test_templates_dir_overrides_a_page(sqlite_app: App, tmp_path: Path) -> None
         '<form method="post"><input type="hidden" name="csrf" value="{{ csrf }}">'
         "<button>Go</button></form>{% endblock %}"
     )
-    web = asgi(app, ServeOptions(templates_dir=str(tmp_path)))
+    web = asgi(app, Server(templates_dir=str(tmp_path)))
     with TestClient(web, base_url="http://testserver") as client:
         page = client.get(new_link(app))
     assert page.status_code == 200 and "<h1>Ours for Acme</h1>" in page.text
@@ -103,3 +106,39 @@ def test_serve_refuses_a_bad_forwarded_allow_ips(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli_app, ["serve", "--forwarded-allow-ips", "nope"])
     assert result.exit_code == 2
     assert "--forwarded-allow-ips: must be IP addresses or networks" in result.stderr
+
+
+def test_serve_runs_with_the_server_settings_and_the_options_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What it serves with is server.* itself (declared once, in config.py), each option given
+    on the command line in place of its setting."""
+    from typer.testing import CliRunner
+
+    from mfactl.cli.app import app as cli_app
+    from mfactl.config import Server
+    from mfactl.crypto import generate_key
+    from mfactl.web import server as web_server
+
+    (tmp_path / "pages").mkdir()
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        f"database: {{url: 'sqlite:///{tmp_path / 'mfactl.db'}'}}\n"
+        f"secretStore: {{activeKey: {generate_key()}}}\n"
+        "server: {host: 0.0.0.0, port: 9090, trustedProxies: [10.0.0.1], templatesDir: pages}\n"
+    )
+    runner = CliRunner()
+    assert runner.invoke(cli_app, ["--values", str(values), "init"]).exit_code == 0
+    ran: list[object] = []
+    monkeypatch.setattr(web_server, "serve", lambda app, options: ran.append(options))
+    result = runner.invoke(cli_app, ["--values", str(values), "serve", "--port", "9191"])
+    assert result.exit_code == 0, result.stderr
+    assert ran == [
+        Server(
+            host="0.0.0.0",
+            port=9191,
+            send_mail=False,
+            trusted_proxies=("10.0.0.1",),
+            templates_dir=str(tmp_path / "pages"),
+        )
+    ]
