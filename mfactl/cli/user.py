@@ -347,7 +347,7 @@ def unlock(
         info(
             f"unlocked {done.org}/{done.user} ("
             + ("was locked, " if done.was_locked else "was not locked, ")
-            + f"{done.failed_attempts} failed attempts cleared)"
+            + f"{counted(done.failed_attempts, 'failed attempt')} cleared)"
         )
 
 
