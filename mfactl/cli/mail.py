@@ -91,8 +91,7 @@ def retry(
     all_: bool = typer.Option(False, "--all", hidden=True),
     json_: bool = JSON_OPTION,
 ) -> None:
-    """Send every email waiting in the outbox now (--due-only: only those due); exit 9 while
-    any still waits.
+    """Send every waiting email now (--due-only: only those due); exit 9 while any still waits.
 
     $ mfactl mail retry
     $ mfactl mail retry --due-only --json   # from a timer

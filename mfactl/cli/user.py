@@ -63,6 +63,9 @@ def add(
                 info(f"note: {typed.strip()!r} is kept as {kept!r} ({what} are lowercase)")
 
 
+LOWERCASED_SHOWN = 3  # the first few rows a `user import` lowercased, by line
+
+
 @app.command("import")
 def import_(
     ctx: typer.Context,
@@ -86,6 +89,16 @@ def import_(
         print_json(result)
     else:
         info(f"imported {counted(result.imported, 'user')} into {result.org}")
+        for kept in result.lowercased[:LOWERCASED_SHOWN]:
+            info(
+                f"note: line {kept.line}: {kept.typed!r} is kept as {kept.kept!r} "
+                f"({kept.column}s are lowercase)"
+            )
+        if len(result.lowercased) > LOWERCASED_SHOWN:
+            info(
+                f"note: and {len(result.lowercased) - LOWERCASED_SHOWN} more handles or emails "
+                "with capitals, kept lowercase"
+            )
 
 
 @app.command("status")
@@ -334,7 +347,7 @@ def unlock(
         info(
             f"unlocked {done.org}/{done.user} ("
             + ("was locked, " if done.was_locked else "was not locked, ")
-            + f"{done.failed_attempts} failed attempts cleared)"
+            + f"{counted(done.failed_attempts, 'failed attempt')} cleared)"
         )
 
 

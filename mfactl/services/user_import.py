@@ -45,9 +45,23 @@ _FALSE = {"", "0", "false", "no", "n", "f"}
 
 
 @dataclass(frozen=True)
+class Lowercased:
+    """A handle or email the file gave with capitals, and how it is kept."""
+
+    line: int
+    column: str  # "handle" or "email"
+    typed: str
+    kept: str
+
+
+@dataclass(frozen=True)
 class ImportResult:
     org: str
     imported: int
+    lowercased: tuple[Lowercased, ...] = ()  # said, not done silently: `Joe` is `joe` now
+
+    def to_json(self) -> dict[str, object]:
+        return {"org": self.org, "imported": self.imported, "lowercased": len(self.lowercased)}
 
 
 @dataclass(frozen=True)
@@ -294,6 +308,7 @@ def import_users(app: App, org: str, path: Path) -> ImportResult:
     text = _read_text(path)
     problems = _Problems()
     new_rows: list[dict[str, object]] = []
+    lowercased: list[Lowercased] = []
     secrets_by_uid: dict[str, ImportedSecret] = {}
     now = app.now()
     with app.uow() as uow:
@@ -320,6 +335,10 @@ def import_users(app: App, org: str, path: Path) -> ImportResult:
                 problems.add(RowProblem(record.line, exc.message))
                 continue
             claims.claim(person, record.line)
+            for column, kept in (("handle", person.handle), ("email", person.email)):
+                typed = record.cells[column].strip()
+                if typed != kept:
+                    lowercased.append(Lowercased(record.line, column, typed, kept))
             uid = str(uuid.uuid4())
             if imported is not None:
                 secrets_by_uid[uid] = imported
@@ -353,4 +372,4 @@ def import_users(app: App, org: str, path: Path) -> ImportResult:
             raise Conflict(
                 "another process added some of these users meanwhile; nothing was imported"
             ) from None
-        return ImportResult(organization.slug, len(new_rows))
+        return ImportResult(organization.slug, len(new_rows), tuple(lowercased))

@@ -56,6 +56,14 @@ def test_every_command_has_help_text() -> None:
         assert getattr(command, "help", None) or getattr(command, "short_help", None), path
 
 
+def test_every_commands_summary_is_one_line() -> None:
+    """A group's command list shows the first paragraph as written: a line break in it breaks
+    the table's row."""
+    for path, command in _commands(get_command(cli_app)):
+        summary = (command.help or "").strip().split("\n\n")[0]
+        assert "\n" not in summary, path
+
+
 def test_every_command_help_ends_with_real_examples() -> None:
     """Each `--help` shows how it is used (`$ mfactl …`), and each example is one mfactl takes:
     its options exist (the example, asked for its help, parses)."""

@@ -74,6 +74,7 @@ def test_import_reports_bad_rows_and_imports_nothing(mfactl: Mfactl, tmp_path: P
     assert mfactl.json("user", "import", str(good), "--org", "acme") == {
         "org": "acme",
         "imported": 1,
+        "lowercased": 0,
     }
     one = tmp_path / "one.csv"
     one.write_text("handle,email\nbob,bob@example.com\n")
@@ -114,6 +115,37 @@ def test_capitals_are_lowercased_and_the_output_says_so(mfactl: Mfactl) -> None:
     )
     plain = mfactl("user", "add", "--org", "acme", "--user", "ivy", "--email", "ivy@example.com")
     assert plain.stderr == "added user ivy <ivy@example.com> to acme\n"
+
+
+def test_import_says_which_capitals_it_lowercased(mfactl: Mfactl, tmp_path: Path) -> None:
+    mfactl("org", "add", "acme")
+    people = tmp_path / "people.csv"
+    people.write_text(
+        "handle,email\nJoe,joe@example.com\nann,Ann@Example.com\nkim,kim@example.com\n"
+    )
+    result = mfactl("user", "import", str(people), "--org", "acme")
+    assert (result.exit_code, result.stderr) == (
+        0,
+        "imported 3 users into acme\n"
+        "note: line 2: 'Joe' is kept as 'joe' (handles are lowercase)\n"
+        "note: line 3: 'Ann@Example.com' is kept as 'ann@example.com' (emails are lowercase)\n",
+    )
+    more = tmp_path / "more.csv"
+    more.write_text("handle,email\n" + "".join(f"U{n},u{n}@example.com\n" for n in range(5)))
+    assert mfactl("user", "import", str(more), "--org", "acme").stderr == (
+        "imported 5 users into acme\n"
+        "note: line 2: 'U0' is kept as 'u0' (handles are lowercase)\n"
+        "note: line 3: 'U1' is kept as 'u1' (handles are lowercase)\n"
+        "note: line 4: 'U2' is kept as 'u2' (handles are lowercase)\n"
+        "note: and 2 more handles or emails with capitals, kept lowercase\n"
+    )
+    again = tmp_path / "again.csv"
+    again.write_text("handle,email\nLee,lee@example.com\n")
+    assert mfactl.json("user", "import", str(again), "--org", "acme") == {
+        "org": "acme",
+        "imported": 1,
+        "lowercased": 1,
+    }
 
 
 def test_an_endless_csv_is_refused_at_the_size_cap(mfactl: Mfactl) -> None:

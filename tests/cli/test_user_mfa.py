@@ -372,6 +372,14 @@ def test_lock_and_unlock(
     assert verify(cli, "alice", phone_code(uri, clock.now)).exit_code == 0
 
 
+def test_unlock_counts_one_failed_attempt_in_the_singular(acme: Mfactl, clock: FrozenClock) -> None:
+    enroll(acme, clock)
+    assert verify(acme, "alice", "000000").exit_code == 4
+    assert acme("user", "unlock", "--org", "acme", "--user", "alice").stderr == (
+        "unlocked acme/alice (was not locked, 1 failed attempt cleared)\n"
+    )
+
+
 def test_remember_list_and_revoke(acme: Mfactl, clock: FrozenClock, values_file: Path) -> None:
     from mfactl.bootstrap import bootstrap
     from mfactl.services import remember

@@ -83,6 +83,20 @@ def test_a_slot_frees_24_hours_after_the_failure_that_took_it(app: App, clock: F
         assert uow.session.scalar(select(func.min(MfaFailure.at))) > start
 
 
+def test_the_wait_for_a_free_slot_rounds_up(app: App, clock: FrozenClock) -> None:
+    """1.5 s before a slot frees, the answer is 2 s: a login server that waits 1 s is refused."""
+    people(app, "alice")
+    uri = enrolled(app)
+    with_throttle(app, base_delay_seconds=0, max_failures_per_day=1)
+    clock.advance(30)
+    start = clock.now
+    assert verify(app, wrong_code(uri, clock.now)).retry_after_seconds == DAY
+    clock.now = start + timedelta(seconds=DAY - 1.5)
+    assert verify(app, phone_code(uri, clock.now)) == verification.VerifyResult(
+        "throttled", retry_after_seconds=2
+    )
+
+
 def test_100_failures_in_a_row_lock_whatever_the_budget(app: App, clock: FrozenClock) -> None:
     people(app, "alice")
     uri = enrolled(app)
