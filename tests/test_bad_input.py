@@ -488,6 +488,70 @@ def _row_cases() -> Iterator[Case]:
                 sql=(statement,),
                 says="not configured",
             )
+    # the campaign's damaged rows: each names its user, 6 for a secret and 5 otherwise
+    status_alice = ("user", "status", "--org", "acme", "--user", "alice")
+    for name, (statement, args, code) in {
+        "period-0": (f"UPDATE mfa_secrets SET period = 0 WHERE user_id = {ALICE}", verify_alice, 6),
+        "period-negative": (
+            f"UPDATE mfa_secrets SET period = -30 WHERE user_id = {ALICE}",
+            verify_alice,
+            6,
+        ),
+        "algorithm-md5": (
+            f"UPDATE mfa_secrets SET algorithm = 'MD5' WHERE user_id = {ALICE}",
+            verify_alice,
+            6,
+        ),
+        "last-failed-at-text": (
+            f"UPDATE mfa_secrets SET last_failed_at = 'soon' WHERE user_id = {ALICE}",
+            verify_alice,
+            6,
+        ),
+        "ciphertext-blob": (
+            f"UPDATE mfa_secrets SET ciphertext = X'00ff' WHERE user_id = {ALICE}",
+            verify_alice,
+            6,
+        ),
+        "uid-blob": ("UPDATE users SET uid = X'00ff' WHERE handle = 'alice'", verify_alice, 6),
+        "uid-non-ascii": (
+            "UPDATE users SET uid = 'caf\u00e9' WHERE handle = 'alice'",
+            verify_alice,
+            6,
+        ),
+        "created-at-text": (
+            "UPDATE users SET created_at = 'yesterday' WHERE handle = 'alice'",
+            status_alice,
+            5,
+        ),
+        "name-blob-users-list": (
+            "UPDATE users SET display_name = X'00ff' WHERE handle = 'alice'",
+            ("users", "list"),
+            5,
+        ),
+        "name-blob-user-status": (
+            "UPDATE users SET display_name = X'00ff' WHERE handle = 'alice'",
+            status_alice,
+            5,
+        ),
+        "name-blob-user-status--json": (
+            "UPDATE users SET display_name = X'00ff' WHERE handle = 'alice'",
+            (*status_alice, "--json"),
+            5,
+        ),
+        "email-blob-user-status": (
+            "UPDATE users SET email = X'00ff' WHERE handle = 'alice'",
+            status_alice,
+            5,
+        ),
+        "audit-details-not-json": (
+            "UPDATE audit_events SET details = '{not json' WHERE id = 1",
+            ("audit", "list"),
+            5,
+        ),
+    }.items():
+        # a damaged audit event is named by its id; every other row by its user
+        says = "id 1" if name.startswith("audit") else "acme/alice"
+        yield Case(f"row-{name}", args, code, sql=(statement,), says=says)
     yield Case(
         "row-ciphertext-garbage-verify--json",
         (*verify_alice, "--json"),

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from mfactl.cli.common import err_console
+from mfactl.cli.common import err_console, for_terminal
 from mfactl.errors import Declined, EmailQueued, UsageError
 
 if TYPE_CHECKING:
@@ -28,9 +28,10 @@ def confirm(question: str, *, yes: bool, what: str, warning: str | None = None) 
         return
     if not interactive():
         raise UsageError(f"{what} needs confirmation: add --yes (no terminal to ask on)")
+    # both name users as the database holds them
     if warning:
-        err_console().print(warning, style="bold red")
-    if not typer.confirm(question, default=False, err=True):
+        err_console().print(for_terminal(warning), style="bold red")
+    if not typer.confirm(for_terminal(question), default=False, err=True):
         raise Declined("aborted: nothing was changed")
 
 

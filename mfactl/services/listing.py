@@ -16,7 +16,6 @@ from sqlalchemy import Select, String, func, select, type_coerce
 from mfactl.app import App
 from mfactl.config import Settings
 from mfactl.db.models import MfaSecret, Organization, RememberToken, User
-from mfactl.errors import DamagedRow
 from mfactl.services import lookup, policy, remember
 from mfactl.services.selection import UserFilter, apply_filter
 
@@ -100,7 +99,7 @@ def list_users(app: App, flt: UserFilter) -> Iterator[ListedUser]:
             for batch in result.partitions():  # a list at a time: less per-row overhead
                 for org, handle, email, name, admin, state, key, enrolled, used, locked, n in batch:
                     if type(name) is not str or type(email) is not str or type(handle) is not str:
-                        raise _damaged(org, handle, email, name)
+                        lookup.check_user_text(org, handle, email, name)
                     admin = bool(admin)
                     state = state or "none"
                     yield {
@@ -131,13 +130,3 @@ class _Compliance(dict[tuple[bool, str], bool]):
         self[key] = answer = policy.compliant(self.settings, *key)
         return answer
 
-
-def _damaged(org: str, handle: object, email: object, name: object) -> DamagedRow:
-    """A user row whose text columns hold something else (a BLOB), named by what is text."""
-    who = f"{org}/{handle}" if type(handle) is str else f"a user of {org}"
-    columns = {"handle": handle, "email": email, "name": name}
-    column, value = next((c, v) for c, v in columns.items() if type(v) is not str)
-    return DamagedRow(
-        f"the row of the user {who} is damaged: its {column} is {type(value).__name__}, not text",
-        named=True,
-    )

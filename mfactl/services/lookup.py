@@ -88,6 +88,19 @@ def who(org: Organization, user: User) -> str:
     return f"{org.slug}/{user.handle}"
 
 
+def check_user_text(org: str, handle: object, email: object, name: object) -> None:
+    """Refuse a user row whose text columns hold something else (a BLOB written behind mfactl's
+    back), naming the user by what is text (exit 5)."""
+    columns = {"handle": handle, "email": email, "name": name}
+    for column, value in columns.items():
+        if type(value) is not str:
+            who = f"the user {org}/{handle}" if type(handle) is str else f"a user of {org}"
+            raise DamagedRow(
+                f"the row of {who} is damaged: its {column} is {type(value).__name__}, not text",
+                named=True,
+            )
+
+
 @contextmanager
 def reading(whose: str, *, secret: bool = False) -> Iterator[None]:
     """Rows read inside belong to ``whose`` (``the user acme/alice``): a damaged value in them

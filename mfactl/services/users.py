@@ -129,6 +129,7 @@ class UserStatus:
 def user_status(app: App, org: str, user_ref: str) -> UserStatus:
     with app.uow() as uow:
         organization, user = lookup.get_org_user(uow.session, org, user_ref)
+        lookup.check_user_text(organization.slug, user.handle, user.email, user.display_name)
         now = app.now()
         with lookup.reading(f"the user {lookup.who(organization, user)}", secret=True):
             secret = uow.session.get(MfaSecret, user.id)

@@ -67,6 +67,37 @@ def test_text_from_the_database_reaches_the_terminal_escaped_and_json_exact(
     assert {e["actor"] for e in mfactl.json("audit", "list")} == {HOSTILE}
 
 
+def test_a_confirmation_prompt_escapes_what_the_database_holds(
+    mfactl: Mfactl, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The question and the SYSADMIN warning before a reset name users from the database."""
+    from sqlalchemy import create_engine, update
+
+    from mfactl.db.models import User
+
+    assert mfactl("org", "add", "acme").exit_code == 0
+    for handle in ("bob", "root"):
+        email = f"{handle}@example.com"
+        admin = ("--admin",) if handle == "root" else ()
+        added = mfactl("user", "add", "--org", "acme", "--user", handle, "--email", email, *admin)
+        assert added.exit_code == 0, added.output
+    engine = create_engine(sqlite_url)
+    with engine.begin() as db:
+        db.execute(update(User).where(User.handle == "bob").values(email=HOSTILE))
+        db.execute(update(User).where(User.handle == "root").values(handle="root" + HOSTILE))
+    engine.dispose()
+    monkeypatch.setattr("mfactl.cli.interact.interactive", lambda: True)
+    for args in (
+        ("user", "reset", "--org", "acme", "--user", "bob", "--reason", "r"),
+        ("users", "reset", "--org", "acme", "--reason", "r"),
+    ):
+        declined = mfactl(*args, input="n\n")
+        assert declined.exit_code == 10, declined.output
+        for char in ("\x1b", "\x07", "\u202e", "\x9b"):
+            assert char not in declined.stderr, args
+        assert "\\x1b]0;owned\\x07" in declined.stderr, args
+
+
 @pytest.mark.parametrize("c1", ["\x85", "\x9b"])
 def test_c1_controls_are_refused_on_input(mfactl: Mfactl, c1: str) -> None:
     assert mfactl("org", "add", "acme").exit_code == 0

@@ -200,6 +200,18 @@ def test_a_templates_folder_others_can_write_is_refused_and_so_is_a_file_in_it(
     assert load_settings(path, environ={}).email.templates_dir == str(folder)
 
 
+def test_a_pages_folder_others_can_write_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "pages"
+    folder.mkdir()
+    (folder / "done.html").write_text("<p>done</p>\n")
+    text = f"server: {{templatesDir: {folder}}}\n"
+    (folder / "done.html").chmod(0o664)
+    refusal = "can be written by users other than its owner; run: chmod go-w"
+    assert problems_of(text, tmp_path) == [
+        f"server.templatesDir: {folder / 'done.html'} {refusal} {folder / 'done.html'}"
+    ]
+
+
 @pytest.mark.parametrize(
     ("host", "security", "warned"),
     [

@@ -168,6 +168,12 @@ def test_a_remember_me_row_written_by_hand_skips_no_code(app: App) -> None:
     # the plain SHA-256 of a chosen token: what an earlier mfactl stored, so its tokens end too
     chosen = secrets.token_urlsafe(32)
     _remembered_by_hand(app, "root", hashlib.sha256(chosen.encode()).hexdigest())
+    # and the plain SHA-256 of what today's hash covers (root's uid, readable in the database,
+    # and the token): only the key makes the hash
+    with app.uow() as uow:
+        root_uid = uow.session.scalar(select(User.uid).where(User.handle == "root"))
+    bound = secrets.token_urlsafe(32)
+    _remembered_by_hand(app, "root", hashlib.sha256(f"{root_uid}:{bound}".encode()).hexdigest())
     # mallory's own token, its row moved onto root: the hash is bound to mallory's uid
     own = remember.issue(app, "acme", "mallory").token
     with app.uow() as uow:
@@ -175,7 +181,7 @@ def test_a_remember_me_row_written_by_hand_skips_no_code(app: App) -> None:
         uow.session.execute(update(RememberToken).values(user_id=root_id))
         uow.commit()
 
-    for token in (chosen, own):
+    for token in (chosen, bound, own):
         assert not remember.check(app, "acme", "root", token)
         needs = policy.login_requirement(app, "acme", "root", remember_token=token)
         assert needs.decision == "code"
