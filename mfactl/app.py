@@ -50,8 +50,26 @@ class App:
         from mfactl.db.engine import make_engine
 
         return make_engine(
-            self.settings.database.url, create_file=self.creates_database, **self._engine_kwargs
+            self.settings.database.url,
+            create_file=self.creates_database,
+            pool=self.settings.database.pool,
+            **self._engine_kwargs,
         )
+
+    @cached_property
+    def hot_engine(self) -> Engine:
+        """The engine's pool in autocommit: each statement of the login path (verify,
+        requirement, remember-me checks) is its own transaction, so no BEGIN or COMMIT round
+        trip, and on SQLite a read takes no lock and a write holds it for that one statement."""
+        return self.engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    def check_schema(self) -> None:
+        """Refuse a database whose schema is not current, once per App."""
+        if not self._schema_checked:
+            from mfactl.db.engine import check_schema
+
+            check_schema(self.engine)
+            self._schema_checked = True
 
     @cached_property
     def session_factory(self) -> sessionmaker[Session]:
@@ -76,11 +94,7 @@ class App:
         """A unit of work on a database whose schema is known to be current."""
         from mfactl.db.uow import UnitOfWork
 
-        if not self._schema_checked:
-            from mfactl.db.engine import check_schema
-
-            check_schema(self.engine)
-            self._schema_checked = True
+        self.check_schema()
         return UnitOfWork(self.session_factory)
 
     def close(self) -> None:

@@ -152,8 +152,19 @@ class Email:
 
 
 @dataclass(frozen=True)
+class Pool:
+    """Pooled connections (PostgreSQL and SQLite files; MariaDB connects per unit of work)."""
+
+    # 10 + 10 serve 16 login threads at once, each verification holding one connection
+    size: int = setting("size", 10, whole(1, 1000))
+    max_overflow: int = setting("maxOverflow", 10, whole(0, 1000))
+    timeout_seconds: float = setting("timeoutSeconds", 30.0, number(0.1))
+
+
+@dataclass(frozen=True)
 class Database:
     url: str = setting("url", "sqlite:///mfactl.db", db_url)
+    pool: Pool = section("pool", Pool)
 
 
 @dataclass(frozen=True)

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import event, text
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import DBAPIError, NoSuchModuleError, ProgrammingError
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import DBAPIError, DisconnectionError, NoSuchModuleError, ProgrammingError
 from sqlalchemy.exc import OperationalError as SAOperationalError
 from sqlalchemy.pool import NullPool
 
 from mfactl.errors import ConfigError, DatabaseMissing, Unavailable
+
+if TYPE_CHECKING:
+    from mfactl.config import Pool
+
+T = TypeVar("T")
 
 # The Alembic revision this mfactl expects; tests check it is the head of db/migrations.
 SCHEMA_REVISION = "0004"
@@ -28,10 +35,13 @@ def redact(url: str) -> str:
         return "<unparseable database URL>"
 
 
-def make_engine(url: str, *, create_file: bool = True, **kwargs: Any) -> Engine:
+def make_engine(
+    url: str, *, create_file: bool = True, pool: Pool | None = None, **kwargs: Any
+) -> Engine:
     """An engine for ``url``. A SQLite file that is not there yet is created (readable by its
     owner only) with ``create_file``; without it, that is a configuration error: commands other
-    than `mfactl init` leave no stray empty database behind a mistyped path."""
+    than `mfactl init` leave no stray empty database behind a mistyped path. ``pool`` sizes the
+    connection pool (database.pool)."""
     from sqlalchemy import create_engine
 
     try:
@@ -69,9 +79,10 @@ def make_engine(url: str, *, create_file: bool = True, **kwargs: Any) -> Engine:
         options["isolation_level"] = "READ COMMITTED"
     elif backend == "postgresql":
         options["connect_args"] = {"connect_timeout": 10}
-        # a pooled connection the server has closed (a restart, a failover) is replaced before
-        # use, rather than failing the request that draws it
-        options["pool_pre_ping"] = True
+    if pool is not None and options.get("poolclass") is not NullPool and not _in_memory(parsed):
+        options.update(
+            pool_size=pool.size, max_overflow=pool.max_overflow, pool_timeout=pool.timeout_seconds
+        )
     options.update(kwargs)
     try:
         engine = create_engine(parsed, hide_parameters=True, **options)
@@ -79,7 +90,56 @@ def make_engine(url: str, *, create_file: bool = True, **kwargs: Any) -> Engine:
         raise ConfigError(f"database.url: unsupported database driver ({exc})") from None
     if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+    elif backend == "postgresql":
+        event.listen(engine, "checkout", _ping_if_idle)
+        event.listen(engine, "checkin", _note_checkin)
     return engine
+
+
+def _in_memory(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+# A pooled connection the server has closed (a restart, a failover) is replaced before use when
+# it has been idle this long; a busy pool's connections (a login server's) are not pinged, which
+# would cost every verification a round trip: those that find their connection dead are tried
+# once more on a fresh one (``retried_once``).
+IDLE_PING_SECONDS = 10.0
+
+
+def _note_checkin(_dbapi_connection: Any, record: Any) -> None:
+    if record is not None:
+        record.info["checked_in_at"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    checked_in_at = record.info.get("checked_in_at")
+    if checked_in_at is None or time.monotonic() - checked_in_at < IDLE_PING_SECONDS:
+        return
+    try:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SELECT 1")
+        cursor.close()
+        if not dbapi_connection.autocommit:
+            dbapi_connection.rollback()
+    except Exception as exc:
+        # the pool discards this connection and checks out another
+        raise DisconnectionError(str(exc)) from exc
+
+
+def retried_once(engine: Engine, read: Callable[[Connection], T]) -> T:
+    """``read(connection)`` on a pooled connection, and once more on a fresh one when the server
+    had closed the first (a restart, a failover). Only for work that has written nothing when a
+    statement fails: it runs again from the start."""
+    try:
+        with engine.connect() as connection:
+            return read(connection)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    # the pool has thrown away every connection made before the one that failed
+    with engine.connect() as connection:
+        return read(connection)
 
 
 def _create_private(path: Path) -> None:

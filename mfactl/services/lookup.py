@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Select, Table, bindparam, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from mfactl.db.models import Organization, User
+from mfactl.db.models import MfaSecret, Organization, User
 from mfactl.errors import DamagedRow, DamagedSecret, NotFound
 from mfactl.services import validation
 
@@ -21,14 +22,54 @@ def get_org(session: Session, slug: str) -> Organization:
     return org
 
 
+def user_reference(user_ref: str) -> tuple[bool, str]:
+    """(by email?, the reference as stored): a user is found by handle, or by email when the
+    reference has an '@'."""
+    ref = user_ref.strip().lower()
+    return "@" in ref, ref
+
+
+def org_reference(slug: str) -> str:
+    return slug.strip().lower()
+
+
 def matches_user(user_ref: str) -> ColumnElement[bool]:
     """The WHERE clause finding a user by handle, or by email when the reference has an '@'."""
-    ref = user_ref.strip().lower()
-    return User.email == ref if "@" in ref else User.handle == ref
+    by_email, ref = user_reference(user_ref)
+    return User.email == ref if by_email else User.handle == ref
 
 
 def matches_org(slug: str) -> ColumnElement[bool]:
-    return Organization.slug == slug.strip().lower()
+    return Organization.slug == org_reference(slug)
+
+
+# --- the login path: Core statements built once, bound per call ---------------------------------
+
+USERS = cast(Table, User.__table__)
+ORGANIZATIONS = cast(Table, Organization.__table__)
+SECRETS = cast(Table, MfaSecret.__table__)
+
+
+def user_with_secret(*columns: ColumnElement[Any]) -> dict[bool, Select[Any]]:
+    """A statement reading ``columns`` of one user, their organization and their MFA secret
+    (NULLs without one), bound with ``org`` and ``user`` (see ``bind_user``); by email (True)
+    or by handle (False)."""
+    joined = USERS.join(ORGANIZATIONS, ORGANIZATIONS.c.id == USERS.c.organization_id).outerjoin(
+        SECRETS, SECRETS.c.user_id == USERS.c.id
+    )
+    base = select(*columns).select_from(joined).where(ORGANIZATIONS.c.slug == bindparam("org"))
+    return {
+        True: base.where(USERS.c.email == bindparam("user")),
+        False: base.where(USERS.c.handle == bindparam("user")),
+    }
+
+
+def bind_user(
+    statements: dict[bool, Select[Any]], org: str, user_ref: str
+) -> tuple[Select[Any], dict[str, Any]]:
+    """The statement of ``user_with_secret`` that finds ``user_ref``, and its parameters."""
+    by_email, ref = user_reference(user_ref)
+    return statements[by_email], {"org": org_reference(org), "user": ref}
 
 
 def get_user(session: Session, org: Organization, user_ref: str) -> User:
@@ -80,7 +121,9 @@ def lock_users(session: Session, user_ids: Iterable[int]) -> None:
         return
     for start in range(0, len(ids), 1000):
         part = ids[start : start + 1000]
-        session.execute(select(User.id).where(User.id.in_(part)).order_by(User.id).with_for_update())
+        session.execute(
+            select(User.id).where(User.id.in_(part)).order_by(User.id).with_for_update()
+        )
 
 
 def who(org: Organization, user: User) -> str:

@@ -96,13 +96,10 @@ def login_requirement(
     app: App, org: str, user_ref: str, *, remember_token: str | None = None
 ) -> LoginRequirement:
     """What a login server must ask this user for (call it after the password check)."""
-    with app.uow() as uow:
-        _, user = lookup.get_org_user(uow.session, org, user_ref)
-        state = uow.session.scalar(select(MfaSecret.state).where(MfaSecret.user_id == user.id))
-        remembered = bool(remember_token) and remember.is_remembered(
-            uow.session, app, user, remember_token or ""
-        )
-        return decide(app.settings, user.is_admin, state or "none", remembered)
+    app.check_schema()
+    user = remember.login_user(app, org, user_ref)
+    remembered = bool(remember_token) and remember.is_remembered(app, user, remember_token or "")
+    return decide(app.settings, user.is_admin, user.mfa_state, remembered)
 
 
 @dataclass(frozen=True)

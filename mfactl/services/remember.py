@@ -11,32 +11,44 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import and_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Table, and_, bindparam, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from mfactl.app import App
-from mfactl.db.models import MfaSecret, RememberToken, User
-from mfactl.errors import Conflict, NotFound
+from mfactl.db.engine import retried_once
+from mfactl.db.models import MfaSecret, RememberToken
+from mfactl.errors import Conflict, DamagedRow, NotFound
 from mfactl.services import audit, lookup
 
 TOKEN_PURPOSE = "remember-token"  # its own derived key: a remember-me hash is no link's hash
 
+_TOKENS = cast(Table, RememberToken.__table__).c
+
+
+def _live(now: Any, oldest: Any) -> ColumnElement[bool]:
+    """The rule: not revoked, and before its expiry, the earlier of the one stored and its
+    creation + today's rememberMe.days (lowering the days ends older tokens)."""
+    return and_(_TOKENS.revoked_at.is_(None), _TOKENS.expires_at > now, _TOKENS.created_at > oldest)
+
+
+_LIVE = _live(bindparam("now"), bindparam("oldest"))  # bound per call with live_params
+
+
+def live_params(app: App, now: datetime) -> dict[str, datetime]:
+    return {"now": now, "oldest": now - timedelta(days=app.settings.user_login.remember_me.days)}
+
+
 def live(app: App, now: datetime) -> ColumnElement[bool]:
-    """The SQL test of a live token: not revoked, and before its expiry, the earlier of the one
-    stored and its creation + today's rememberMe.days (lowering the days ends older tokens)."""
-    oldest = now - timedelta(days=app.settings.user_login.remember_me.days)
-    return and_(
-        RememberToken.revoked_at.is_(None),
-        RememberToken.expires_at > now,
-        RememberToken.created_at > oldest,
-    )
+    """The SQL test of a live token at ``now``."""
+    return _live(**live_params(app, now))
 
 
 def expiry(app: App, created_at: datetime, stored: datetime) -> datetime:
     """When a token stops being live: the same rule as ``live``, for one row already read."""
     return min(stored, created_at + timedelta(days=app.settings.user_login.remember_me.days))
+
 
 def token_hash(app: App, uid: str, token: str) -> str:
     """What a new token stores: its keyed hash under the active key, bound to its user's uid."""
@@ -54,14 +66,14 @@ def token_hashes(app: App, uid: str, token: str) -> tuple[str, ...]:
     return app.secrets.keyed_hashes(TOKEN_PURPOSE, f"{uid}:{token}")
 
 
-def refusal(app: App, user: User) -> str | None:
+def refusal(app: App, is_admin: bool) -> str | None:
     """Why the policy forbids remembering this user's devices, or None when it allows it."""
     login = app.settings.user_login
     if not login.mfa.enabled:
         return "MFA is disabled by policy (userLogin.mfa.enabled is false)"
     if not login.remember_me.enabled:
         return "remember-me is disabled by policy (userLogin.rememberMe.enabled is false)"
-    if user.is_admin and login.remember_me.disabled_for_sysadmins:
+    if is_admin and login.remember_me.disabled_for_sysadmins:
         return (
             "remember-me is disabled for sysadmins "
             "(userLogin.rememberMe.disabledForSysAdmins is true)"
@@ -81,7 +93,7 @@ def issue(app: App, org: str, user_ref: str) -> IssuedToken:
     with app.uow() as uow:
         organization, user = lookup.get_org_user(uow.session, org, user_ref)
         who = lookup.who(organization, user)
-        reason = refusal(app, user)
+        reason = refusal(app, user.is_admin)
         if reason:
             raise Conflict(f"cannot remember a device of {who}: {reason}")
         # under the user's lock, a reset running meanwhile either comes first (and MFA is not
@@ -112,29 +124,67 @@ def issue(app: App, org: str, user_ref: str) -> IssuedToken:
         return IssuedToken(row.id, token, row.expires_at)
 
 
-def is_remembered(session: Session, app: App, user: User, token: str) -> bool:
+# the login path: Core statements built once (see lookup.user_with_secret)
+_USER = lookup.user_with_secret(
+    lookup.USERS.c.id, lookup.USERS.c.uid, lookup.USERS.c.is_admin, lookup.SECRETS.c.state
+)
+_LIVE_TOKEN = (
+    select(_TOKENS.id)
+    .where(
+        _TOKENS.user_id == bindparam("token_of"),
+        _TOKENS.token_hash.in_(bindparam("hashes", expanding=True)),
+        _LIVE,
+    )
+    .limit(1)
+)
+
+
+@dataclass(frozen=True)
+class LoginUser:
+    """What the login path reads of a user: enough for the policy and the remember-me check."""
+
+    id: int
+    uid: str
+    is_admin: bool
+    mfa_state: str  # active | pending | none
+
+
+def login_user(app: App, org: str, user_ref: str) -> LoginUser:
+    """The user, by one statement on the login path's connection; NotFound naming what is
+    missing, the organization or the user."""
+    statement, params = lookup.bind_user(_USER, org, user_ref)
+    try:
+        row = retried_once(app.hot_engine, lambda c: c.execute(statement, params).first())
+    except DamagedRow:
+        row = None  # the unit of work below names the row
+    if row is None:
+        with app.uow() as uow:
+            _, user = lookup.get_org_user(uow.session, org, user_ref)  # raises its NotFound
+            mfa = uow.session.get(MfaSecret, user.id)
+            return LoginUser(user.id, user.uid, user.is_admin, mfa.state if mfa else "none")
+    return LoginUser(row.id, row.uid, bool(row.is_admin), row.state or "none")
+
+
+def is_remembered(app: App, user: LoginUser, token: str) -> bool:
     """True when ``token`` is a live remember-me token of ``user``, whose MFA is active, and the
     policy allows it."""
     # issued tokens are URL-safe ASCII: anything else was never issued (and may not encode)
-    if not token or not token.isascii() or refusal(app, user):
+    if not token or not token.isascii() or user.mfa_state != "active":
+        return False  # nothing to skip without active MFA
+    if refusal(app, user.is_admin):
         return False
-    found = session.scalar(
-        select(RememberToken.id)
-        .join(MfaSecret, MfaSecret.user_id == RememberToken.user_id)
-        .where(
-            RememberToken.token_hash.in_(token_hashes(app, user.uid, token)),
-            RememberToken.user_id == user.id,
-            live(app, app.now()),
-            MfaSecret.state == "active",  # nothing to skip without active MFA
-        )
-    )
-    return found is not None
+    params = {
+        "token_of": user.id,
+        "hashes": list(token_hashes(app, user.uid, token)),
+        **live_params(app, app.now()),
+    }
+    with app.hot_engine.connect() as connection:
+        return connection.execute(_LIVE_TOKEN, params).first() is not None
 
 
 def check(app: App, org: str, user_ref: str, token: str) -> bool:
-    with app.uow() as uow:
-        _, user = lookup.get_org_user(uow.session, org, user_ref)
-        return is_remembered(uow.session, app, user, token)
+    app.check_schema()
+    return is_remembered(app, login_user(app, org, user_ref), token)
 
 
 @dataclass(frozen=True)
@@ -174,9 +224,13 @@ def revoke(app: App, org: str, user_ref: str, token_id: int | None = None) -> in
         )
         if token_id is not None:
             # an id past a 64-bit integer cannot be stored, so no token has it
-            exists = None if not 0 < token_id < 2**63 else uow.session.scalar(
-                select(RememberToken.id).where(
-                    RememberToken.id == token_id, RememberToken.user_id == user.id
+            exists = (
+                None
+                if not 0 < token_id < 2**63
+                else uow.session.scalar(
+                    select(RememberToken.id).where(
+                        RememberToken.id == token_id, RememberToken.user_id == user.id
+                    )
                 )
             )
             if exists is None:

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from mfactl import totp
 from mfactl.app import App
-from mfactl.db.models import MfaSecret, Organization, User
-from mfactl.errors import Conflict, DamagedSecret
+from mfactl.db.engine import retried_once
+from mfactl.db.models import MfaFailure, MfaSecret, Organization, User
+from mfactl.errors import Conflict, DamagedRow, DamagedSecret
 from mfactl.services import audit, lookup, throttle
 
 RESULTS = ("ok", "wrong", "replayed", "throttled", "locked", "not_enrolled", "malformed")
@@ -92,8 +93,22 @@ def _locked_secret(session: Session, user_id: int, now: datetime) -> Any:
     ).one_or_none()
 
 
+@dataclass(frozen=True)
+class _Compared:
+    """What the read without the lock found for a code: the sealed secret it compared with."""
+
+    ciphertext: str
+    found: totp.Match
+
+
 def _check(
-    session: Session, app: App, target: Target, row: Any, code: str, explain: bool
+    session: Session,
+    app: App,
+    target: Target,
+    row: Any,
+    code: str,
+    explain: bool,
+    compared: _Compared | None = None,
 ) -> VerifyResult:
     """The order of django-otp: throttle, compare, replay, then accept or count the failure."""
     if row is None or row.state != "active":
@@ -115,15 +130,18 @@ def _check(
     wait = throttle.wait_seconds(session, settings, target.user_id, failures, now)
     if wait:
         return VerifyResult("throttled", retry_after_seconds=wait)
-    secret = app.secrets.open_secret(target.uid, row.ciphertext, who).plaintext
-    found = totp.match(
-        secret,
-        code,
-        now,
-        params,
-        app.settings.user_login.mfa.valid_window,
-        look_for_drift=explain,
-    )
+    if compared is not None and compared.ciphertext == row.ciphertext:
+        found = compared.found  # the same secret and code: a login pays for one comparison
+    else:
+        secret = app.secrets.open_secret(target.uid, row.ciphertext, who).plaintext
+        found = totp.match(
+            secret,
+            code,
+            now,
+            params,
+            app.settings.user_login.mfa.valid_window,
+            look_for_drift=explain,
+        )
     if found.step is None:
         return _count_failure(session, app, target, found.drift_steps, params.period)
     if found.step <= row.last_used_step:
@@ -161,6 +179,92 @@ def _count_failure(
     )
 
 
+# --- the login path: read, compute outside any lock, then accept by compare-and-swap -------------
+
+_FAILURES = cast(Table, MfaFailure.__table__)
+_S = lookup.SECRETS.c
+_READ = lookup.user_with_secret(
+    lookup.USERS.c.uid,
+    lookup.ORGANIZATIONS.c.slug,
+    lookup.USERS.c.handle,
+    _S.user_id,
+    _S.state,
+    _S.ciphertext,
+    _S.algorithm,
+    _S.digits,
+    _S.period,
+    _S.last_used_step,
+    _S.failed_attempts,
+    _S.locked,
+    select(func.count())
+    .where(_FAILURES.c.user_id == lookup.USERS.c.id, _FAILURES.c.at > bindparam("since"))
+    .scalar_subquery()
+    .label("failures_today"),
+)
+# accepted only if nothing that decided the answer changed since the read: the same sealed
+# secret (not replaced by a reset or a new enrollment, nor re-sealed by keys migrate), still
+# active and unlocked, no failure counted and no code accepted meanwhile
+_ACCEPT = (
+    update(lookup.SECRETS)
+    .where(
+        _S.user_id == bindparam("secret_of"),
+        _S.ciphertext == bindparam("read_ciphertext"),
+        _S.state == "active",
+        _S.locked.is_(False),
+        _S.failed_attempts == 0,
+        _S.last_used_step == bindparam("read_step"),
+    )
+    .values(last_used_step=bindparam("step"), last_used_at=bindparam("used_at"))
+)
+
+
+def _without_lock(app: App, org: str, user_ref: str, code: str) -> VerifyResult | _Compared | None:
+    """The answer for a user with no failures to weigh, without taking the user's lock: one read,
+    the crypto and TOTP maths with no lock held, and for a right code one conditional UPDATE.
+    Otherwise the locked path decides, from a fresh read: an unknown user (its NotFound), a
+    throttle to weigh, a damaged row to name (None), a wrong code to count, or a change that came
+    between the read and the UPDATE (what was compared, which it reuses for the same secret)."""
+    now = app.now()
+    statement, params = lookup.bind_user(_READ, org, user_ref)
+    params["since"] = now - throttle.WINDOW
+    try:
+        row = retried_once(app.hot_engine, lambda c: c.execute(statement, params).first())
+    except DamagedRow:
+        return None
+    if row is None or row.user_id is None or row.state != "active":
+        return None if row is None else VerifyResult("not_enrolled")
+    if row.locked:
+        return VerifyResult("locked")
+    limit = app.settings.user_login.mfa.throttle.max_failures_per_day
+    if row.failed_attempts or row.failures_today >= limit:
+        return None
+    try:
+        stored = totp.stored_params(row.algorithm, row.digits, row.period)
+    except ValueError:
+        return None
+    if not totp.looks_like_a_code(code, stored.digits):
+        return VerifyResult("malformed", digits=row.digits)
+    who = f"{row.slug}/{row.handle}"
+    secret = app.secrets.open_secret(row.uid, row.ciphertext, who).plaintext
+    window = app.settings.user_login.mfa.valid_window
+    found = totp.match(secret, code, now, stored, window)
+    compared = _Compared(row.ciphertext, found)
+    if found.step is None:
+        return compared
+    if found.step <= row.last_used_step:
+        return VerifyResult("replayed")
+    accept = {
+        "secret_of": row.user_id,
+        "read_ciphertext": row.ciphertext,
+        "read_step": row.last_used_step,
+        "step": found.step,
+        "used_at": now,
+    }
+    with app.hot_engine.connect() as connection:
+        accepted = connection.execute(_ACCEPT, accept).rowcount
+    return VerifyResult("ok") if accepted == 1 else compared
+
+
 def verify(
     app: App,
     org: str,
@@ -170,7 +274,18 @@ def verify(
     explain: bool = False,
     audited: bool = False,
 ) -> VerifyResult:
-    """Verify a code in its own unit of work; ``audited`` records an mfa.verify event too."""
+    """Verify a code; ``audited`` records an mfa.verify event too, ``explain`` looks for the
+    drift of a wrong code.
+
+    A login (neither) is first answered without the user's lock (``_without_lock``); what that
+    cannot answer is decided under the lock, in one unit of work, from a fresh read."""
+    compared = None
+    if not (explain or audited):
+        app.check_schema()
+        answer = _without_lock(app, org, user_ref, code)
+        if isinstance(answer, VerifyResult):
+            return answer
+        compared = answer
     with app.uow() as uow:
         # one query for the org and the user: this is a login server's hot path
         row = uow.session.execute(
@@ -184,7 +299,7 @@ def verify(
         target = Target(row.id, row.uid, row.slug, row.handle)
         with lookup.reading(f"the user {target.org}/{target.handle}", secret=True):
             secret = _locked_secret(uow.session, target.user_id, app.now())
-        result = _check(uow.session, app, target, secret, code, explain)
+        result = _check(uow.session, app, target, secret, code, explain, compared)
         if audited:
             audit.record(
                 uow.session,

@@ -199,8 +199,9 @@ def test_a_check_in_flight_finishes_before_a_reset_removes_the_secret(
     people(app, "alice")
     enrolled(app)
     clock.advance(30)
-    # a wrong code's check pauses after opening the secret; meanwhile an admin resets alice
-    paused = arriving_at_the_lock(pausing(app.secrets, "open_secret", monkeypatch), monkeypatch)
+    # a wrong code's check pauses under alice's lock, after reading her secret; meanwhile an
+    # admin resets alice
+    paused = arriving_at_the_lock(pausing(verification, "_locked_secret", monkeypatch), monkeypatch)
     checked, done = race(
         lambda: verification.verify(app, "acme", "alice", "000000"),
         lambda: reset.reset_user(app, "acme", "alice", "lost phone", send_email=False),
@@ -212,6 +213,69 @@ def test_a_check_in_flight_finishes_before_a_reset_removes_the_secret(
     assert done.had_mfa == "active"
     with app.uow() as uow:
         assert uow.session.scalars(select(MfaSecret)).all() == []
+
+
+def test_a_wrong_code_compared_without_the_lock_is_counted_after_a_reset_as_not_enrolled(
+    app: App, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    people(app, "alice")
+    enrolled(app)
+    clock.advance(30)
+    # a login's check compares without the lock; it pauses there while a reset goes through
+    paused = arriving_at_the_lock(pausing(app.secrets, "open_secret", monkeypatch), monkeypatch)
+    checked, done = race(
+        lambda: verification.verify(app, "acme", "alice", "000000"),
+        lambda: reset.reset_user(app, "acme", "alice", "lost phone", send_email=False),
+        paused,
+    )
+    # its failure is counted under the lock, from a fresh read: the reset came first, so there
+    # is no secret to count against (one order, never a failure on a removed secret)
+    assert checked.result == "not_enrolled"
+    assert done.had_mfa == "active"
+    with app.uow() as uow:
+        assert uow.session.scalars(select(MfaSecret)).all() == []
+
+
+def test_a_right_code_read_before_a_reset_and_new_enrollment_is_not_accepted(
+    app: App, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    people(app, "alice")
+    old_phone = enrolled(app)
+    clock.advance(30)
+    code = phone_code(old_phone, clock())
+
+    def replaced() -> None:
+        reset.reset_user(app, "acme", "alice", "lost phone", send_email=False)
+        enrolled(app)  # her new phone, active at once
+
+    # the old phone's right code is read and compared without the lock, and pauses before its
+    # UPDATE until alice has a new secret
+    paused = pausing(app.secrets, "open_secret", monkeypatch)
+    checked, _ = race(lambda: verification.verify(app, "acme", "alice", code), replaced, paused)
+    # the UPDATE finds another secret than the one compared: the check is done again under the
+    # lock against the new secret, and the old phone's code is wrong there
+    assert checked.result == "wrong"
+    with app.uow() as uow:
+        [secret] = uow.session.scalars(select(MfaSecret)).all()
+        assert secret.failed_attempts == 1
+
+
+def test_a_right_code_read_before_a_wrong_one_was_counted_is_throttled(
+    app: App, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    people(app, "alice")
+    uri = enrolled(app)
+    clock.advance(30)
+    paused = pausing(app.secrets, "open_secret", monkeypatch)
+    checked, other = race(
+        lambda: verification.verify(app, "acme", "alice", phone_code(uri, clock())),
+        lambda: verification.verify(app, "acme", "alice", "000000"),
+        paused,
+    )
+    # the wrong code was counted between the read and the UPDATE: the right code's UPDATE
+    # misses, and under the lock it meets the back-off the failure started
+    assert other.result == "wrong"
+    assert checked.result == "throttled"
 
 
 def test_a_link_replaced_while_it_is_being_opened_is_either_used_first_or_refused(
