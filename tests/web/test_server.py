@@ -103,3 +103,28 @@ def test_serve_refuses_a_bad_forwarded_allow_ips(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli_app, ["serve", "--forwarded-allow-ips", "nope"])
     assert result.exit_code == 2
     assert "--forwarded-allow-ips: must be IP addresses or networks" in result.stderr
+
+
+def test_serve_on_a_port_in_use_is_unavailable_with_the_reason(tmp_path: Path) -> None:
+    """uvicorn's own exit (3, which is "not found" here) becomes exit 7 with one sentence."""
+    import socket
+    import subprocess
+    import sys
+
+    from tests.web.test_browser import prepare
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        app, values = prepare(tmp_path, f"sqlite:///{tmp_path / 'web.db'}", port)
+        app.close()
+        command = [sys.executable, "-m", "mfactl", "--values", str(values), "serve"]
+        result = subprocess.run(
+            [*command, "--port", str(port)], capture_output=True, text=True, timeout=60
+        )
+    assert result.returncode == 7, result.stderr
+    assert (
+        f"error: the server could not listen on 127.0.0.1:{port} "
+        "(in use, or not an address of this machine)\n"
+    ) in result.stderr
