@@ -222,7 +222,7 @@ def test_wrong_throttled_locked_and_malformed_codes(
     assert wrong.status_code == 422 and failures() == 1
     throttled = send_code(client, bad)
     assert throttled.status_code == 429 and throttled.headers["retry-after"] == "1"
-    assert "wait 1 seconds" in throttled.text and failures() == 1
+    assert "wait 1 second," in throttled.text and failures() == 1
     for _ in range(4):
         clock.advance(61)
         last = send_code(client, bad)
