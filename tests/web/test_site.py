@@ -445,3 +445,22 @@ def test_every_page_of_a_link_names_its_organization(web_app: App, client: TestC
     new_link(web_app)  # replaces the first link
     replaced = client.get(path_of(url))
     assert replaced.status_code == 410 and named(replaced) == f"{issuer} · Acme"
+
+
+def test_the_access_log_hides_a_token_carried_in_the_path(sqlite_app: App, caplog: Any) -> None:
+    app = with_links(
+        sqlite_app,
+        reset_url=ORIGIN + "/s/{org}/{token}",
+        enroll_url=ORIGIN + "/invite/{org}/{user}/{token}",
+    )
+    people(app, "bob", "carol")
+    reset_path = urlsplit(new_link(app)).path
+    enroll_path = urlsplit(new_link(app, "carol", purpose="enroll")).path
+    with browser(app) as client, caplog.at_level(logging.INFO, logger="mfactl"):
+        assert client.get(reset_path).status_code == 200
+        assert client.get(enroll_path).status_code == 200
+    lines = [r.getMessage() for r in caplog.records if r.name == "mfactl.access"]
+    assert any('"GET /s/[org]/[token] HTTP/1.1" 200' in line for line in lines), lines
+    assert any('"GET /invite/[org]/[user]/[token] HTTP/1.1" 200' in line for line in lines), lines
+    for path in (reset_path, enroll_path):
+        assert path.rsplit("/", 1)[1] not in caplog.text
