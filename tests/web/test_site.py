@@ -464,3 +464,31 @@ def test_the_access_log_hides_a_token_carried_in_the_path(sqlite_app: App, caplo
     assert any('"GET /invite/[org]/[user]/[token] HTTP/1.1" 200' in line for line in lines), lines
     for path in (reset_path, enroll_path):
         assert path.rsplit("/", 1)[1] not in caplog.text
+
+
+def test_two_replicas_serve_one_flow_request_by_request(web_app: App, clock: FrozenClock) -> None:
+    """Behind a load balancer each request may reach another process: two Apps built from the
+    same settings (no state shared but the database) take turns, CSRF tokens and all."""
+    replica = App(settings=web_app.settings, clock=web_app.clock, actor="test")
+    url = new_link(web_app)
+    try:
+        with browser(web_app) as one, browser(replica) as two:
+            # one browser, whichever process answers: its cookies go with it
+            page = one.get(path_of(url))
+            two.cookies = one.cookies
+            opened = two.post(
+                path_of(url), data={"csrf": csrf_of(page.text)}, headers={"origin": ORIGIN}
+            )
+            assert opened.status_code == 303, opened.text
+            one.cookies = two.cookies
+            step = one.get(STEP)
+            assert step.status_code == 200
+            code = phone_code(uri_of(web_app, step.text), clock())
+            right = two.post(
+                STEP, data={"csrf": csrf_of(step.text), "code": code}, headers={"origin": ORIGIN}
+            )
+            assert right.status_code == 303, right.text
+            assert "MFA is now active for Acme" in one.get(STEP).text
+    finally:
+        replica.close()
+    assert users.user_status(web_app, "acme", "bob").mfa == "active"
