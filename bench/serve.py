@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -33,6 +34,11 @@ from mfactl.crypto import generate_key
 from mfactl.services import links, lookup, orgs, users
 
 CLIENTS = (1, 8, 32)
+# wrong codes sent for one user before its client opens the next user's link: the throttle
+# locks a user at 100 failures at most (it cannot be turned off), and a locked user is a
+# cheaper path than the one measured
+CODES_PER_USER = 90
+SPARE_USERS = 100  # for the code runs, beyond one per client
 MAX_REQUESTS = 20_000  # per measurement, whatever --seconds says
 BARE = """
 import sys, uvicorn
@@ -47,7 +53,8 @@ uvicorn.run(Starlette(routes=[Route("/", page)]), host="127.0.0.1", port=int(sys
 """
 VALUES = """\
 database: {{url: "{url}"}}
-userLogin: {{mfa: {{throttle: {{baseDelaySeconds: 0, lockAfterFailures: 0}}}}}}
+userLogin:
+  mfa: {{throttle: {{baseDelaySeconds: 0, lockAfterFailures: 100, maxFailuresPerDay: 1000}}}}
 secretStore: {{activeKey: "{key}"}}
 email:
   links: {{resetUrl: "http://127.0.0.1:{port}/mfa/setup?org={{org}}&token={{token}}"}}
@@ -113,9 +120,9 @@ def main() -> None:
         values.chmod(0o600)
         app = bootstrap(values, actor="bench")
         orgs.add_org(app, "acme", "Acme")
-        # the link page's users, then each code run's own (a link opened by one client is
-        # refused to any other)
-        handles = [f"user{i}" for i in range(max(CLIENTS) + sum(CLIENTS))]
+        # the link page's users, then the code runs' (a link opened by one client is refused
+        # to any other, and a client moves on to a new user every CODES_PER_USER codes)
+        handles = [f"user{i}" for i in range(max(CLIENTS) + sum(CLIENTS) + SPARE_USERS)]
         for handle in handles:
             users.add_user(app, "acme", handle, f"{handle}@example.com")
         with app.uow() as uow:
@@ -146,21 +153,31 @@ def report(seconds: float, urls: list[str], bare_port: int) -> None:
     def link_page(client: httpx.Client, index: int, setup: object) -> bool:
         return client.get(urls[index]).status_code == 200
 
-    offset = [max(CLIENTS)]
+    code_urls = iter(urls[max(CLIENTS) :])
+    drawing = threading.Lock()
+
+    def opened(client: httpx.Client) -> list[object]:
+        """This client's browser opens the next unused link: [step, csrf, origin, codes sent]."""
+        with drawing:
+            url = next(code_urls)
+        step = url.split("?")[0] + "/step"
+        page = client.get(url).text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert csrf, page
+        origin = url.split("/mfa")[0]
+        client.post(url, data={"csrf": csrf[1]}, headers={"origin": origin})
+        token = re.search(r'name="csrf" value="([^"]+)"', client.get(step).text)
+        assert token
+        return [step, token[1], origin, 0]
 
     def code_post(client: httpx.Client, index: int, setup: object) -> object:
-        url = urls[offset[0] + index]
-        step = url.split("?")[0] + "/step"
-        if setup is None:  # this client's browser opens its own link once
-            page = client.get(url).text
-            csrf = re.search(r'name="csrf" value="([^"]+)"', page)
-            assert csrf, page
-            origin = url.split("/mfa")[0]
-            client.post(url, data={"csrf": csrf[1]}, headers={"origin": origin})
-            token = re.search(r'name="csrf" value="([^"]+)"', client.get(step).text)
-            assert token
-            return (step, token[1], origin)
-        step, token, origin = setup  # type: ignore[misc]
+        if setup is None:
+            return opened(client)
+        held: list[Any] = setup  # type: ignore[assignment]
+        if held[3] >= CODES_PER_USER:
+            held[:] = opened(client)
+        step, token, origin, _ = held
+        held[3] += 1
         answer = client.post(
             step, data={"csrf": token, "code": "000000"}, headers={"origin": origin}
         )
@@ -176,7 +193,6 @@ def report(seconds: float, urls: list[str], bare_port: int) -> None:
         bare_rate, _, bare_errors = measure(clients, seconds, bare)
         link_rate, _, link_errors = measure(clients, seconds, link_page)
         code_rate, _, code_errors = measure(clients, seconds, code_post)
-        offset[0] += clients
         errors = bare_errors + link_errors + code_errors
         ratios[clients], failures[clients] = link_rate / bare_rate, errors
         print(

@@ -110,6 +110,11 @@ def serve(app: App, options: Server) -> None:
         if sender is not None:
             sender.start()
         server.run()
+    except SystemExit:
+        # uvicorn exits 3 when it cannot listen: here that is "unavailable", said in a sentence
+        if server.started:
+            raise
+        raise _not_started(options) from None
     finally:
         if sender is not None:
             sender.stop()

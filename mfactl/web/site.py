@@ -249,12 +249,16 @@ async def step_page(request: Request) -> Response:
     return _step(site, request, view, session)
 
 
+def _seconds(count: int | None) -> str:
+    return "1 second" if count == 1 else f"{count} seconds"
+
+
 def _problem_text(outcome: CodeOutcome, digits: int, period_hint: str) -> str:
     if outcome.result == "malformed":
         return f"Enter the {digits}-digit code your app shows (digits only)."
     if outcome.result == "throttled":
         return (
-            f"Too many wrong codes: wait {outcome.retry_after_seconds} seconds, then enter the "
+            f"Too many wrong codes: wait {_seconds(outcome.retry_after_seconds)}, then enter the "
             "code your app shows at that moment."
         )
     if outcome.result == "locked":
@@ -269,7 +273,7 @@ def _problem_text(outcome: CodeOutcome, digits: int, period_hint: str) -> str:
             " automatically."
         )
     if outcome.retry_after_seconds:
-        text += f" Wait {outcome.retry_after_seconds} seconds before the next try."
+        text += f" Wait {_seconds(outcome.retry_after_seconds)} before the next try."
     return text
 
 

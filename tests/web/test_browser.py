@@ -74,10 +74,11 @@ def free_port() -> int:
 class Server:
     """`mfactl serve` in a subprocess; its stderr (the log) kept in a file."""
 
-    def __init__(self, values: Path, port: int, log: Path) -> None:
+    def __init__(self, values: Path, port: int, log: Path, *options: str) -> None:
         self.port, self.log = port, log
+        command = [sys.executable, "-m", "mfactl", "--values", str(values), "serve"]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mfactl", "--values", str(values), "serve", "--port", str(port)],
+            [*command, "--port", str(port), *options],
             stdout=subprocess.DEVNULL,
             stderr=log.open("wb"),
         )

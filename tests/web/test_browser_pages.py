@@ -198,11 +198,14 @@ def test_every_page_of_the_flow_passes_the_checks(
     assert users.user_status(app, "acme", "bob").mfa == "active"
 
 
-def test_back_and_forward_after_opening_the_link(
+def test_back_and_forward_after_opening_the_link_without_javascript_on_a_desktop(
     chromium: Any, served: tuple[App, Server, str]
 ) -> None:
+    """JavaScript off (the pages need none) and a desktop window (the page a centred column)."""
     app, server, link = served
-    context = chromium.new_context()
+    context = chromium.new_context(
+        java_script_enabled=False, viewport={"width": 1280, "height": 800}
+    )
     page = context.new_page()
     posts: list[str] = []
     page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
@@ -211,6 +214,9 @@ def test_back_and_forward_after_opening_the_link(
     step = f"http://127.0.0.1:{server.port}/mfa/setup/step"
     assert page.url == step and posts == [link]
     secret, opened = secret_on(page), state(app)
+    box = page.locator("main").bounding_box()
+    assert box is not None and box["width"] <= 600  # a readable line, not the window's width
+    assert abs(box["x"] - (1280 - box["x"] - box["width"])) <= 1  # centred
 
     for move in (page.go_back, page.go_forward, page.go_back, page.go_forward):
         move()

@@ -142,3 +142,74 @@ def test_serve_runs_with_the_server_settings_and_the_options_given(
             templates_dir=str(tmp_path / "pages"),
         )
     ]
+
+
+def test_serve_on_a_port_in_use_is_unavailable_with_the_reason(tmp_path: Path) -> None:
+    """uvicorn's own exit (3, which is "not found" here) becomes exit 7 with one sentence."""
+    import socket
+    import subprocess
+    import sys
+
+    from tests.web.test_browser import prepare
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        app, values = prepare(tmp_path, f"sqlite:///{tmp_path / 'web.db'}", port)
+        app.close()
+        command = [sys.executable, "-m", "mfactl", "--values", str(values), "serve"]
+        result = subprocess.run(
+            [*command, "--port", str(port)], capture_output=True, text=True, timeout=60
+        )
+    assert result.returncode == 7, result.stderr
+    assert (
+        f"error: the server could not listen on 127.0.0.1:{port} "
+        "(in use, or not an address of this machine)\n"
+    ) in result.stderr
+
+
+@pytest.mark.parametrize("switch", ["--send-mail", "server.sendMail"])
+def test_serve_sends_the_due_mail_when_told(tmp_path: Path, switch: str) -> None:
+    """`mfactl serve --send-mail`, or `server.sendMail: true`, delivers what `mail retry
+    --due-only` would, with no other command run; without either, it sends nothing."""
+    import time
+
+    from sqlalchemy import update
+
+    from mfactl.db.models import OutboxMessage
+    from tests.web.test_browser import Server, free_port, prepare
+
+    port = free_port()
+    app, values = prepare(tmp_path, f"sqlite:///{tmp_path / 'web.db'}", port)
+    mail = tmp_path / "mail"
+    try:
+        # queued by a failed send, then due
+        nowhere = Smtp(host="127.0.0.1", port=1, security="none", timeout_seconds=1)
+        file_settings = app.settings
+        email = replace(app.settings.email, transport="smtp", smtp=nowhere)
+        app.settings = replace(app.settings, email=email)
+        app.__dict__.pop("mail_transport", None)
+        assert reset.reset_user(app, "acme", "bob", "lost phone").email.status == "queued"
+        app.settings = file_settings
+        with app.uow() as uow:
+            uow.session.execute(update(OutboxMessage).values(next_attempt_at=app.now()))
+            uow.commit()
+
+        quiet = Server(values, port, tmp_path / "quiet.log")  # neither: nothing is sent
+        assert quiet.stop() == 0 and not list(mail.glob("*.eml"))
+        options = ["--send-mail"] if switch == "--send-mail" else []
+        if switch == "server.sendMail":
+            values.write_text(values.read_text() + "server: {sendMail: true}\n")
+        server = Server(values, port, tmp_path / "serve.log", *options)
+        try:
+            deadline = time.monotonic() + 30
+            while not list(mail.glob("*.eml")):
+                assert time.monotonic() < deadline, server.log.read_text()
+                time.sleep(0.1)
+        finally:
+            assert server.stop() == 0
+        assert [row.status for row in outbox.list_messages(app)] == ["sent"]
+        assert "mail: 1 sent" in server.log.read_text()
+    finally:
+        app.close()

@@ -222,7 +222,7 @@ def test_wrong_throttled_locked_and_malformed_codes(
     assert wrong.status_code == 422 and failures() == 1
     throttled = send_code(client, bad)
     assert throttled.status_code == 429 and throttled.headers["retry-after"] == "1"
-    assert "wait 1 seconds" in throttled.text and failures() == 1
+    assert "wait 1 second," in throttled.text and failures() == 1
     for _ in range(4):
         clock.advance(61)
         last = send_code(client, bad)
@@ -445,3 +445,50 @@ def test_every_page_of_a_link_names_its_organization(web_app: App, client: TestC
     new_link(web_app)  # replaces the first link
     replaced = client.get(path_of(url))
     assert replaced.status_code == 410 and named(replaced) == f"{issuer} · Acme"
+
+
+def test_the_access_log_hides_a_token_carried_in_the_path(sqlite_app: App, caplog: Any) -> None:
+    app = with_links(
+        sqlite_app,
+        reset_url=ORIGIN + "/s/{org}/{token}",
+        enroll_url=ORIGIN + "/invite/{org}/{user}/{token}",
+    )
+    people(app, "bob", "carol")
+    reset_path = urlsplit(new_link(app)).path
+    enroll_path = urlsplit(new_link(app, "carol", purpose="enroll")).path
+    with browser(app) as client, caplog.at_level(logging.INFO, logger="mfactl"):
+        assert client.get(reset_path).status_code == 200
+        assert client.get(enroll_path).status_code == 200
+    lines = [r.getMessage() for r in caplog.records if r.name == "mfactl.access"]
+    assert any('"GET /s/[org]/[token] HTTP/1.1" 200' in line for line in lines), lines
+    assert any('"GET /invite/[org]/[user]/[token] HTTP/1.1" 200' in line for line in lines), lines
+    for path in (reset_path, enroll_path):
+        assert path.rsplit("/", 1)[1] not in caplog.text
+
+
+def test_two_replicas_serve_one_flow_request_by_request(web_app: App, clock: FrozenClock) -> None:
+    """Behind a load balancer each request may reach another process: two Apps built from the
+    same settings (no state shared but the database) take turns, CSRF tokens and all."""
+    replica = App(settings=web_app.settings, clock=web_app.clock, actor="test")
+    url = new_link(web_app)
+    try:
+        with browser(web_app) as one, browser(replica) as two:
+            # one browser, whichever process answers: its cookies go with it
+            page = one.get(path_of(url))
+            two.cookies = one.cookies
+            opened = two.post(
+                path_of(url), data={"csrf": csrf_of(page.text)}, headers={"origin": ORIGIN}
+            )
+            assert opened.status_code == 303, opened.text
+            one.cookies = two.cookies
+            step = one.get(STEP)
+            assert step.status_code == 200
+            code = phone_code(uri_of(web_app, step.text), clock())
+            right = two.post(
+                STEP, data={"csrf": csrf_of(step.text), "code": code}, headers={"origin": ORIGIN}
+            )
+            assert right.status_code == 303, right.text
+            assert "MFA is now active for Acme" in one.get(STEP).text
+    finally:
+        replica.close()
+    assert users.user_status(web_app, "acme", "bob").mfa == "active"
