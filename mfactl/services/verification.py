@@ -21,9 +21,9 @@ from sqlalchemy.orm import Session
 
 from mfactl import totp
 from mfactl.app import App
-from mfactl.db.engine import retried_once
+from mfactl.db import driver
 from mfactl.db.models import MfaFailure, MfaSecret, Organization, User
-from mfactl.errors import Conflict, DamagedRow, DamagedSecret
+from mfactl.errors import Conflict, DamagedSecret
 from mfactl.services import audit, lookup, throttle
 
 RESULTS = ("ok", "wrong", "replayed", "throttled", "locked", "not_enrolled", "malformed")
@@ -227,12 +227,53 @@ def _without_lock(app: App, org: str, user_ref: str, code: str) -> VerifyResult 
     now = app.now()
     statement, params = lookup.bind_user(_READ, org, user_ref)
     params["since"] = now - throttle.WINDOW
-    try:
-        row = retried_once(app.hot_engine, lambda c: c.execute(statement, params).first())
-    except DamagedRow:
-        return None
-    if row is None or row.user_id is None or row.state != "active":
-        return None if row is None else VerifyResult("not_enrolled")
+    with driver.borrowed(app.engine) as connection:
+        row = connection.first(statement, params)
+        if row is None or not _well_formed(row):
+            return None
+        answer = _compare(app, row, code, now)
+        if not isinstance(answer, _Accept):
+            return answer
+        accepted = connection.write(_ACCEPT, answer.values)
+    return VerifyResult("ok") if accepted == 1 else answer.compared
+
+
+@dataclass(frozen=True)
+class _Accept:
+    """A right code, to be accepted if nothing changed since the read."""
+
+    values: dict[str, Any]
+    compared: _Compared
+
+
+_TYPES = {
+    "uid": str,
+    "slug": str,
+    "handle": str,
+    "ciphertext": str,
+    "algorithm": str,
+    "digits": int,
+    "period": int,
+    "last_used_step": int,
+    "failed_attempts": int,
+    "failures_today": int,
+}
+
+
+def _well_formed(row: Any) -> bool:
+    """Whether the row read holds what its columns should: anything else (a damaged row, a
+    BLOB where text belongs) the locked path reads again and names."""
+    if row.user_id is None:
+        return True  # no secret: the NULLs of the outer join
+    return all(isinstance(getattr(row, name), kind) for name, kind in _TYPES.items())
+
+
+def _compare(
+    app: App, row: Any, code: str, now: datetime
+) -> VerifyResult | _Compared | _Accept | None:
+    """What the read alone says of the code (see ``_without_lock``)."""
+    if row.user_id is None or row.state != "active":
+        return VerifyResult("not_enrolled")
     if row.locked:
         return VerifyResult("locked")
     limit = app.settings.user_login.mfa.throttle.max_failures_per_day
@@ -260,9 +301,7 @@ def _without_lock(app: App, org: str, user_ref: str, code: str) -> VerifyResult 
         "step": found.step,
         "used_at": now,
     }
-    with app.hot_engine.connect() as connection:
-        accepted = connection.execute(_ACCEPT, accept).rowcount
-    return VerifyResult("ok") if accepted == 1 else compared
+    return _Accept(accept, compared)
 
 
 def verify(
