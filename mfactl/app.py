@@ -56,13 +56,6 @@ class App:
             **self._engine_kwargs,
         )
 
-    @cached_property
-    def hot_engine(self) -> Engine:
-        """The engine's pool in autocommit: each statement of the login path (verify,
-        requirement, remember-me checks) is its own transaction, so no BEGIN or COMMIT round
-        trip, and on SQLite a read takes no lock and a write holds it for that one statement."""
-        return self.engine.execution_options(isolation_level="AUTOCOMMIT")
-
     def check_schema(self) -> None:
         """Refuse a database whose schema is not current, once per App."""
         if not self._schema_checked:

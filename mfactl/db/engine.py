@@ -5,12 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event, text
-from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, NoSuchModuleError, ProgrammingError
 from sqlalchemy.exc import OperationalError as SAOperationalError
 from sqlalchemy.pool import NullPool
@@ -20,7 +19,6 @@ from mfactl.errors import ConfigError, DatabaseMissing, Unavailable
 if TYPE_CHECKING:
     from mfactl.config import Pool
 
-T = TypeVar("T")
 
 # The Alembic revision this mfactl expects; tests check it is the head of db/migrations.
 SCHEMA_REVISION = "0004"
@@ -103,7 +101,7 @@ def _in_memory(url: URL) -> bool:
 # A pooled connection the server has closed (a restart, a failover) is replaced before use when
 # it has been idle this long; a busy pool's connections (a login server's) are not pinged, which
 # would cost every verification a round trip: those that find their connection dead are tried
-# once more on a fresh one (``retried_once``).
+# once more on a fresh one (``db.driver``).
 IDLE_PING_SECONDS = 10.0
 
 
@@ -125,21 +123,6 @@ def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
     except Exception as exc:
         # the pool discards this connection and checks out another
         raise DisconnectionError(str(exc)) from exc
-
-
-def retried_once(engine: Engine, read: Callable[[Connection], T]) -> T:
-    """``read(connection)`` on a pooled connection, and once more on a fresh one when the server
-    had closed the first (a restart, a failover). Only for work that has written nothing when a
-    statement fails: it runs again from the start."""
-    try:
-        with engine.connect() as connection:
-            return read(connection)
-    except DBAPIError as exc:
-        if not exc.connection_invalidated:
-            raise
-    # the pool has thrown away every connection made before the one that failed
-    with engine.connect() as connection:
-        return read(connection)
 
 
 def _create_private(path: Path) -> None:

@@ -17,9 +17,9 @@ from sqlalchemy import Table, and_, bindparam, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from mfactl.app import App
-from mfactl.db.engine import retried_once
+from mfactl.db import driver
 from mfactl.db.models import MfaSecret, RememberToken
-from mfactl.errors import Conflict, DamagedRow, NotFound
+from mfactl.errors import Conflict, NotFound
 from mfactl.services import audit, lookup
 
 TOKEN_PURPOSE = "remember-token"  # its own derived key: a remember-me hash is no link's hash
@@ -124,7 +124,7 @@ def issue(app: App, org: str, user_ref: str) -> IssuedToken:
         return IssuedToken(row.id, token, row.expires_at)
 
 
-# the login path: Core statements built once (see lookup.user_with_secret)
+# the login path: Core statements built once, run on the driver (see db/driver.py)
 _USER = lookup.user_with_secret(
     lookup.USERS.c.id, lookup.USERS.c.uid, lookup.USERS.c.is_admin, lookup.SECRETS.c.state
 )
@@ -132,7 +132,8 @@ _LIVE_TOKEN = (
     select(_TOKENS.id)
     .where(
         _TOKENS.user_id == bindparam("token_of"),
-        _TOKENS.token_hash.in_(bindparam("hashes", expanding=True)),
+        # under the active key, then the rolling one (the same hash twice without one)
+        _TOKENS.token_hash.in_([bindparam("active_hash"), bindparam("rolling_hash")]),
         _LIVE,
     )
     .limit(1)
@@ -153,13 +154,12 @@ def login_user(app: App, org: str, user_ref: str) -> LoginUser:
     """The user, by one statement on the login path's connection; NotFound naming what is
     missing, the organization or the user."""
     statement, params = lookup.bind_user(_USER, org, user_ref)
-    try:
-        row = retried_once(app.hot_engine, lambda c: c.execute(statement, params).first())
-    except DamagedRow:
-        row = None  # the unit of work below names the row
-    if row is None:
+    with driver.borrowed(app.engine) as connection:
+        row = connection.first(statement, params)
+    if row is None or not isinstance(row.uid, str) or not isinstance(row.state, str | None):
+        # not there, or damaged: the unit of work names which
         with app.uow() as uow:
-            _, user = lookup.get_org_user(uow.session, org, user_ref)  # raises its NotFound
+            _, user = lookup.get_org_user(uow.session, org, user_ref)
             mfa = uow.session.get(MfaSecret, user.id)
             return LoginUser(user.id, user.uid, user.is_admin, mfa.state if mfa else "none")
     return LoginUser(row.id, row.uid, bool(row.is_admin), row.state or "none")
@@ -173,13 +173,15 @@ def is_remembered(app: App, user: LoginUser, token: str) -> bool:
         return False  # nothing to skip without active MFA
     if refusal(app, user.is_admin):
         return False
+    hashes = token_hashes(app, user.uid, token)
     params = {
         "token_of": user.id,
-        "hashes": list(token_hashes(app, user.uid, token)),
+        "active_hash": hashes[0],
+        "rolling_hash": hashes[-1],
         **live_params(app, app.now()),
     }
-    with app.hot_engine.connect() as connection:
-        return connection.execute(_LIVE_TOKEN, params).first() is not None
+    with driver.borrowed(app.engine) as connection:
+        return connection.first(_LIVE_TOKEN, params) is not None
 
 
 def check(app: App, org: str, user_ref: str, token: str) -> bool:

@@ -115,7 +115,7 @@ def test_sixteen_threads_each_hold_a_connection_at_the_default_pool(
 
     def hold() -> None:
         try:
-            with pg_app.hot_engine.connect() as connection:
+            with pg_app.engine.connect() as connection:
                 held.append(connection.execute(text("SELECT 1")).scalar())
                 barrier.wait(30)  # all sixteen hold theirs at once
         except BaseException as exc:
