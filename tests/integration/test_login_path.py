@@ -226,3 +226,23 @@ def test_a_database_with_an_old_schema_is_refused_on_the_login_path(
             remember.check(application, "acme", "alice", "token")
     finally:
         application.close()
+
+
+def test_a_login_hands_its_connection_back_as_it_found_it(pg_app: App, clock: FrozenClock) -> None:
+    """The driver's autocommit is the login statements' own: the next unit of work drawing the
+    same pooled connection gets a transaction that rolls back as a whole."""
+    people(pg_app, "alice")
+    uri = enrolled(pg_app)
+    pg_app.engine.dispose()
+    clock.advance(30)
+    assert verification.verify(pg_app, "acme", "alice", phone_code(uri, clock())).ok
+    assert pg_app.engine.pool.checkedin() == 1  # the one connection the login used
+    with pg_app.engine.connect() as connection:
+        assert connection.connection.dbapi_connection.autocommit is False  # type: ignore[union-attr]
+        connection.execute(text("UPDATE users SET display_name = 'changed'"))
+        connection.rollback()
+    with pg_app.engine.connect() as connection:
+        assert (
+            "changed"
+            not in connection.execute(text("SELECT display_name FROM users")).scalars().all()
+        )
