@@ -221,8 +221,8 @@ def test_a_wrong_code_compared_without_the_lock_is_counted_after_a_reset_as_not_
     people(app, "alice")
     enrolled(app)
     clock.advance(30)
-    # a login's check compares without the lock; it pauses there while a reset goes through
-    paused = arriving_at_the_lock(pausing(app.secrets, "open_secret", monkeypatch), monkeypatch)
+    # a login's check compares without the lock; it pauses there until a reset has gone through
+    paused = pausing(app.secrets, "open_secret", monkeypatch)
     checked, done = race(
         lambda: verification.verify(app, "acme", "alice", "000000"),
         lambda: reset.reset_user(app, "acme", "alice", "lost phone", send_email=False),
