@@ -42,7 +42,9 @@ MAX_TEXT = 320  # an email address is at most 254; handles, slugs and codes are 
 MAX_TOKEN_ID = 2**31 - 1  # the id column's range on every database
 # C0, DEL and C1 controls: no organization, user, code or token holds one (and PostgreSQL
 # refuses a NUL in text outright)
-_NO_CONTROLS = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+_TEXT = "[^\\u0000-\\u001f\\u007f-\\u009f]"
+_NO_CONTROLS = f"^{_TEXT}*$"
+_NOT_BLANK = f"^{_TEXT}*[^\\s\\u0000-\\u001f\\u007f-\\u009f]{_TEXT}*$"
 ERRORS = logging.getLogger("mfactl.web")
 
 
@@ -59,12 +61,15 @@ class Field:
     required: bool = True
     nullable: bool = False
     example: object = None
+    max_length: int = MAX_TEXT
+    not_blank: bool = False  # more than spaces
 
     def schema(self) -> dict[str, Any]:
         if self.integer:
             shape: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": MAX_TOKEN_ID}
         else:
-            shape = {"type": "string", "maxLength": MAX_TEXT, "pattern": _NO_CONTROLS}
+            pattern = _NOT_BLANK if self.not_blank else _NO_CONTROLS
+            shape = {"type": "string", "maxLength": self.max_length, "pattern": pattern}
         if self.nullable:
             shape["nullable"] = True
         return {**shape, "description": self.description}
@@ -81,10 +86,12 @@ class Field:
             return None
         if not isinstance(value, str):
             return "must be a string"
-        if len(value) > MAX_TEXT:
-            return f"must be at most {MAX_TEXT} characters"
+        if len(value) > self.max_length:
+            return f"must be at most {self.max_length} characters"
         if any(ord(c) < 32 or 127 <= ord(c) < 160 or 0xD800 <= ord(c) < 0xE000 for c in value):
             return "must not contain control characters or lone surrogates"
+        if self.not_blank and not value.strip():
+            return "must not be blank"
         return None
 
 
@@ -126,7 +133,14 @@ class Endpoint:
 ORG = Field("org", "organization slug", example="acme")
 USER = Field("user", "the user's handle, or email address", example="alice")
 CODE = Field("code", "the code the user's authenticator app shows", example="123456")
-TOKEN = Field("token", "the token of the emailed link", example="the-token-of-the-link")
+# as links.find_link reads a token: more than spaces, at most 200 characters
+TOKEN = Field(
+    "token",
+    "the token of the emailed link",
+    example="the-token-of-the-link",
+    max_length=200,
+    not_blank=True,
+)
 
 
 def _verify(mfa: Mfa, body: dict[str, Any]) -> dict[str, Any]:
