@@ -153,7 +153,8 @@ def bench_engine(engine: str, seconds: float) -> dict[int, tuple[float, float]]:
         results: dict[int, tuple[float, float]] = {}
         try:
             print(f"\n{engine}: verifications a second (each a right code of a fresh step)")
-            print(f"{'clients':>7} {'library':>9} {'HTTP':>9} {'ratio':>6} {'not ok (lib/HTTP)':>18}")
+            head = f"{'clients':>7} {'library':>9} {'HTTP':>9} {'ratio':>6}"
+            print(f"{head} {'not ok (lib/HTTP)':>18}")
             for clients in CLIENTS:
                 lib_rate, _, lib_bad = measure(clients, seconds, next(pools), library)
                 http_rate, _, http_bad = measure(clients, seconds, next(pools), over_http)
