@@ -25,7 +25,7 @@ from mfactl.errors import MfactlError, from_database
 from mfactl.services import schema, setup_flow
 from mfactl.services.setup_flow import CodeOutcome, DonePage, StepPage, Who
 from mfactl.web import api as http_api
-from mfactl.web import paths
+from mfactl.web import openapi, paths
 from mfactl.web.pages import Renderer, grouped, make_renderer, qr_svg
 from mfactl.web.security import (
     ERRORS,
@@ -350,6 +350,6 @@ def build(
     web = Starlette(routes=routes)
     web.state.site = site
     web.state.api = api
-    web.state.openapi = http_api.openapi()
+    web.state.openapi = openapi.document()
     web.add_middleware(Guard, shown_path=site.shown_path, error_page=_plain_error)
     return web

@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 from mfactl.app import App
 from mfactl.config import ApiKey
 from mfactl.services import api_keys, audit
-from mfactl.web import api
+from mfactl.web import api, openapi
 from tests.conftest import FrozenClock
 from tests.unit.helpers import phone_code, secret_of, set_login
 from tests.web.conftest import browser, new_link
@@ -25,7 +25,7 @@ EVERY = api_keys.create("login-server", [])  # every organization
 ACME = api_keys.create("acme-login", ["acme"])
 OTHER = api_keys.create("other-login", ["other"])
 KEYS = (EVERY.entry, ACME.entry, OTHER.entry)
-OPENAPI = api.openapi()
+OPENAPI = openapi.document()
 
 
 def _json_schema(schema: Any) -> Any:
