@@ -90,6 +90,23 @@ class App:
         self.check_schema()
         return UnitOfWork(self.session_factory)
 
+    def acting_as(self, actor: str) -> App:
+        """This App under another audit actor (an HTTP API key's name), sharing its engine,
+        pools and secret store: they are built here first (no connection is made), so no copy
+        builds its own. Settings changed on one afterwards are not seen by the other."""
+        import contextlib
+        import copy
+
+        from mfactl.errors import MfactlError
+
+        for shared in ("engine", "hot_engine", "session_factory"):
+            getattr(self, shared)
+        with contextlib.suppress(MfactlError):  # no usable key: each copy says so when used
+            self.secrets  # noqa: B018 - shared too
+        twin = copy.copy(self)
+        twin.actor = actor
+        return twin
+
     def close(self) -> None:
         if "engine" in self.__dict__:
             self.engine.dispose()

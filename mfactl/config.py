@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from mfactl.config_api_keys import ApiKey, api_keys
 from mfactl.config_types import (
     Invalid,
     Section,
@@ -177,6 +178,8 @@ class Server:
     # whose X-Forwarded-For and -Proto headers count
     trusted_proxies: tuple[str, ...] = setting("trustedProxies", (), addresses)
     templates_dir: str | None = setting("templatesDir", None, optional_string, relative=True)
+    # the HTTP API's keys (none: the API is off)
+    api_keys: tuple[ApiKey, ...] = setting("apiKeys", (), api_keys)
 
 
 @dataclass(frozen=True)
@@ -321,7 +324,9 @@ def _check_env(path: str, raw: str) -> object:
         try:
             return check(value)
         except Invalid as exc:
-            raise Invalid(f"{exc} (from {env_name(path)})") from None
+            source = f"(from {env_name(path)})"
+            within = tuple((where, f"{message} {source}") for where, message in exc.within)
+            raise Invalid(f"{exc} {source}", within=within) from None
 
 
 def _resolve(path_text: str, base: Path | None) -> Path:
@@ -358,7 +363,8 @@ def load_settings(
                 _check_env(leaf, env[leaf]) if leaf in env else LEAVES[leaf].check(flat[leaf])
             )
         except Invalid as exc:
-            problems.add(leaf, str(exc))
+            for where, message in exc.within or (("", str(exc)),):
+                problems.add(leaf + where, message)
     base = path.parent if path is not None else None
     for leaf, value in checked.items():  # the renderer and transports read them from any folder
         if LEAVES[leaf].relative and isinstance(value, str):

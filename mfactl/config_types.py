@@ -62,7 +62,15 @@ def section(key: str, cls: type[D]) -> D:
 
 
 class Invalid(Exception):
-    """A value a check refuses; the message says why, after the path."""
+    """A value a check refuses; the message says why, after the path.
+
+    A check of a list of mappings names each problem's place in it instead: ``within`` holds
+    (``[0].hash``, message) pairs, reported as ``server.apiKeys[0].hash: message``.
+    """
+
+    def __init__(self, message: str, *, within: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.within = within
 
 
 def boolean(value: object) -> bool:

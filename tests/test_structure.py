@@ -19,6 +19,7 @@ LEAVES = (
     "totp",
     "config",
     "config_types",
+    "config_api_keys",
     "errors",
     "app",
     "keyids",

@@ -9,6 +9,7 @@ import typer
 
 from mfactl import __version__
 from mfactl.cli import (
+    api_key,
     audit,
     completion,
     config,
@@ -71,6 +72,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(policy.app, name="policy")
 app.add_typer(mail.app, name="mail")
 app.command("serve")(serve.serve)
+app.add_typer(api_key.app, name="api-key")
 app.command("completion")(completion.completion)
 
 # The five flat names of the original brief, as aliases of the grouped commands (DESIGN.md).

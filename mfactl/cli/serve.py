@@ -28,7 +28,10 @@ def serve(
         "(default: server.trustedProxies, none).",
     ),
 ) -> None:
-    """Serve the setup page at the paths of email.links.resetUrl and enrollUrl.
+    """Serve the setup page behind the emailed links, and the HTTP API (/api/v1).
+
+    The setup page answers at the paths of email.links.resetUrl and enrollUrl; the HTTP API
+    when server.apiKeys holds a key.
 
     $ mfactl serve
 
@@ -58,8 +61,9 @@ def serve(
         trusted_proxies=trusted,
     )
     schema.require_usable(app)
+    api = " and the HTTP API (/api/v1)" if options.api_keys else ""
     info(
-        f"serving the setup page on http://{options.host}:{options.port} "
+        f"serving the setup page{api} on http://{options.host}:{options.port} "
         "(stop with Ctrl-C or SIGTERM)"
     )
     run(app, options)

@@ -76,7 +76,7 @@ def asgi(app: App, options: Server) -> ASGIApp:
 
     from mfactl.web.site import build
 
-    web = build(app, options.templates_dir)
+    web = build(app, options.templates_dir, options.api_keys)
     if not options.trusted_proxies:
         return web
     # uvicorn's typing of ASGI apps is narrower than Starlette's; both are plain ASGI

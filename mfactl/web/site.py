@@ -20,10 +20,12 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from mfactl.app import App
+from mfactl.config import ApiKey
 from mfactl.errors import MfactlError, from_database
 from mfactl.services import schema, setup_flow
 from mfactl.services.setup_flow import CodeOutcome, DonePage, StepPage, Who
-from mfactl.web import paths
+from mfactl.web import api as http_api
+from mfactl.web import openapi, paths
 from mfactl.web.pages import Renderer, grouped, make_renderer, qr_svg
 from mfactl.web.security import (
     ERRORS,
@@ -324,8 +326,11 @@ def _plain_error(nonce: str) -> str:
     )
 
 
-def build(app: App, templates_dir: str | None = None) -> Starlette:
-    """The ASGI application for ``app``'s settings: the link paths, the step, /healthz."""
+def build(
+    app: App, templates_dir: str | None = None, api_keys: tuple[ApiKey, ...] = ()
+) -> Starlette:
+    """The ASGI application for ``app``'s settings: the link paths, the step, /healthz, and the
+    HTTP API under /api/v1 (with ``api_keys``, server.apiKeys; none: the API is off)."""
     links_settings = app.settings.email.links
     templates = (links_settings.reset_url, links_settings.enroll_url)
     site = Site(
@@ -335,12 +340,16 @@ def build(app: App, templates_dir: str | None = None) -> Starlette:
         step=paths.step_path(links_settings.reset_url),
         origins=frozenset(paths.origin(t) for t in templates),
     )
+    api_routes, api = http_api.routes(app, api_keys)
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
+        *api_routes,  # before the links' catch-all: /api/v1 is never a link's page
         Route(site.step, step_page, methods=["GET", "POST"]),
         Route("/{path:path}", link_page, methods=["GET", "POST"]),
     ]
     web = Starlette(routes=routes)
     web.state.site = site
+    web.state.api = api
+    web.state.openapi = openapi.document()
     web.add_middleware(Guard, shown_path=site.shown_path, error_page=_plain_error)
     return web
