@@ -99,7 +99,7 @@ class App:
 
         from mfactl.errors import MfactlError
 
-        for shared in ("engine", "hot_engine", "session_factory"):
+        for shared in ("engine", "session_factory"):
             getattr(self, shared)
         with contextlib.suppress(MfactlError):  # no usable key: each copy says so when used
             self.secrets  # noqa: B018 - shared too

@@ -343,7 +343,6 @@ def test_a_database_that_does_not_answer_is_503(web_app: App) -> None:
 
     down = copy.copy(web_app)
     down.__dict__.pop("engine", None)
-    down.__dict__.pop("hot_engine", None)
     down.__dict__.pop("session_factory", None)
     down._schema_checked = False
     down.settings = replace(
