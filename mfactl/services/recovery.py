@@ -25,7 +25,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import case, delete, func, insert, select, update
 from sqlalchemy.orm import Session
@@ -35,9 +35,10 @@ from mfactl.app import App
 from mfactl.db.engine import retried_once
 from mfactl.db.models import MfaSecret, RecoveryCode, User
 from mfactl.errors import Conflict, DamagedRow
-from mfactl.services import audit, lookup, outbox, throttle
-from mfactl.services.outbox import NewMail
-from mfactl.services.verification import VerifyResult
+from mfactl.services import audit, lookup, throttle
+
+if TYPE_CHECKING:
+    from mfactl.services.verification import VerifyResult
 
 PURPOSE = "recovery-code"  # its own derived key: a recovery code's hash is no link's hash
 ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"  # no 0/o, 1/i/l look-alikes
@@ -248,6 +249,10 @@ def use(app: App, org: str, user_ref: str, code: str) -> VerifyResult:
 
     One read without the lock answers a user who cannot use a code at all; the rest is decided
     under the user's lock, in one transaction with its audit event and email."""
+    # here, not at the top: `users list` and the policy use this module's SQL rules, and must
+    # not load pyotp, Jinja2 and cryptography for them
+    from mfactl.services.verification import VerifyResult
+
     app.check_schema()
     typed = normalized(code)
     statement, params = lookup.bind_user(_READ, org, user_ref)
@@ -269,6 +274,8 @@ def use(app: App, org: str, user_ref: str, code: str) -> VerifyResult:
 
 
 def _use(session: Session, app: App, org: str, user_ref: str, typed: str | None) -> VerifyResult:
+    from mfactl.services.verification import VerifyResult
+
     organization, user = lookup.get_org_user(session, org, user_ref)
     lookup.lock_users(session, [user.id])
     now = app.now()
@@ -345,7 +352,9 @@ def _queue_notice(
     now: datetime,
 ) -> None:
     """The email "A recovery code was used for <organization>", queued with the use."""
-    mail = NewMail(
+    from mfactl.services import outbox
+
+    mail = outbox.NewMail(
         user_id=user.id,
         recipient=user.email,
         kind="recovery_used",
