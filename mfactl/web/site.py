@@ -228,7 +228,7 @@ def recovery_text(view: DonePage) -> str:
 def _done(site: Site, request: Request, view: DonePage) -> Response:
     """The success page; with the first recovery codes only on the answer to the right code
     (shown once: a reload shows the page without them), offered to print or download."""
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"recovery_codes": (), "download_href": ""}
     if view.recovery_codes:
         extra = {
             "recovery_codes": view.recovery_codes,
