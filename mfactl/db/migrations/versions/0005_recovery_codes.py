@@ -41,6 +41,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("recovery_codes", schema=None) as batch_op:
-        batch_op.drop_index("ix_recovery_codes_user_id_code_hash")
+    # the table's index goes with it (MariaDB refuses to drop it alone: its foreign key uses it)
     op.drop_table("recovery_codes")
