@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/verify.py [--seconds 2] [--rounds 3] [--users 2000]
                                      [--threads 1,4,16] [--engines sqlite,postgres] [--no-django]
+    .venv/bin/python bench/verify.py --recovery [--seconds 2] [--users 2000] [--engines …]
 
 Three systems, in one run, on one database per engine, in interleaved rounds (each round runs
 each system once at each thread count, so a noisy neighbour spreads over all three):
@@ -16,6 +17,10 @@ each system once at each thread count, so a noisy neighbour spreads over all thr
 Each user's right code is used once (every pass over the users moves the clock by one step), so
 every verification is a success, the costliest path. Printed: operations a second (the median
 round), p50 and p99 latency, each system's ratio to bare, and PASS or MISS per target.
+
+``--recovery`` instead measures ``use_recovery_code`` on one thread beside ``verify``: the keyed
+hash alone, right codes (each used once), and a storm of wrong codes spread over every user
+(each counted or refused by the throttle), in operations a second that one core sustains.
 """
 
 from __future__ import annotations
@@ -364,6 +369,48 @@ def report(engine: str, results: dict[str, dict[int, Measured]]) -> None:
         )
 
 
+def _rate(calls: Callable[[], Any], seconds: float) -> float:
+    done, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        calls()
+        done += 1
+    return done / elapsed
+
+
+def bench_recovery(engine: str, args: argparse.Namespace) -> None:
+    """use_recovery_code beside verify, one thread: what one core sustains."""
+    import itertools
+
+    import mfactl.api
+    from mfactl.services import recovery
+
+    clock = BenchClock()
+    with database(engine) as url:
+        app = make_app(url, clock)
+        orgs.add_org(app, "acme")
+        users = enroll(app, "r", args.users)
+        codes = {name: recovery.generate(app, "acme", name).codes for name, _ in users}
+        mfa = mfactl.api.Mfa(app)
+        try:
+            verified = passes(
+                users, clock, 1, args.seconds, lambda u, c: mfa.verify("acme", u, c).ok
+            )
+            hashing = _rate(lambda: recovery.code_hashes(app, "uid", "abcdefghjkmn"), args.seconds)
+            right = iter([(name, code) for name, _ in users for code in codes[name]])
+            used = _rate(lambda: mfa.use_recovery_code("acme", *next(right)).ok, args.seconds)
+            names = itertools.cycle([name for name, _ in users])
+            wrong = _rate(
+                lambda: mfa.use_recovery_code("acme", next(names), "aaaa-bbbb-cccc"), args.seconds
+            )
+        finally:
+            app.close()
+    print(f"{engine}: one thread, {args.users} users")
+    print(f"  verify (right TOTP codes)      {verified[0] / verified[1]:9.0f} /s")
+    print(f"  recovery code keyed hash only  {hashing:9.0f} /s")
+    print(f"  use_recovery_code, right code  {used:9.0f} /s (audit event and email queued)")
+    print(f"  use_recovery_code, wrong code  {wrong:9.0f} /s (counted or throttled)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="timed seconds per run")
@@ -372,7 +419,14 @@ def main() -> None:
     parser.add_argument("--threads", default="1,4,16")
     parser.add_argument("--engines", default="sqlite,postgres")
     parser.add_argument("--no-django", action="store_true", help="leave django-otp out")
+    parser.add_argument(
+        "--recovery", action="store_true", help="use_recovery_code beside verify, one thread"
+    )
     args = parser.parse_args()
+    if args.recovery:
+        for engine in args.engines.split(","):
+            bench_recovery(engine, args)
+        return
     for engine in args.engines.split(","):
         report(engine, bench_engine(engine, args))
 

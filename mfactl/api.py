@@ -9,6 +9,8 @@
     # the page an emailed reset/enrollment link points to (email.links.resetUrl):
     opened = mfa.open_link(org, token)          # opened.otpauth_uri: show it as a QR code
     mfa.confirm_link(org, token, code)          # activates MFA and uses the link up
+                                                # (.recovery_codes: show them to the user once)
+    mfa.use_recovery_code(org, user, code)      # the phone is lost: a single-use code instead
 
 It reads the same values.yaml as the ``mfactl`` command and works on the same database, with
 the same rules (replay refusal, throttling, sealed secrets, audit events for every change).
@@ -40,7 +42,7 @@ from mfactl.errors import (
     Unavailable,
     from_database,
 )
-from mfactl.services import enrollment, links, policy, remember, verification
+from mfactl.services import enrollment, links, policy, recovery, remember, verification
 from mfactl.services.links import ConfirmedLink, OpenedLink
 from mfactl.services.policy import LoginRequirement
 from mfactl.services.remember import IssuedToken
@@ -106,15 +108,26 @@ class Mfa:
         return uri
 
     @_served
-    def confirm(self, org: str, user: str, code: str) -> None:
-        """Activate the pending enrollment with the first code; Conflict when it is wrong."""
-        enrollment.confirm_user(self.app, org, user, code)
+    def confirm(self, org: str, user: str, code: str) -> tuple[str, ...]:
+        """Activate the pending enrollment with the first code; Conflict when it is wrong.
+
+        Returns the user's first recovery codes, to show them once (``()`` when
+        userLogin.mfa.recoveryCodes.count is 0); only their keyed hashes are stored."""
+        confirmed = enrollment.confirm_user(self.app, org, user, code, recovery_codes=True)
+        return confirmed.recovery_codes
 
     @_served
     def verify(self, org: str, user: str, code: str) -> VerifyResult:
         """Check a login code: ok, wrong, replayed, throttled, locked, not_enrolled, or
         malformed (not digits of the right length: neither compared nor counted)."""
         return verification.verify(self.app, org, user, code)
+
+    @_served
+    def use_recovery_code(self, org: str, user: str, code: str) -> VerifyResult:
+        """Log in with a recovery code instead of a TOTP code: ok (used up; ``.recovery_codes_left``
+        says how many remain), wrong (counted in the throttle like a wrong code), throttled,
+        locked, not_enrolled, or malformed (not a code's shape: not counted)."""
+        return recovery.use(self.app, org, user, code)
 
     @_served
     def remember(self, org: str, user: str) -> IssuedToken:
@@ -138,7 +151,8 @@ class Mfa:
 
     @_served
     def confirm_link(self, org: str, token: str, code: str) -> ConfirmedLink:
-        """Activate the pending secret with the first code and use the link up."""
+        """Activate the pending secret with the first code and use the link up; the result
+        carries the first recovery codes (``.recovery_codes``) to show the user once."""
         return links.confirm_link(self.app, org, token, code)
 
     def close(self) -> None:

@@ -76,6 +76,14 @@ class Throttle:
 
 
 @dataclass(frozen=True)
+class RecoveryCodes:
+    # single-use codes made when MFA is confirmed or by `user recovery-codes generate`; 0: off
+    count: int = setting("count", 10, whole(0, 50))
+    # `policy check`: a user with active MFA and no unused recovery code breaks the policy
+    required: bool = setting("required", False, boolean)
+
+
+@dataclass(frozen=True)
 class Mfa:
     enabled: bool = setting("enabled", True, boolean)
     mandatory: bool = setting("mandatory", False, boolean)
@@ -86,6 +94,7 @@ class Mfa:
     period: int = setting("period", 30, whole(10, 120))  # pyotp refuses longer periods
     valid_window: int = setting("validWindow", 1, whole(0, 10))
     throttle: Throttle = section("throttle", Throttle)
+    recovery_codes: RecoveryCodes = section("recoveryCodes", RecoveryCodes)
 
 
 @dataclass(frozen=True)
@@ -391,6 +400,12 @@ def load_settings(
     if throttle.max_delay_seconds < throttle.base_delay_seconds:
         problems.add(
             "userLogin.mfa.throttle.maxDelaySeconds", "must not be less than baseDelaySeconds"
+        )
+    recovery = settings.user_login.mfa.recovery_codes
+    if recovery.required and recovery.count == 0:
+        problems.add(
+            "userLogin.mfa.recoveryCodes.required",
+            "cannot be true while recoveryCodes.count is 0 (no codes are made)",
         )
 
     if problems.messages:

@@ -19,6 +19,7 @@ from mfactl.cli import (
     mail,
     org,
     policy,
+    recovery,
     serve,
     user,
     users,
@@ -65,6 +66,7 @@ app.command("init")(init.init)
 app.command("demo")(demo.demo)
 app.add_typer(config.app, name="config")
 app.add_typer(org.app, name="org")
+user.app.add_typer(recovery.app, name="recovery-codes")  # `user recovery-codes …`
 app.add_typer(user.app, name="user")
 app.add_typer(users.app, name="users")
 app.add_typer(keys.app, name="keys")

@@ -75,6 +75,8 @@ def user_filter(
     noncompliant: bool = False,
     locked: bool = False,
     search: str | None = None,
+    *,
+    recovery_codes_low: bool = False,
 ) -> UserFilter:
     """The UserFilter of the shared selection options."""
     from mfactl.services.selection import UserFilter
@@ -87,6 +89,7 @@ def user_filter(
         noncompliant=noncompliant,
         locked=locked,
         search=search or None,
+        recovery_codes_low=recovery_codes_low,
     )
 
 
@@ -106,6 +109,11 @@ def list_(
     noncompliant: bool = FILTER_NONCOMPLIANT_OPTION,
     locked: bool = FILTER_LOCKED_OPTION,
     search: str | None = FILTER_SEARCH_OPTION,
+    recovery_codes_low: bool = typer.Option(
+        False,
+        "--recovery-codes-low",
+        help="Only users with active MFA and 2 unused recovery codes or fewer (or none).",
+    ),
     json_: bool = typer.Option(False, "--json", help="One JSON array on stdout."),
     jsonl: bool = typer.Option(False, "--jsonl", help="One JSON object a line on stdout."),
     csv_: bool = typer.Option(False, "--csv", help="CSV (RFC 4180) with a header row."),
@@ -120,9 +128,17 @@ def list_(
         raise UsageError("choose one of --json, --jsonl and --csv")
     from mfactl.services.listing import list_users
 
-    rows = list_users(
-        get_app(ctx), user_filter(org, mfa, admins, stale_key, noncompliant, locked, search)
+    flt = user_filter(
+        org,
+        mfa,
+        admins,
+        stale_key,
+        noncompliant,
+        locked,
+        search,
+        recovery_codes_low=recovery_codes_low,
     )
+    rows = list_users(get_app(ctx), flt)
     out = sys.stdout
     try:
         if json_:
@@ -229,6 +245,8 @@ def _notes(row: ListedUser) -> str:
         notes.append("noncompliant")
     if row["remember_tokens"]:
         notes.append(f"{row['remember_tokens']} remembered")
+    if row["recovery_codes"] is not None:
+        notes.append(counted(row["recovery_codes"], "recovery code"))
     return ", ".join(notes) or "-"
 
 

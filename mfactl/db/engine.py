@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 # The Alembic revision this mfactl expects; tests check it is the head of db/migrations.
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 

@@ -187,6 +187,23 @@ class RememberToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
 
+class RecoveryCode(Base):
+    """One single-use recovery code (revision 0005): only its keyed hash, bound to the user's uid.
+
+    A set shares its ``created_at``; a new set replaces the old one; ``used_at`` is set once, by
+    the one conditional UPDATE that accepts the code.
+    """
+
+    __tablename__ = "recovery_codes"
+    __table_args__ = (Index("ix_recovery_codes_user_id_code_hash", "user_id", "code_hash"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    code_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
 class OutboxMessage(Base):
     __tablename__ = "outbox"
     __table_args__ = (

@@ -29,7 +29,7 @@ from jinja2.exceptions import SecurityError
 from mfactl.errors import ConfigError, InvalidInput
 from mfactl.templating import sandboxed_environment
 
-KINDS = ("reset", "enroll")
+KINDS = ("reset", "enroll", "recovery_used")
 PARTS = ("subject.txt", "txt", "html")  # <kind>.<part>, rendered in this order
 
 # What each template is given, with values of the real shapes: `config check` renders every
@@ -43,6 +43,8 @@ SAMPLE_CONTEXT: dict[str, Any] = {
     "expires_at": "2026-11-04 09:00 UTC",
     "ttl_hours": 72,
     "issuer": "Example Platform",
+    "remaining": 7,
+    "used_at": "2026-11-01 09:00 UTC",
 }
 
 

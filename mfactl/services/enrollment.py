@@ -18,7 +18,7 @@ from mfactl import totp
 from mfactl.app import App
 from mfactl.db.models import MfaSecret, Organization, User
 from mfactl.errors import Conflict, WrongCode
-from mfactl.services import audit, lookup, throttle
+from mfactl.services import audit, lookup, recovery, throttle
 
 
 def totp_params(app: App) -> totp.TotpParams:
@@ -180,6 +180,7 @@ class Enrollment:
     user: str
     state: str  # pending | active
     otpauth_uri: str | None  # None when an existing pending secret was confirmed
+    recovery_codes: tuple[str, ...] = ()  # a first set, made on confirmation when asked for
 
 
 def enable_user(app: App, org: str, user_ref: str, *, keep_pending: bool = False) -> Enrollment:
@@ -219,8 +220,12 @@ def enable_user(app: App, org: str, user_ref: str, *, keep_pending: bool = False
         return Enrollment(organization.slug, user.handle, "pending", uri)
 
 
-def confirm_user(app: App, org: str, user_ref: str, code: str) -> Enrollment:
-    """Activate the user's pending secret with a code from their authenticator, audited."""
+def confirm_user(
+    app: App, org: str, user_ref: str, code: str, *, recovery_codes: bool = False
+) -> Enrollment:
+    """Activate the user's pending secret with a code from their authenticator, audited; with
+    ``recovery_codes`` (the login server's confirmation, which can show them to the user), a
+    first set of recovery codes is made too when the feature is on."""
     with app.uow() as uow:
         organization, user = lookup.get_org_user(uow.session, org, user_ref)
         try:
@@ -228,6 +233,23 @@ def confirm_user(app: App, org: str, user_ref: str, code: str) -> Enrollment:
         except WrongCode:
             uow.commit()  # the failure counts, though nothing is confirmed
             raise
-        audit.record(uow.session, app, "mfa.confirm", org=organization.slug, user=user.handle)
+        codes = first_recovery_codes(uow.session, app, user) if recovery_codes else ()
+        details = {"recovery_codes": len(codes)} if codes else {}
+        audit.record(
+            uow.session,
+            app,
+            "mfa.confirm",
+            org=organization.slug,
+            user=user.handle,
+            details=details,
+        )
         uow.commit()
-        return Enrollment(organization.slug, user.handle, "active", None)
+        return Enrollment(organization.slug, user.handle, "active", None, codes)
+
+
+def first_recovery_codes(session: Session, app: App, user: User) -> tuple[str, ...]:
+    """The first set of recovery codes of a user whose MFA was just confirmed, in the caller's
+    transaction; () when recovery codes are off (count 0)."""
+    if not recovery.enabled(app):
+        return ()
+    return tuple(recovery.make_set(session, app, user.id, user.uid, app.now()))

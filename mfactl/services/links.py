@@ -26,7 +26,11 @@ from mfactl.db.batching import chunks
 from mfactl.db.models import ActionToken, MfaSecret, Organization, User
 from mfactl.errors import Conflict, Gone, InvalidInput, NotFound, WrongCode
 from mfactl.services import audit, lookup
-from mfactl.services.enrollment import begin_enrollment, confirm_enrollment
+from mfactl.services.enrollment import (
+    begin_enrollment,
+    confirm_enrollment,
+    first_recovery_codes,
+)
 
 PURPOSES = ("reset", "enroll")
 USED = "this link has already been used; ask your administrator for a new one"
@@ -136,6 +140,7 @@ class ConfirmedLink:
     org: str
     user: str
     purpose: str
+    recovery_codes: tuple[str, ...] = ()  # the first set, to show the user once (() when off)
 
 
 def find_link(
@@ -257,6 +262,7 @@ def confirm_link(app: App, org: str, token: str, code: str) -> ConfirmedLink:
         )
         if used.rowcount != 1:  # type: ignore[attr-defined]
             raise Gone(USED)
+        codes = first_recovery_codes(uow.session, app, user)
         _audit(uow.session, app, "link.confirm", link, organization, user)
         uow.commit()
-        return ConfirmedLink(organization.slug, user.handle, link.purpose)
+        return ConfirmedLink(organization.slug, user.handle, link.purpose, codes)

@@ -16,7 +16,7 @@ from sqlalchemy import Select, String, func, select, type_coerce
 from mfactl.app import App
 from mfactl.config import Settings
 from mfactl.db.models import MfaSecret, Organization, RememberToken, User
-from mfactl.services import lookup, policy, remember
+from mfactl.services import lookup, policy, recovery, remember
 from mfactl.services.selection import UserFilter, apply_filter
 
 BATCH = 2000  # rows fetched at a time from the server-side cursor
@@ -37,6 +37,7 @@ class ListedUser(TypedDict):
     locked: bool
     remember_tokens: int  # live remember-me tokens (services.remember.live)
     compliant: bool
+    recovery_codes: int | None  # unused recovery codes; None when the user has no set
 
 
 # The field names, in order, of each listed user: a stable contract (README "users list").
@@ -74,6 +75,7 @@ def listing_query(app: App, flt: UserFilter, now: datetime) -> Select[Any]:
             type_coerce(MfaSecret.last_used_at, String),
             MfaSecret.locked,
             remembered,
+            recovery.remaining_sql(User.id),
         )
         .join(Organization, Organization.id == User.organization_id)
         .outerjoin(MfaSecret, MfaSecret.user_id == User.id)
@@ -97,11 +99,25 @@ def list_users(app: App, flt: UserFilter) -> Iterator[ListedUser]:
         # `with` closes the cursor even when the reader stops early (PyMySQL warns otherwise)
         with result:
             for batch in result.partitions():  # a list at a time: less per-row overhead
-                for org, handle, email, name, admin, state, key, enrolled, used, locked, n in batch:
+                for (
+                    org,
+                    handle,
+                    email,
+                    name,
+                    admin,
+                    state,
+                    key,
+                    enrolled,
+                    used,
+                    locked,
+                    n,
+                    codes,
+                ) in batch:
                     if type(name) is not str or type(email) is not str or type(handle) is not str:
                         lookup.check_user_text(org, handle, email, name)
                     admin = bool(admin)
                     state = state or "none"
+                    codes = None if codes is None else int(codes)
                     yield {
                         "org": org,
                         "user": handle,
@@ -114,19 +130,21 @@ def list_users(app: App, flt: UserFilter) -> Iterator[ListedUser]:
                         "last_used_at": utc_iso(used),
                         "locked": bool(locked),
                         "remember_tokens": n,
-                        "compliant": compliance[admin, state],
+                        "compliant": compliance[admin, state, bool(codes)],
+                        "recovery_codes": codes,
                     }
 
 
-class _Compliance(dict[tuple[bool, str], bool]):
-    """``policy.compliant`` by (admin, MFA state): asked once per kind of user and state rather
-    than once per row."""
+class _Compliance(dict[tuple[bool, str, bool], bool]):
+    """``policy.compliant`` by (admin, MFA state, has an unused recovery code): asked once per
+    kind of user and state rather than once per row."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__()
         self.settings = settings
 
-    def __missing__(self, key: tuple[bool, str]) -> bool:
-        self[key] = answer = policy.compliant(self.settings, *key)
+    def __missing__(self, key: tuple[bool, str, bool]) -> bool:
+        admin, state, has_codes = key
+        self[key] = answer = policy.compliant(self.settings, admin, state, int(has_codes))
         return answer
 

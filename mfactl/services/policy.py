@@ -2,20 +2,21 @@
 
 ``userLogin.mfa.enabled`` switches MFA on at all; ``mandatory`` requires it from everyone and
 ``mandatoryForSysAdmins`` from sysadmins. A user who enrolled gives a code even when MFA is
-optional for them; a remembered device skips the code.
+optional for them; a remembered device skips the code. With ``recoveryCodes.required``, a user
+whose MFA is active must also have an unused recovery code.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import and_, false, or_, select, true
+from sqlalchemy import and_, false, func, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement
 
 from mfactl.app import App
 from mfactl.config import Settings
 from mfactl.db.models import MfaSecret, Organization, User
-from mfactl.services import lookup, remember
+from mfactl.services import lookup, recovery, remember
 
 ALLOW = "allow"  # may log in without a code
 ENROLL = "enroll"  # must enroll MFA before going on
@@ -26,6 +27,10 @@ CODE = "code"  # must give a TOTP code
 class LoginRequirement:
     decision: str  # allow | enroll | code
     reason: str
+    # with a code asked: the user's unused recovery codes (None without a set), and whether
+    # they are down to their last ones (recovery.LOW or fewer), to tell them to get new ones
+    recovery_codes_left: int | None = None
+    recovery_codes_low: bool = False
 
     @property
     def needs_code(self) -> bool:
@@ -63,21 +68,48 @@ def requires_mfa_sql(settings: Settings) -> ColumnElement[bool]:
     return false()
 
 
-def compliant(settings: Settings, is_admin: bool, mfa_state: str) -> bool:
-    """May this user stay as they are under the policy (MFA active, or not required)?"""
-    return mfa_state == "active" or required_reason(settings, is_admin) is None
+NO_RECOVERY_CODES = "recovery codes are required and this user has none left"
+
+
+def violation(
+    settings: Settings, is_admin: bool, mfa_state: str, recovery_codes: int | None
+) -> str | None:
+    """Why this user breaks the policy, or None: MFA required and not active, or (with
+    ``recoveryCodes.required``) MFA active without an unused recovery code."""
+    if mfa_state != "active":
+        return required_reason(settings, is_admin)
+    mfa = settings.user_login.mfa
+    if mfa.enabled and mfa.recovery_codes.required and not recovery_codes:
+        return NO_RECOVERY_CODES
+    return None
+
+
+def compliant(
+    settings: Settings, is_admin: bool, mfa_state: str, recovery_codes: int | None
+) -> bool:
+    """May this user stay as they are under the policy?"""
+    return violation(settings, is_admin, mfa_state, recovery_codes) is None
 
 
 def noncompliant_sql(settings: Settings) -> ColumnElement[bool]:
     """SQL twin of ``not compliant``, for a query that outer-joins MfaSecret on User."""
-    return and_(
+    not_active = and_(
         requires_mfa_sql(settings),
         or_(MfaSecret.user_id.is_(None), MfaSecret.state != "active"),
     )
+    mfa = settings.user_login.mfa
+    if not (mfa.enabled and mfa.recovery_codes.required):
+        return not_active
+    left = func.coalesce(recovery.remaining_sql(User.id), 0)
+    return or_(not_active, and_(MfaSecret.state == "active", left == 0))
 
 
 def decide(
-    settings: Settings, is_admin: bool, mfa_state: str, remembered: bool
+    settings: Settings,
+    is_admin: bool,
+    mfa_state: str,
+    remembered: bool,
+    recovery_codes: int | None = None,
 ) -> LoginRequirement:
     """The pure rule: policy, the user's MFA state and a remembered device -> the requirement."""
     if not settings.user_login.mfa.enabled:
@@ -85,7 +117,14 @@ def decide(
     if mfa_state == "active":
         if remembered:
             return LoginRequirement(ALLOW, "this device is remembered")
-        return LoginRequirement(CODE, "MFA is active for this user")
+        if settings.user_login.mfa.recovery_codes.count == 0:
+            return LoginRequirement(CODE, "MFA is active for this user")
+        return LoginRequirement(
+            CODE,
+            "MFA is active for this user",
+            recovery_codes_left=recovery_codes,
+            recovery_codes_low=recovery.is_low(recovery_codes),
+        )
     required = required_reason(settings, is_admin)
     if required:
         return LoginRequirement(ENROLL, required + " and this user has not enrolled")
@@ -99,7 +138,7 @@ def login_requirement(
     app.check_schema()
     user = remember.login_user(app, org, user_ref)
     remembered = bool(remember_token) and remember.is_remembered(app, user, remember_token or "")
-    return decide(app.settings, user.is_admin, user.mfa_state, remembered)
+    return decide(app.settings, user.is_admin, user.mfa_state, remembered, user.recovery_codes)
 
 
 @dataclass(frozen=True)
@@ -108,14 +147,22 @@ class Violation:
     user: str
     email: str
     admin: bool
-    mfa: str  # none | pending
+    mfa: str  # none | pending (MFA required), or active (recovery codes required)
     reason: str
 
 
 def check_policy(app: App, org: str | None = None) -> list[Violation]:
-    """The users the policy requires MFA from who have not activated it."""
+    """The users who break the policy: MFA required and not active, or recovery codes required
+    and none left."""
     query = (
-        select(Organization.slug, User.handle, User.email, User.is_admin, MfaSecret.state)
+        select(
+            Organization.slug,
+            User.handle,
+            User.email,
+            User.is_admin,
+            MfaSecret.state,
+            recovery.remaining_sql(User.id),
+        )
         .join(Organization, Organization.id == User.organization_id)
         .outerjoin(MfaSecret, MfaSecret.user_id == User.id)
         .where(noncompliant_sql(app.settings))
@@ -125,8 +172,8 @@ def check_policy(app: App, org: str | None = None) -> list[Violation]:
         if org:
             query = query.where(Organization.id == lookup.get_org(uow.session, org).id)
         out = []
-        for slug, handle, email, is_admin, state in uow.session.execute(query):
-            reason = required_reason(app.settings, is_admin)
-            assert reason is not None  # the query selected only users it requires MFA from
+        for slug, handle, email, is_admin, state, left in uow.session.execute(query):
+            reason = violation(app.settings, is_admin, state or "none", left)
+            assert reason is not None  # the query selected only users who break the policy
             out.append(Violation(slug, handle, email, is_admin, state or "none", reason))
         return out

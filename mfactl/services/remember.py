@@ -20,7 +20,7 @@ from mfactl.app import App
 from mfactl.db import driver
 from mfactl.db.models import MfaSecret, RememberToken
 from mfactl.errors import Conflict, NotFound
-from mfactl.services import audit, lookup
+from mfactl.services import audit, lookup, recovery
 
 TOKEN_PURPOSE = "remember-token"  # its own derived key: a remember-me hash is no link's hash
 
@@ -126,7 +126,11 @@ def issue(app: App, org: str, user_ref: str) -> IssuedToken:
 
 # the login path: Core statements built once, run on the driver (see db/driver.py)
 _USER = lookup.user_with_secret(
-    lookup.USERS.c.id, lookup.USERS.c.uid, lookup.USERS.c.is_admin, lookup.SECRETS.c.state
+    lookup.USERS.c.id,
+    lookup.USERS.c.uid,
+    lookup.USERS.c.is_admin,
+    lookup.SECRETS.c.state,
+    recovery.remaining_sql(lookup.USERS.c.id).label("recovery_codes"),
 )
 _LIVE_TOKEN = (
     select(_TOKENS.id)
@@ -148,6 +152,7 @@ class LoginUser:
     uid: str
     is_admin: bool
     mfa_state: str  # active | pending | none
+    recovery_codes: int | None = None  # unused recovery codes; None without a set
 
 
 def login_user(app: App, org: str, user_ref: str) -> LoginUser:
@@ -161,8 +166,22 @@ def login_user(app: App, org: str, user_ref: str) -> LoginUser:
         with app.uow() as uow:
             _, user = lookup.get_org_user(uow.session, org, user_ref)
             mfa = uow.session.get(MfaSecret, user.id)
-            return LoginUser(user.id, user.uid, user.is_admin, mfa.state if mfa else "none")
-    return LoginUser(row.id, row.uid, bool(row.is_admin), row.state or "none")
+            left = uow.session.scalar(select(recovery.remaining_sql(user.id)))
+            return LoginUser(
+                user.id,
+                user.uid,
+                user.is_admin,
+                mfa.state if mfa else "none",
+                None if left is None else int(left),
+            )
+    left = row.recovery_codes
+    return LoginUser(
+        row.id,
+        row.uid,
+        bool(row.is_admin),
+        row.state or "none",
+        None if left is None else int(left),
+    )
 
 
 def is_remembered(app: App, user: LoginUser, token: str) -> bool:

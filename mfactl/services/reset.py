@@ -1,10 +1,10 @@
 """Reset MFA (one user or every user a filter selects) and mail links: reset and enrollment.
 
 Each change is one transaction with bulk statements: the secrets go, the throttle with them
-(the secret's row and the day's counted failures), remember-me tokens are revoked, unused links
-end, an audit event per user is written, and the links and their emails are queued in the
-outbox. The emails are sent after the commit; if sending fails the change stands and the email
-waits for `mail retry`.
+(the secret's row and the day's counted failures), recovery codes are deleted, remember-me
+tokens are revoked, unused links end, an audit event per user is written, and the links and
+their emails are queued in the outbox. The emails are sent after the commit; if sending fails
+the change stands and the email waits for `mail retry`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from mfactl.app import App
 from mfactl.db.batching import chunks
 from mfactl.db.models import ActionToken, AuditEvent, MfaSecret, Organization, RememberToken, User
 from mfactl.errors import Conflict, InvalidInput
-from mfactl.services import delivery, lookup, outbox, throttle, validation
+from mfactl.services import delivery, lookup, outbox, recovery, throttle, validation
 from mfactl.services.links import LinkTarget, end_unused_links, issue_links
 from mfactl.services.outbox import NewMail
 from mfactl.services.progress import Progress
@@ -232,6 +232,7 @@ def _reset(
     lookup.lock_users(session, user_ids)
     for part in chunks(user_ids):
         session.execute(delete(MfaSecret).where(MfaSecret.user_id.in_(part)))
+        recovery.remove(session, part)
         throttle.clear_budget(session, part)
         session.execute(
             update(RememberToken)

@@ -9,7 +9,7 @@ from sqlalchemy import Select, and_, func, or_
 from mfactl.config import Settings
 from mfactl.db.models import MfaSecret, Organization, User
 from mfactl.errors import InvalidInput
-from mfactl.services import policy
+from mfactl.services import policy, recovery
 
 MFA_STATES = ("active", "pending", "none")
 # longer than any handle, email or name can be; a pattern much longer makes SQLite refuse it
@@ -24,6 +24,7 @@ class UserFilter:
     stale_key: bool = False  # a secret not under the active key
     noncompliant: bool = False  # the policy requires MFA and it is not active
     locked: bool = False
+    recovery_codes_low: bool = False  # MFA active with recovery.LOW unused codes or fewer
     search: str | None = None  # handle, email or name contains
 
     def __post_init__(self) -> None:
@@ -52,6 +53,9 @@ def apply_filter(query: Select, settings: Settings, flt: UserFilter) -> Select:
         query = query.where(policy.noncompliant_sql(settings))
     if flt.locked:
         query = query.where(MfaSecret.locked.is_(True))
+    if flt.recovery_codes_low:
+        left = func.coalesce(recovery.remaining_sql(User.id), 0)
+        query = query.where(MfaSecret.state == "active", left <= recovery.LOW)
     if flt.search:
         pattern = (
             "%"

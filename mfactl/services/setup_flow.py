@@ -24,7 +24,12 @@ from mfactl.app import App
 from mfactl.db.models import ActionToken, MfaSecret, Organization, User
 from mfactl.errors import Conflict, Gone, NotFound
 from mfactl.services import audit, links, lookup, throttle
-from mfactl.services.enrollment import activate_pending, begin_enrollment, secret_params
+from mfactl.services.enrollment import (
+    activate_pending,
+    begin_enrollment,
+    first_recovery_codes,
+    secret_params,
+)
 
 HOLD = timedelta(minutes=15)
 SESSION_PURPOSE = "web-session"
@@ -89,6 +94,8 @@ class StepPage:
 @dataclass(frozen=True)
 class DonePage:
     who: Who
+    # the first recovery codes, on the answer to the right code only: shown once, never again
+    recovery_codes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -284,8 +291,8 @@ def confirm_for_browser(
     """Check the code against the held link's pending secret; right, MFA is active.
 
     A wrong code counts in the user's throttle (the same back-off and lock as at login); the
-    right one uses the link up and activates the secret in one transaction. The page to show
-    next comes with the outcome.
+    right one uses the link up, activates the secret and makes the first recovery codes in one
+    transaction. The page to show next comes with the outcome (with those codes, once).
     """
     mine = _holder(app, browser_secret)
     with app.uow() as uow:
@@ -304,6 +311,7 @@ def confirm_for_browser(
         if pending is None or pending.state != "pending":
             raise Gone(links.EXPIRED)
         outcome = _check_code(session, app, pending, organization, user, code, now)
+        codes: tuple[str, ...] = ()
         if outcome.result == "ok":
             used = session.execute(
                 update(ActionToken)
@@ -318,6 +326,7 @@ def confirm_for_browser(
             )
             if used.rowcount != 1:  # type: ignore[attr-defined]
                 raise Gone(links.USED)
+            codes = first_recovery_codes(session, app, user)
         details = {"purpose": link.purpose, "client": client, "via": "setup page"}
         audit.record(
             session,
@@ -330,7 +339,7 @@ def confirm_for_browser(
         )
         uow.commit()
         if outcome.result == "ok":
-            return outcome, DonePage(_who(app, link, organization, user))
+            return outcome, DonePage(_who(app, link, organization, user), codes)
         return outcome, _view(uow.session, app, link, organization, user)
 
 

@@ -38,6 +38,8 @@ class VerifyResult:
     period: int | None = field(default=None, compare=False)
     # the user's code length, which a malformed code missed (not part of the JSON either)
     digits: int | None = field(default=None, compare=False)
+    # a recovery code accepted: how many unused ones the user has left (not part of the JSON)
+    recovery_codes_left: int | None = field(default=None, compare=False)
 
     @property
     def ok(self) -> bool:

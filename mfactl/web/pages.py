@@ -42,7 +42,12 @@ SAMPLE_CONTEXT: dict[str, dict[str, Any]] = {
         "minutes_left": 15,
         "problem": "That code is not right.",
     },
-    "done.html": {**_WHO, "title": "MFA is active"},
+    "done.html": {
+        **_WHO,
+        "title": "MFA is active",
+        "recovery_codes": ("abcd-efgh-jkmn", "pqrs-tuvw-xyz2"),
+        "download_href": "data:text/plain;charset=utf-8,sample",
+    },
     "error.html": {
         "title": "Not found",
         "message": "This link is not valid.",

@@ -3,7 +3,9 @@
 ``GET <link>``: the link's page, changing nothing. ``POST <link>`` (its button): the link is
 opened for this browser and the browser sent to ``<link path>/step``, an address without the
 token. ``GET <step>``: the QR code and the code field (or the success page once done).
-``POST <step>``: the code. ``GET /healthz``: 200 when the database answers, else 503.
+``POST <step>``: the code; the right one answers with the success page and the first recovery
+codes (once), or redirects to the step when recovery codes are off. ``GET /healthz``: 200 when
+the database answers, else 503.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -212,6 +215,30 @@ async def _open(
     return response
 
 
+def recovery_text(view: DonePage) -> str:
+    """The recovery codes as the downloaded text file holds them."""
+    who = view.who
+    lines = [
+        f"Recovery codes for {who.user} at {who.org_name} ({who.issuer})",
+        "Each code works once, instead of a code from your authenticator app.",
+        "",
+        *view.recovery_codes,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _done(site: Site, request: Request, view: DonePage) -> Response:
+    """The success page; with the first recovery codes only on the answer to the right code
+    (shown once: a reload shows the page without them), offered to print or download."""
+    extra: dict[str, Any] = {"recovery_codes": (), "download_href": ""}
+    if view.recovery_codes:
+        extra = {
+            "recovery_codes": view.recovery_codes,
+            "download_href": "data:text/plain;charset=utf-8," + quote(recovery_text(view)),
+        }
+    return site.page(request, "done.html", **_who_context(view.who), **extra)
+
+
 def _step(
     site: Site,
     request: Request,
@@ -221,7 +248,7 @@ def _step(
     problem: str = "",
 ) -> Response:
     if isinstance(view, DonePage):
-        return site.page(request, "done.html", **_who_context(view.who))
+        return _done(site, request, view)
     left = (view.held_until - site.app.now()).total_seconds()
     return site.page(
         request,
@@ -296,6 +323,9 @@ async def _confirm(site: Site, request: Request, session: str | None) -> Respons
     if isinstance(done, Response):
         return done
     outcome, view = done
+    if isinstance(view, DonePage) and view.recovery_codes:
+        # the codes exist in this answer only (their hashes are stored): no redirect to lose them
+        return _done(site, request, view)
     if outcome.result == "ok" or isinstance(view, DonePage):
         return RedirectResponse(site.step, 303)  # the step shows the success page
     hint = f"{view.who.issuer}: {view.account}"

@@ -31,6 +31,7 @@ CONTRACT = {
     "locked": bool,
     "remember_tokens": int,
     "compliant": bool,
+    "recovery_codes": (int, type(None)),
 }
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
@@ -93,6 +94,7 @@ def test_csv_is_rfc_4180_with_a_header(mfactl: Mfactl, seeded: App) -> None:
         "locked": "false",
         "remember_tokens": "2",
         "compliant": "true",
+        "recovery_codes": "",
     }
     assert rows[2]["mfa_key_active"] == "" and rows[2]["enrolled_at"] == ""
 

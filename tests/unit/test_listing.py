@@ -102,6 +102,7 @@ def test_every_field_of_every_user(app: App) -> None:
             "locked": False,
             "remember_tokens": 2,
             "compliant": True,
+            "recovery_codes": None,
         },
         {
             "org": "acme",
@@ -116,6 +117,7 @@ def test_every_field_of_every_user(app: App) -> None:
             "locked": False,
             "remember_tokens": 0,
             "compliant": True,
+            "recovery_codes": None,
         },
         {
             "org": "acme",
@@ -130,6 +132,7 @@ def test_every_field_of_every_user(app: App) -> None:
             "locked": False,
             "remember_tokens": 0,
             "compliant": True,
+            "recovery_codes": None,
         },
         {
             "org": "beta",
@@ -144,6 +147,7 @@ def test_every_field_of_every_user(app: App) -> None:
             "locked": False,
             "remember_tokens": 0,
             "compliant": True,
+            "recovery_codes": None,
         },
         {
             "org": "beta",
@@ -158,6 +162,7 @@ def test_every_field_of_every_user(app: App) -> None:
             "locked": True,
             "remember_tokens": 0,
             "compliant": True,
+            "recovery_codes": None,
         },
     ]
 

@@ -80,6 +80,8 @@ def test_the_rule_asked_of_listing_is_the_policys(
     """users list takes `compliant` from policy.compliant, not from a copy of its rule."""
     people(app, "alice", "bob")
     enrolled(app, "alice")
-    monkeypatch.setattr(policy, "compliant", lambda settings, is_admin, state: state == "none")
+    monkeypatch.setattr(
+        policy, "compliant", lambda settings, is_admin, state, codes: state == "none"
+    )
     listed = {row["user"]: row["compliant"] for row in list_users(app, UserFilter())}
     assert listed == {"alice": False, "bob": True}

@@ -86,3 +86,43 @@ def test_init_upgrades_a_0001_database_and_keeps_its_rows(tmp_path: Path) -> Non
     assert tuple(row) == ("h", None)
     assert current_revision(engine) == SCHEMA_REVISION
     check_schema(engine)
+
+
+def test_revision_0005_upgrades_from_0004_keeping_rows_and_downgrades(app: App) -> None:
+    """`mfactl init` on a database of the previous release: the recovery_codes table appears,
+    every row stays; the downgrade removes the table alone."""
+    from alembic import command
+    from sqlalchemy import inspect, select
+
+    from mfactl.db.engine import current_revision, upgrade_schema
+    from mfactl.services import recovery
+    from tests.unit.helpers import enrolled, people
+
+    people(app, "alice", "bob")
+    enrolled(app, "alice")
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+
+    def rows() -> list[object]:
+        with app.engine.connect() as conn:
+            return [
+                sorted(tuple(r) for r in conn.execute(select(table)).all())
+                for table in Base.metadata.sorted_tables
+                if table.name != "recovery_codes"
+            ]
+
+    try:
+        with app.engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0004")
+        assert "recovery_codes" not in inspect(app.engine).get_table_names()
+        assert current_revision(app.engine) == "0004"
+        before = rows()
+    finally:
+        assert upgrade_schema(app.engine)[1] == SCHEMA_REVISION
+    assert "recovery_codes" in inspect(app.engine).get_table_names()
+    assert rows() == before
+    app._schema_checked = False
+    check_schema(app.engine)
+    code = recovery.generate(app, "acme", "alice").codes[0]
+    assert recovery.use(app, "acme", "alice", code).ok

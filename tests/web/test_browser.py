@@ -207,8 +207,16 @@ def test_from_the_email_to_mfa_active_in_a_browser(
     assert "That code is not right" in page.locator("#problem").inner_text()
     page.fill("#code", code_for(uri))
     page.get_by_role("button", name="Turn on MFA").click()
-    assert page.get_by_role("heading").inner_text() == "MFA is now active for Acme Corporation"
+    heading = page.get_by_role("heading", level=1)
+    assert heading.inner_text() == "MFA is now active for Acme Corporation"
     assert users.user_status(app, "acme", "bob").mfa == "active"
+    # the first recovery codes, shown once, downloadable as text without JavaScript
+    codes = page.locator("ol.codes code").all_inner_texts()
+    assert len(codes) == 10
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download the codes as a text file").click()
+    saved = Path(download.value.path()).read_text(encoding="utf-8").splitlines()
+    assert saved[-10:] == codes
 
     again = page.goto(link)
     assert again.status == 410 and "administrator" in page.content()

@@ -7,7 +7,7 @@ import logging
 import re
 from dataclasses import replace
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import pytest
 from sqlalchemy import select
@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 from mfactl.app import App
 from mfactl.config import Database
 from mfactl.db.models import ActionToken, AuditEvent, MfaSecret
-from mfactl.services import setup_flow, users
+from mfactl.services import recovery, setup_flow, users
 from tests.conftest import FrozenClock
 from tests.unit.helpers import people, phone_code
 from tests.web.conftest import ORIGIN, STEP, browser, new_link, with_links
@@ -62,6 +62,10 @@ def uri_of(app: App, page: str) -> str:
 def path_of(url: str) -> str:
     parts = urlsplit(url)
     return parts.path + "?" + parts.query
+
+
+def shown_codes(page: str) -> list[str]:
+    return re.findall(r"<li><code>([2-9a-z]{4}-[2-9a-z]{4}-[2-9a-z]{4})</code></li>", page)
 
 
 def press(client: TestClient, url: str, **headers: str) -> Any:
@@ -139,10 +143,18 @@ def test_the_whole_flow_on_each_database(app: App, clock: FrozenClock) -> None:
         assert shown_secret(wrong.text) == shown_secret(step.text)
         clock.advance(30)
         right = send_code(client, phone_code(uri_of(web, step.text), clock()))
-        assert (right.status_code, right.headers["location"]) == (303, STEP)
+        # the answer itself is the success page, with the first recovery codes: shown once
+        assert right.status_code == 200 and "MFA is now active for Acme" in right.text
+        codes = shown_codes(right.text)
+        assert len(codes) == 10
+        download = re.search(r'href="(data:text/plain;charset=utf-8,[^"]+)" download=', right.text)
+        assert download is not None
+        text_file = unquote(html.unescape(download[1]).split(",", 1)[1])
+        assert all(code in text_file.splitlines() for code in codes)
         done = client.get(STEP)
         assert done.status_code == 200 and "MFA is now active for Acme" in done.text
         assert 'id="secret"' not in done.text
+        assert shown_codes(done.text) == [] and not [c for c in codes if c in done.text]
         assert client.get(path_of(url)).status_code == 410
     assert users.user_status(web, "acme", "bob").mfa == "active"
     with web.uow() as uow:
@@ -153,6 +165,10 @@ def test_the_whole_flow_on_each_database(app: App, clock: FrozenClock) -> None:
         ("link.confirm", "wrong", "testclient"),
         ("link.confirm", "ok", "testclient"),
     ]
+    assert recovery.use(web, "acme", "bob", codes[0]).ok
+    with web.engine.connect() as conn:
+        logged = repr(conn.execute(select(AuditEvent.details)).all())
+    assert not [c for c in codes if c in logged]
 
 
 def test_unknown_used_expired_and_replaced_links(
@@ -383,11 +399,14 @@ def test_the_access_log_holds_no_token_and_no_secret(
         token = url.rsplit("token=", 1)[1]
         press(client, url)
         step = client.get(STEP).text
-        send_code(client, phone_code(uri_of(web_app, step), clock()))
+        done = send_code(client, phone_code(uri_of(web_app, step), clock()))
+    codes = shown_codes(done.text)
+    assert len(codes) == 10
     lines = [r.getMessage() for r in caplog.records if r.name == "mfactl.access"]
     assert any('"GET /mfa/setup?[redacted] HTTP/1.1" 200' in line for line in lines), lines
-    assert any('"POST /mfa/setup/step HTTP/1.1" 303' in line for line in lines), lines
+    assert any('"POST /mfa/setup/step HTTP/1.1" 200' in line for line in lines), lines
     assert token not in caplog.text and shown_secret(step) not in caplog.text
+    assert not [c for c in codes if c in caplog.text]
     with web_app.uow() as uow:
         details = [e.details for e in uow.session.scalars(select(AuditEvent))]
     assert token not in repr(details) and shown_secret(step) not in repr(details)
@@ -487,7 +506,8 @@ def test_two_replicas_serve_one_flow_request_by_request(web_app: App, clock: Fro
             right = two.post(
                 STEP, data={"csrf": csrf_of(step.text), "code": code}, headers={"origin": ORIGIN}
             )
-            assert right.status_code == 303, right.text
+            assert right.status_code == 200, right.text
+            assert len(shown_codes(right.text)) == 10
             assert "MFA is now active for Acme" in one.get(STEP).text
     finally:
         replica.close()
