@@ -163,9 +163,8 @@ class Email:
 
 @dataclass(frozen=True)
 class Pool:
-    """Pooled connections (PostgreSQL and SQLite files; MariaDB connects per unit of work)."""
-
-    # 10 + 10 serve 16 login threads at once, each verification holding one connection
+    """Pooled connections (PostgreSQL and SQLite files; MariaDB connects per unit of work):
+    10 + 10 serve 16 login threads at once, each verification holding one connection."""
     size: int = setting("size", 10, whole(1, 1000))
     max_overflow: int = setting("maxOverflow", 10, whole(0, 1000))
     timeout_seconds: float = setting("timeoutSeconds", 30.0, number(0.1))

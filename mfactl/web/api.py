@@ -150,7 +150,12 @@ def _verify(mfa: Mfa, body: dict[str, Any]) -> dict[str, Any]:
 
 def _requirement(mfa: Mfa, body: dict[str, Any]) -> dict[str, Any]:
     need = mfa.requirement(body["org"], body["user"], remember_token=body.get("remember_token"))
-    return {"decision": need.decision, "reason": need.reason}
+    return {
+        "decision": need.decision,
+        "reason": need.reason,
+        "recovery_codes_left": need.recovery_codes_left,
+        "recovery_codes_low": need.recovery_codes_low,
+    }
 
 
 def _enroll(mfa: Mfa, body: dict[str, Any]) -> dict[str, Any]:
@@ -158,8 +163,8 @@ def _enroll(mfa: Mfa, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _confirm(mfa: Mfa, body: dict[str, Any]) -> dict[str, Any]:
-    mfa.confirm(body["org"], body["user"], body["code"])
-    return {"state": "active"}
+    codes = mfa.confirm(body["org"], body["user"], body["code"])
+    return {"state": "active", "recovery_codes": list(codes)}
 
 
 def _open_link(mfa: Mfa, body: dict[str, Any]) -> dict[str, Any]:
@@ -175,7 +180,17 @@ def _open_link(mfa: Mfa, body: dict[str, Any]) -> dict[str, Any]:
 
 def _confirm_link(mfa: Mfa, body: dict[str, Any]) -> dict[str, Any]:
     done = mfa.confirm_link(body["org"], body["token"], body["code"])
-    return {"org": done.org, "user": done.user, "purpose": done.purpose}
+    return {
+        "org": done.org,
+        "user": done.user,
+        "purpose": done.purpose,
+        "recovery_codes": list(done.recovery_codes),
+    }
+
+
+def _use_recovery_code(mfa: Mfa, body: dict[str, Any]) -> dict[str, Any]:
+    result = mfa.use_recovery_code(body["org"], body["user"], body["code"])
+    return {"ok": result.ok, **result.to_json(), "recovery_codes_left": result.recovery_codes_left}
 
 
 def _remember(mfa: Mfa, body: dict[str, Any]) -> dict[str, Any]:
@@ -192,6 +207,11 @@ def _forget(mfa: Mfa, body: dict[str, Any]) -> dict[str, Any]:
 
 
 _WHO: dict[str, Any] = {"org": _STR, "user": _STR}
+_CODES: dict[str, Any] = {
+    "type": "array",
+    "items": _STR,
+    "description": "the user's first recovery codes, shown once (none when turned off)",
+}
 _LINK: dict[str, Any] = {**_WHO, "purpose": {"type": "string", "enum": ["reset", "enroll"]}}
 
 ENDPOINTS: tuple[Endpoint, ...] = (
@@ -210,9 +230,14 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         ),
         _requirement,
         _obj(
-            ["decision", "reason"],
+            ["decision", "reason", "recovery_codes_left", "recovery_codes_low"],
             decision={"type": "string", "enum": ["allow", "enroll", "code"]},
             reason=_STR,
+            recovery_codes_left=_INT_OR_NULL,
+            recovery_codes_low={
+                "type": "boolean",
+                "description": "down to 2 recovery codes or fewer, or none: time for a new set",
+            },
         ),
         example={"org": "acme", "user": "alice"},
     ),
@@ -230,6 +255,22 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             retry_after_seconds=_INT_OR_NULL,
         ),
         example={"org": "acme", "user": "alice", "code": "123456"},
+    ),
+    Endpoint(
+        "recovery-codes/use",
+        "Log in with a recovery code instead of a code from the app: ok uses it up; wrong codes "
+        "count in the user's throttle. Ordinary outcomes are 200 with their result.",
+        (ORG, USER, Field("code", "a recovery code, typed however", example="abcd-efgh-jkmn")),
+        _use_recovery_code,
+        _obj(
+            ["result", "ok", "drift_steps", "retry_after_seconds", "recovery_codes_left"],
+            result={"type": "string", "enum": list(RESULTS)},
+            ok={"type": "boolean"},
+            drift_steps=_INT_OR_NULL,
+            retry_after_seconds=_INT_OR_NULL,
+            recovery_codes_left=_INT_OR_NULL,
+        ),
+        example={"org": "acme", "user": "alice", "code": "abcd-efgh-jkmn"},
     ),
     Endpoint(
         "enroll",
@@ -250,7 +291,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "counts in the user's throttle), the user is throttled or locked, or nothing is pending.",
         (ORG, USER, CODE),
         _confirm,
-        _obj(["state"], state={"type": "string", "enum": ["active"]}),
+        _obj(
+            ["state", "recovery_codes"],
+            state={"type": "string", "enum": ["active"]},
+            recovery_codes=_CODES,
+        ),
         errors=(404, 409),
         example={"org": "acme", "user": "alice", "code": "123456"},
     ),
@@ -273,7 +318,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Activate the link's pending secret with the first code and use the link up.",
         (ORG, TOKEN, CODE),
         _confirm_link,
-        _obj(["org", "user", "purpose"], **_LINK),
+        _obj(["org", "user", "purpose", "recovery_codes"], **_LINK, recovery_codes=_CODES),
         errors=(404, 409, 410),
         example={"org": "acme", "token": "the-token-of-the-link", "code": "123456"},
     ),

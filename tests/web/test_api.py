@@ -284,6 +284,8 @@ def test_requirement_remember_check_and_forget(http: Api, web_app: App) -> None:
     assert http.ok("requirement", who) == {
         "decision": "code",
         "reason": "MFA is active for this user",
+        "recovery_codes_left": 10,  # the first set, made by the confirmation
+        "recovery_codes_low": False,
     }
     issued = http.ok("remember", who)
     assert set(issued) == {"id", "token", "expires_at"}
@@ -310,7 +312,9 @@ def test_enroll_and_confirm(http: Api, web_app: App) -> None:
     wrong = "000000" if code != "000000" else "111111"
     assert http.error("confirm", {**who, "code": wrong}, 409) == "conflict"  # counted
     web_app.clock.advance(5)  # type: ignore[attr-defined]
-    assert http.ok("confirm", {**who, "code": code}) == {"state": "active"}
+    confirmed = http.ok("confirm", {**who, "code": code})
+    assert confirmed["state"] == "active"
+    assert len(confirmed["recovery_codes"]) == 10  # the first set, shown this once
     assert http.error("confirm", {**who, "code": code}, 409) == "conflict"  # already active
     assert http.error("enroll", {"org": "acme", "user": "nobody"}, 404) == "not_found"
 
@@ -326,13 +330,33 @@ def test_links_open_and_confirm(http: Api, web_app: App) -> None:
     assert opened["expires_at"].endswith("Z")
     assert http.error("links/open", link, 409) == "conflict"  # opened once only
     code = phone_code(opened["otpauth_uri"], web_app.now())
-    assert http.ok("links/confirm", {**link, "code": code}) == {
-        "org": "acme",
-        "user": "bob",
-        "purpose": "reset",
-    }
+    confirmed = http.ok("links/confirm", {**link, "code": code})
+    assert len(confirmed.pop("recovery_codes")) == 10
+    assert confirmed == {"org": "acme", "user": "bob", "purpose": "reset"}
     assert http.error("links/confirm", {**link, "code": code}, 410) == "gone"
     assert http.error("links/open", {"org": "acme", "token": "nope"}, 404) == "not_found"
+
+
+def test_recovery_codes_use(http: Api, web_app: App) -> None:
+    who = {"org": "acme", "user": "alice"}
+    assert http.ok("recovery-codes/use", {**who, "code": "abcd-efgh-jkmn"})["result"] == (
+        "not_enrolled"
+    )
+    uri = http.ok("enroll", who)["otpauth_uri"]
+    codes = http.ok("confirm", {**who, "code": phone_code(uri, web_app.now())})["recovery_codes"]
+    first = codes[0].upper().replace("-", " ")  # typed however
+    assert http.ok("recovery-codes/use", {**who, "code": first}) == {
+        "ok": True,
+        "result": "ok",
+        "drift_steps": None,
+        "retry_after_seconds": None,
+        "recovery_codes_left": 9,
+    }
+    again = http.ok("recovery-codes/use", {**who, "code": codes[0]})
+    assert (again["ok"], again["result"]) == (False, "wrong")  # used up, and counted
+    assert http.ok("recovery-codes/use", {**who, "code": "x"})["result"] == "malformed"
+    assert http.ok("requirement", who)["recovery_codes_left"] == 9
+    assert http.error("recovery-codes/use", {"org": "acme", "user": "nobody", "code": "x"}, 404)
 
 
 # --- failures ------------------------------------------------------------------------------------

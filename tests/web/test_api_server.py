@@ -175,7 +175,11 @@ def test_the_api_across_servers_and_what_their_logs_hold(servers: list[Server]) 
     status, started = post(one, "enroll", alice)
     assert status == 200
     uri = started["otpauth_uri"]
-    assert post(two, "confirm", {**alice, "code": _code(uri)}) == (200, {"state": "active"})
+    status, confirmed = post(two, "confirm", {**alice, "code": _code(uri)})
+    assert (status, confirmed["state"]) == (200, "active")
+    recovery = confirmed["recovery_codes"][0]
+    assert post(one, "recovery-codes/use", {**alice, "code": recovery})[1]["result"] == "ok"
+    assert post(two, "recovery-codes/use", {**alice, "code": recovery})[1]["result"] == "wrong"
     code = _code(uri, 1)  # the next step's code: not used yet, and within the window
     status, first = post(one, "verify", {**alice, "code": code})
     assert (status, first["result"]) == (200, "ok")
@@ -193,5 +197,5 @@ def test_the_api_across_servers_and_what_their_logs_hold(servers: list[Server]) 
     for server in servers:
         log = server.log.read_text()
         assert "POST /api/v1/" in log
-        for secret in (KEY.key, secret_of(uri), code, token):
+        for secret in (KEY.key, secret_of(uri), code, token, *confirmed["recovery_codes"]):
             assert secret not in log
