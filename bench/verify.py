@@ -195,7 +195,9 @@ class Bare:
                     check_same_thread=False,
                     timeout=30,
                 )
+                # as mfactl's own connections (db/engine.py): WAL is the file's already
                 connection.execute("PRAGMA busy_timeout=30000")
+                connection.execute("PRAGMA synchronous=NORMAL")
             else:
                 import psycopg
 

@@ -9,8 +9,8 @@ the same SQL, the same pool and the same errors (as SQLAlchemy's exception class
 map them as they map any other), without that work.
 
 Each statement is its own transaction: a read takes no lock and holds no snapshot; a write is
-committed at once (PostgreSQL in autocommit, no BEGIN or COMMIT round trip; SQLite opens its
-transaction at the UPDATE itself and holds the write lock for it alone).
+committed at once (autocommit: on PostgreSQL no BEGIN or COMMIT round trip; on SQLite the write
+lock is held inside the one call that runs the UPDATE).
 """
 
 from __future__ import annotations
@@ -77,8 +77,13 @@ class Borrowed:
     def _connect(self) -> Any:
         self._pooled = self._engine.raw_connection()
         driver = self._pooled.driver_connection
+        # each statement commits by itself, handed back to the pool as it came (see close()):
+        # on SQLite the write lock is then held within one call into SQLite, never across the
+        # wait for Python's GIL between an UPDATE and its COMMIT
         if self._dialect.name == "postgresql":
-            driver.autocommit = True  # handed back to the pool as it came: see close()
+            driver.autocommit = True
+        elif self._dialect.name == "sqlite":
+            driver.isolation_level = None
         return driver
 
     def _run(self, statement: ClauseElement, values: Mapping[str, Any]) -> Any:
@@ -131,15 +136,18 @@ class Borrowed:
             changed = int(cursor.rowcount)
         finally:
             cursor.close()
-        if self._dialect.name != "postgresql":
+        if self._dialect.name not in ("postgresql", "sqlite"):
             self._pooled.driver_connection.commit()
         return changed
 
     def close(self) -> None:
         if self._pooled is None:
             return
-        if self._dialect.name == "postgresql" and not self._pooled.driver_connection.closed:
-            self._pooled.driver_connection.autocommit = False
+        driver = self._pooled.driver_connection
+        if self._dialect.name == "postgresql" and not driver.closed:
+            driver.autocommit = False
+        elif self._dialect.name == "sqlite":
+            driver.isolation_level = ""  # pysqlite's own default, which SQLAlchemy relies on
         self._pooled.close()  # back to the pool, which rolls back what is left open
         self._pooled = None
 

@@ -246,3 +246,21 @@ def test_a_login_hands_its_connection_back_as_it_found_it(pg_app: App, clock: Fr
             "changed"
             not in connection.execute(text("SELECT display_name FROM users")).scalars().all()
         )
+
+
+def test_a_login_hands_its_sqlite_connection_back_as_it_found_it(
+    sqlite_app: App, clock: FrozenClock
+) -> None:
+    people(sqlite_app, "alice")
+    uri = enrolled(sqlite_app)
+    sqlite_app.engine.dispose()
+    clock.advance(30)
+    assert verification.verify(sqlite_app, "acme", "alice", phone_code(uri, clock())).ok
+    with sqlite_app.engine.connect() as connection:
+        raw: Any = connection.connection.dbapi_connection
+        assert raw.isolation_level == ""  # pysqlite's transactions, which SQLAlchemy's rely on
+        connection.execute(text("UPDATE users SET display_name = 'changed'"))
+        connection.rollback()
+    with sqlite_app.engine.connect() as connection:
+        names = connection.execute(text("SELECT display_name FROM users")).scalars().all()
+        assert "changed" not in names
