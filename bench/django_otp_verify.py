@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
-import time
 import types
 from typing import Any
 from urllib.parse import urlsplit
+
+from passes import passes  # beside this script, which runs as bench/django_otp_verify.py
 
 STEP = 30
 
@@ -99,50 +99,19 @@ def run(users: list[tuple[str, bytes]], threads: int, seconds: float) -> dict[st
     from django.db import connection
     from django_otp.plugins.otp_totp.models import TOTPDevice
 
-    latencies: list[float] = []
-    failed = 0
-    guard = threading.Lock()
-    began = time.perf_counter()
-    deadline = began + seconds
-    state: dict[str, Any] = {}
-
-    def next_pass() -> None:
-        state["stop"] = time.perf_counter() >= deadline
+    def next_pass() -> list[tuple[Any, ...]]:
         CLOCK.now += STEP
-        state["work"] = iter([(name, code(key, CLOCK.now)) for name, key in users])
+        return [(name, code(key, CLOCK.now)) for name, key in users]
 
-    barrier = threading.Barrier(threads, action=next_pass)
+    def verify(name: str, token: str) -> bool:
+        device = TOTPDevice.objects.get(user__username=name, confirmed=True)
+        return bool(device.verify_token(token))
 
-    def verify_some() -> None:
-        nonlocal failed
-        mine: list[float] = []
-        bad = 0
-        while True:
-            barrier.wait()
-            if state["stop"]:
-                break
-            while time.perf_counter() < deadline:
-                with guard:
-                    item = next(state["work"], None)
-                if item is None:
-                    break
-                name, token = item
-                start = time.perf_counter()
-                device = TOTPDevice.objects.get(user__username=name, confirmed=True)
-                ok = device.verify_token(token)
-                mine.append(time.perf_counter() - start)
-                bad += not ok
-        with guard:
-            latencies.extend(mine)
-            failed += bad
-        connection.close()  # this thread's connection: the thread ends here
+    def close() -> None:  # this thread's connection (looked up in the thread that ends)
+        connection.close()
 
-    pool = [threading.Thread(target=verify_some) for _ in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    return {"latencies": latencies, "failed": failed, "seconds": time.perf_counter() - began}
+    _, took, latencies, failed = passes(threads, seconds, next_pass, verify, close)
+    return {"latencies": latencies, "failed": failed, "seconds": took}
 
 
 def main() -> None:

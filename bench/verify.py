@@ -43,6 +43,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._setup import BenchClock, database, make_app, verdict
+from bench.passes import passes
 from mfactl import totp
 from mfactl.app import App
 from mfactl.services import orgs, user_import
@@ -87,7 +88,7 @@ class Measured:
         return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
 
 
-def passes(
+def user_passes(
     users: list[tuple[str, str]],
     clock: BenchClock,
     threads: int,
@@ -95,52 +96,14 @@ def passes(
     verify: Callable[[str, str], bool],
     thread_done: Callable[[], None] = lambda: None,
 ) -> tuple[int, float, list[float], int]:
-    """Verify each user's code of a fresh step, over and over, in ``threads`` threads (each
-    keeping its connection throughout), for ``seconds``; (how many, the seconds taken, each
-    one's latency, how many were not ok)."""
+    """Each user's code of a fresh step, pass after pass (see bench/passes.py)."""
     params = totp.TotpParams()
-    latencies: list[float] = []
-    failed = 0
-    guard = threading.Lock()
-    began = time.perf_counter()
-    deadline = began + seconds
-    state: dict[str, Any] = {}
 
-    def next_pass() -> None:  # run by the last thread to arrive, before any goes on
-        state["stop"] = time.perf_counter() >= deadline
+    def next_pass() -> list[tuple[Any, ...]]:
         clock.now += timedelta(seconds=params.period)
-        state["work"] = iter([(name, totp.code_at(s, clock.now, params)) for name, s in users])
+        return [(name, totp.code_at(s, clock.now, params)) for name, s in users]
 
-    barrier = threading.Barrier(threads, action=next_pass)
-
-    def run() -> None:
-        nonlocal failed
-        mine: list[float] = []
-        bad = 0
-        while True:
-            barrier.wait()
-            if state["stop"]:
-                break
-            while time.perf_counter() < deadline:
-                with guard:
-                    item = next(state["work"], None)
-                if item is None:
-                    break
-                start = time.perf_counter()
-                ok = verify(*item)
-                mine.append(time.perf_counter() - start)
-                bad += not ok
-        with guard:
-            latencies.extend(mine)
-            failed += bad
-        thread_done()
-
-    pool = [threading.Thread(target=run) for _ in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    return len(latencies), time.perf_counter() - began, latencies, failed
+    return passes(threads, seconds, next_pass, verify, thread_done)
 
 
 def enroll(app: App, prefix: str, count: int) -> list[tuple[str, str]]:
@@ -310,10 +273,12 @@ def bench_engine(engine: str, args: argparse.Namespace) -> dict[str, dict[int, M
         bare = Bare(engine, url, app)
         django = None if args.no_django else Django(engine, url, args.users)
         systems: dict[str, Callable[[int], tuple[int, float, list[float], int]]] = {
-            "mfactl": lambda t: passes(
+            "mfactl": lambda t: user_passes(
                 mfactl_users, clock, t, args.seconds, lambda u, c: mfa.verify("acme", u, c).ok
             ),
-            "bare": lambda t: passes(bare_users, clock, t, args.seconds, bare.verify, bare.release),
+            "bare": lambda t: user_passes(
+                bare_users, clock, t, args.seconds, bare.verify, bare.release
+            ),
         }
         if django is not None:
             systems["django-otp"] = lambda t: django.run(t, args.seconds)
