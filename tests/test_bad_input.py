@@ -507,6 +507,16 @@ def _row_cases() -> Iterator[Case]:
             verify_alice,
             6,
         ),
+        "failed-attempts-text": (
+            f"UPDATE mfa_secrets SET failed_attempts = 'abc' WHERE user_id = {ALICE}",
+            verify_alice,
+            6,
+        ),
+        "last-used-step-text": (
+            f"UPDATE mfa_secrets SET last_used_step = 'abc' WHERE user_id = {ALICE}",
+            verify_alice,
+            6,
+        ),
         "ciphertext-blob": (
             f"UPDATE mfa_secrets SET ciphertext = X'00ff' WHERE user_id = {ALICE}",
             verify_alice,

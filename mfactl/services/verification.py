@@ -122,6 +122,11 @@ def _check(
         params = totp.stored_params(row.algorithm, row.digits, row.period)
     except ValueError as exc:
         raise DamagedSecret(f"the MFA secret of the user {who} is damaged: {exc}") from None
+    for column in ("last_used_step", "failed_attempts"):
+        if type(getattr(row, column)) is not int:  # SQLite keeps any value in any column
+            raise DamagedSecret(
+                f"the MFA secret of the user {who} is damaged: its {column} is not a number"
+            )
     if not totp.looks_like_a_code(code, params.digits):
         # it can never match: neither compared nor counted, so it cannot start a back-off, use
         # up the day's budget or lock anybody out
