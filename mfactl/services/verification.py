@@ -1,13 +1,17 @@
 """Verifying a TOTP code: throttle, constant-time compare, replay refusal, atomic bookkeeping.
 
 The order is django-otp's: throttle check, compare, replay check, then reset or increment the
-failure count. Attempts on one user take turns under the user's row lock (``lookup.lock_users``),
-as do resets and enrollments, so each reads what the previous one committed. Acceptance is one
-conditional UPDATE (``… WHERE last_used_step < :step``), so two concurrent uses of one code give
-exactly one success even without it; the ciphertext is not part of the condition, because an
-online ``keys migrate`` re-encrypts the same secret meanwhile; failures are counted in SQL
-(``failed_attempts = failed_attempts + 1``), never read-modify-written in Python. The bounds on
-wrong codes (back-off, lock, the day's budget) are ``throttle``'s, shared with enrollment.
+failure count. A login's right code, for a user with no failures to weigh, is accepted without
+the user's lock (``_without_lock``): one read, the crypto with no lock held, and one conditional
+UPDATE that holds only if nothing it read has changed (the ciphertext too, so a reset, a new
+enrollment or an online ``keys migrate`` in between sends the attempt down the locked path).
+Everything else takes turns under the user's row lock (``lookup.lock_users``), as resets and
+enrollments do, so each reads what the previous one committed: there acceptance is one
+conditional UPDATE (``… WHERE last_used_step < :step``, no ciphertext, which a migration may
+have re-sealed), so two concurrent uses of one code give exactly one success; failures are
+counted in SQL (``failed_attempts = failed_attempts + 1``), never read-modify-written in
+Python. The bounds on wrong codes (back-off, lock, the day's budget) are ``throttle``'s, shared
+with enrollment.
 """
 
 from __future__ import annotations
