@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -138,8 +139,15 @@ def bench_engine(engine: str, seconds: float) -> dict[int, tuple[float, float]]:
         mfa = connect(values, actor="bench")
         headers = {"Authorization": f"Bearer {made.key}", "Content-Type": "application/json"}
 
+        not_ok: Counter[str] = Counter()  # what the library's answers that were not ok said
+        tally = threading.Lock()
+
         def library(state: dict[str, object], user: str, given: str) -> bool:
-            return mfa.verify("acme", user, given).ok
+            result = mfa.verify("acme", user, given)
+            if not result.ok:
+                with tally:
+                    not_ok[result.result] += 1
+            return result.ok
 
         def over_http(state: dict[str, object], user: str, given: str) -> bool:
             connection = state.get("connection")
@@ -163,6 +171,8 @@ def bench_engine(engine: str, seconds: float) -> dict[int, tuple[float, float]]:
                     f"{clients:>7} {lib_rate:>9.0f} {http_rate:>9.0f} "
                     f"{http_rate / lib_rate:>6.2f} {f'{lib_bad}/{http_bad}':>18}"
                 )
+            if not_ok:
+                print(f"the library's verifications that were not ok: {dict(not_ok)}")
         finally:
             mfa.close()
             server.terminate()
