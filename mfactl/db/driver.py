@@ -53,12 +53,13 @@ class DriverStatement:
         return [converted[name] for name in self._order]
 
 
-_COMPILED: dict[tuple[int, str], DriverStatement] = {}
+# keyed by the statement itself (held here), not its id(), which a later object may reuse
+_COMPILED: dict[tuple[ClauseElement, str], DriverStatement] = {}
 
 
 def compiled(statement: ClauseElement, dialect: Dialect) -> DriverStatement:
-    """The statement compiled for ``dialect``, once per process."""
-    key = (id(statement), dialect.name)
+    """The statement compiled for ``dialect``, once per process: for statements built once."""
+    key = (statement, dialect.name)
     found = _COMPILED.get(key)
     if found is None:
         found = _COMPILED[key] = DriverStatement(statement, dialect)
