@@ -260,6 +260,24 @@ def test_a_right_code_read_before_a_reset_and_new_enrollment_is_not_accepted(
         assert secret.failed_attempts == 1
 
 
+def test_a_new_secret_at_the_same_step_does_not_take_a_code_of_the_old_one(
+    app: App, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    people(app, "alice")
+    old_phone = enrolled(app)  # its code of this step accepted: the last step read below
+    code = phone_code(old_phone, clock(), 1)  # the old phone's next code: right, and unused
+
+    def replaced() -> None:
+        reset.reset_user(app, "acme", "alice", "lost phone", send_email=False)
+        enrolled(app)  # the new phone confirmed at the same step: the same last step
+
+    paused = pausing(app.secrets, "open_secret", monkeypatch)
+    checked, _ = race(lambda: verification.verify(app, "acme", "alice", code), replaced, paused)
+    # the row read and the row now agree on every count; only the sealed secret tells them
+    # apart, and the UPDATE holds it: the check is done again against the new secret
+    assert checked.result == "wrong"
+
+
 def test_a_right_code_read_before_a_wrong_one_was_counted_is_throttled(
     app: App, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
