@@ -77,6 +77,25 @@ def make_app(url: str, clock: Callable[[], datetime], key: str | None = None) ->
     return App(settings=settings, clock=clock, actor="bench")
 
 
+def enrolled_users(app: App, prefix: str, count: int) -> list[tuple[str, str]]:
+    """``count`` users of the organization acme imported already enrolled (a totp_secret
+    column), as (handle, secret): the phones' copies, to make codes with."""
+    import csv
+
+    from mfactl import totp
+    from mfactl.services import user_import
+
+    people = [(f"{prefix}{i}", totp.new_secret()) for i in range(count)]
+    with tempfile.TemporaryDirectory() as folder:
+        sheet = Path(folder) / "people.csv"
+        with sheet.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["handle", "email", "totp_secret"])
+            writer.writerows([(name, f"{name}@example.com", s) for name, s in people])
+        user_import.import_users(app, "acme", sheet)
+    return people
+
+
 def verdict(target: str, measured: str, met: bool) -> None:
     """One line per target of the issues: PASS or MISS, what was measured, what was asked."""
     print(f"{'PASS' if met else 'MISS'}  {target}: {measured}", flush=True)

@@ -14,7 +14,6 @@ library's throughput (the HTTP layer costs less than the verification itself).
 from __future__ import annotations
 
 import argparse
-import csv
 import http.client
 import json
 import subprocess
@@ -29,11 +28,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._setup import database, verdict
+from bench._setup import database, enrolled_users, verdict
 from mfactl import totp
 from mfactl.api import connect
 from mfactl.crypto import generate_key
-from mfactl.services import api_keys, orgs, user_import
+from mfactl.services import api_keys, orgs
 
 CLIENTS = (1, 8, 32)
 PER_RUN = 1500  # users per measurement, each verified twice: at most 3000 requests a run
@@ -92,14 +91,7 @@ def measure(
 def enroll(values: Path, count: int) -> list[tuple[str, str]]:
     mfa = connect(values, actor="bench")
     orgs.add_org(mfa.app, "acme", "Acme")
-    people = [(f"u{i}", totp.new_secret()) for i in range(count)]
-    with tempfile.TemporaryDirectory() as folder:
-        sheet = Path(folder) / "people.csv"
-        with sheet.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["handle", "email", "totp_secret"])
-            writer.writerows([(name, f"{name}@example.com", s) for name, s in people])
-        user_import.import_users(mfa.app, "acme", sheet)
+    people = enrolled_users(mfa.app, "u", count)
     mfa.close()
     return people
 

@@ -26,12 +26,10 @@ hash alone, right codes (each used once), and a storm of wrong codes spread over
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -42,11 +40,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._setup import BenchClock, database, make_app, verdict
+from bench._setup import BenchClock, database, enrolled_users, make_app, verdict
 from bench.passes import passes
 from mfactl import totp
 from mfactl.app import App
-from mfactl.services import orgs, user_import
+from mfactl.services import orgs
 
 ROOT = Path(__file__).resolve().parent.parent
 DJANGO_ENV = ROOT / "bench" / ".venv-django"
@@ -104,19 +102,6 @@ def user_passes(
         return [(name, totp.code_at(s, clock.now, params)) for name, s in users]
 
     return passes(threads, seconds, next_pass, verify, thread_done)
-
-
-def enroll(app: App, prefix: str, count: int) -> list[tuple[str, str]]:
-    secrets = [(f"{prefix}{i}", totp.new_secret()) for i in range(count)]
-    with tempfile.TemporaryDirectory() as folder:
-        people = Path(folder) / "people.csv"
-        with people.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["handle", "email", "totp_secret"])
-            for name, secret in secrets:
-                writer.writerow([name, f"{name}@example.com", secret])
-        user_import.import_users(app, "acme", people)
-    return secrets
 
 
 class Bare:
@@ -267,8 +252,8 @@ def bench_engine(engine: str, args: argparse.Namespace) -> dict[str, dict[int, M
     with database(engine) as url:
         app = make_app(url, clock)
         orgs.add_org(app, "acme")
-        mfactl_users = enroll(app, "m", args.users)
-        bare_users = enroll(app, "b", args.users)
+        mfactl_users = enrolled_users(app, "m", args.users)
+        bare_users = enrolled_users(app, "b", args.users)
         mfa = mfactl.api.Mfa(app)
         bare = Bare(engine, url, app)
         django = None if args.no_django else Django(engine, url, args.users)
@@ -355,7 +340,7 @@ def bench_recovery(engine: str, args: argparse.Namespace) -> None:
     with database(engine) as url:
         app = make_app(url, clock)
         orgs.add_org(app, "acme")
-        users = enroll(app, "r", args.users)
+        users = enrolled_users(app, "r", args.users)
         codes = {name: recovery.generate(app, "acme", name).codes for name, _ in users}
         mfa = mfactl.api.Mfa(app)
         try:
